@@ -1,0 +1,25 @@
+"""What every backbone returns, so long-range heads can read any of them alike."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class BackboneOutput:
+    """Features of a batch after message passing.
+
+    ``node_features``: (n_atoms, channels), invariant (rotation-independent) features of
+    the last layer; the energy readout and the long-range heads read these.
+    ``layer_features``: one (n_atoms, channels) invariant tensor per message-passing
+    layer, first to last (``layer_features[-1] is node_features``).
+    ``edge_vectors``: (n_edges, 3), Å, and ``edge_lengths``: (n_edges,), Å, as used by
+    the backbone (already differentiable w.r.t. positions and cell).
+    """
+
+    node_features: torch.Tensor
+    layer_features: list[torch.Tensor] = field(default_factory=list)
+    edge_vectors: torch.Tensor | None = None
+    edge_lengths: torch.Tensor | None = None

@@ -1,0 +1,96 @@
+"""PaiNN: polarizable atom interaction neural network (Schütt, Unke, Gastegger, ICML 2021).
+
+Each atom carries invariant features ``s`` (n_atoms, F) and equivariant vector features
+``v`` (n_atoms, 3, F). A layer is a *message* (continuous filter over neighbours, which
+updates ``s`` and rotates neighbour vectors and edge directions into ``v``) followed by
+an *update* (per-atom mixing of ``s`` with the norms and inner products of ``v``).
+Symbols follow the paper: ``phi`` (feature MLP), ``W`` (radial filter), ``U``/``V``
+(vector linear maps), ``a_ss``/``a_sv``/``a_vv`` (update gates).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from farfield.models.backbones.base import BackboneOutput
+from farfield.models.blocks import MLP, BesselBasis, ElementEmbedding, PolynomialCutoff, scatter_sum
+from farfield.models.graph import AtomicGraph
+
+#: Added under the square root of vector norms so their gradient is finite at v = 0.
+_NORM_EPS = 1e-8
+
+
+class PaiNNMessage(nn.Module):
+    """Message block: ``Δs_i = Σ_j φ_s(s_j) W_s(r_ij)``, ``Δv_i = Σ_j v_j φ_vv W_vv + r̂_ij φ_vs W_vs``."""
+
+    def __init__(self, channels: int, n_radial: int):
+        super().__init__()
+        self.channels = channels
+        self.phi = MLP([channels, channels, 3 * channels])
+        self.filter = nn.Linear(n_radial, 3 * channels)
+
+    def forward(self, s, v, edge_index, radial, envelope, unit_vectors):
+        """``s``: (N, F); ``v``: (N, 3, F); ``radial``: (E, n_radial); ``envelope``: (E,);
+        ``unit_vectors``: (E, 3). Returns updated ``(s, v)``."""
+        center, neighbor = edge_index
+        x = self.phi(s)[neighbor] * (self.filter(radial) * envelope[:, None])
+        x_s, x_vv, x_vs = torch.split(x, self.channels, dim=-1)
+        dv = v[neighbor] * x_vv[:, None, :] + unit_vectors[:, :, None] * x_vs[:, None, :]
+        n = s.shape[0]
+        return s + scatter_sum(x_s, center, n), v + scatter_sum(dv, center, n)
+
+
+class PaiNNUpdate(nn.Module):
+    """Update block: mixes ``s`` with ``‖V v‖`` and ``⟨U v, V v⟩`` per atom."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.channels = channels
+        self.U = nn.Linear(channels, channels, bias=False)
+        self.V = nn.Linear(channels, channels, bias=False)
+        self.gates = MLP([2 * channels, channels, 3 * channels])
+
+    def forward(self, s, v):
+        uv, vv = self.U(v), self.V(v)
+        vv_norm = torch.sqrt((vv * vv).sum(dim=1) + _NORM_EPS)
+        a = self.gates(torch.cat([s, vv_norm], dim=-1))
+        a_vv, a_sv, a_ss = torch.split(a, self.channels, dim=-1)
+        s = s + a_sv * (uv * vv).sum(dim=1) + a_ss
+        v = v + a_vv[:, None, :] * uv
+        return s, v
+
+
+class PaiNN(nn.Module):
+    """PaiNN backbone on a periodic graph.
+
+    ``channels``: feature width F. ``layers``: message-passing layers. ``cutoff``: Å.
+    ``n_radial``: Bessel functions per edge.
+    """
+
+    def __init__(self, channels: int = 64, layers: int = 3, cutoff: float = 5.0, n_radial: int = 8):
+        super().__init__()
+        self.channels = channels
+        self.cutoff = float(cutoff)
+        self.embedding = ElementEmbedding(channels)
+        self.radial = BesselBasis(cutoff, n_radial)
+        self.envelope = PolynomialCutoff(cutoff)
+        self.messages = nn.ModuleList(PaiNNMessage(channels, n_radial) for _ in range(layers))
+        self.updates = nn.ModuleList(PaiNNUpdate(channels) for _ in range(layers))
+
+    def forward(self, graph: AtomicGraph, edge_vectors: torch.Tensor) -> BackboneOutput:
+        """``edge_vectors``: (n_edges, 3), Å, from ``graph.edge_vectors`` (differentiable)."""
+        lengths = torch.linalg.vector_norm(edge_vectors, dim=-1)
+        unit_vectors = edge_vectors / lengths[:, None]
+        radial = self.radial(lengths)
+        envelope = self.envelope(lengths)
+        s = self.embedding(graph.numbers)
+        v = s.new_zeros((s.shape[0], 3, self.channels))
+        layer_features = []
+        for message, update in zip(self.messages, self.updates):
+            s, v = message(s, v, graph.edge_index, radial, envelope, unit_vectors)
+            s, v = update(s, v)
+            layer_features.append(s)
+        return BackboneOutput(
+            node_features=s, layer_features=layer_features, edge_vectors=edge_vectors, edge_lengths=lengths
+        )

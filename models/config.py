@@ -1,0 +1,84 @@
+"""Typed configuration of the model and its training (part of a trial config).
+
+The YAML keys are exactly these fields; builders take these objects.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from farfield.data.config import StrictModel
+
+
+class ModelConfig(StrictModel):
+    """A potential: backbone + long-range heads + per-element reference energies.
+
+    ``backbone``: a name from ``farfield.models.registry.BACKBONES``.
+    ``long_range``: names from ``farfield.models.registry.HEADS`` (empty = short-range only).
+    ``channels``: feature width. ``layers``: message-passing layers. ``cutoff``: Å.
+    ``n_radial``: radial basis functions. ``dtype``: floating precision of the model.
+    """
+
+    backbone: str = "painn"
+    long_range: list[str] = Field(default_factory=list)
+    channels: int = Field(default=64, ge=1)
+    layers: int = Field(default=3, ge=1)
+    cutoff: float = Field(default=5.0, gt=0)
+    n_radial: int = Field(default=8, ge=1)
+    dtype: Literal["float32", "float64"] = "float32"
+
+    @field_validator("backbone")
+    @classmethod
+    def _known_backbone(cls, name: str) -> str:
+        from farfield.models.registry import BACKBONES
+
+        if name not in BACKBONES:
+            raise ValueError(f"unknown backbone {name!r}; known backbones: {', '.join(sorted(BACKBONES))}")
+        return name
+
+    @field_validator("long_range")
+    @classmethod
+    def _known_heads(cls, names: list[str]) -> list[str]:
+        from farfield.models.registry import HEADS
+
+        for name in names:
+            if name not in HEADS:
+                known = ", ".join(sorted(HEADS)) or "(none registered yet)"
+                raise ValueError(f"unknown long-range head {name!r}; known heads: {known}")
+        if len(set(names)) != len(names):
+            raise ValueError(f"long-range heads listed twice: {names}")
+        return names
+
+
+class LossWeights(StrictModel):
+    """Weights of the mean-squared-error terms (units: (eV/atom)², (eV/Å)², e², (eV/Å³)²)."""
+
+    energy: float = Field(default=1.0, ge=0)
+    forces: float = Field(default=10.0, ge=0)
+    charges: float = Field(default=0.0, ge=0)
+    stress: float = Field(default=0.0, ge=0)
+
+
+class TrainingConfig(StrictModel):
+    """Optimisation of one trial.
+
+    ``lr``: AdamW learning rate; ``lr_schedule``: ``cosine`` (to ``lr * min_lr_factor``
+    over ``epochs``), ``plateau`` (halve when validation loss stalls) or ``constant``.
+    ``ema_decay``: exponential moving average of weights used for evaluation (None = off).
+    ``grad_clip``: max gradient norm (None = off). ``patience``: epochs without
+    validation improvement before stopping (None = never).
+    """
+
+    epochs: int = Field(default=50, ge=1)
+    batch_size: int = Field(default=4, ge=1)
+    eval_batch_size: int = Field(default=16, ge=1)
+    lr: float = Field(default=1e-3, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    lr_schedule: Literal["cosine", "plateau", "constant"] = "cosine"
+    min_lr_factor: float = Field(default=0.05, gt=0, le=1)
+    ema_decay: float | None = Field(default=0.99, ge=0, lt=1)
+    grad_clip: float | None = Field(default=10.0, gt=0)
+    patience: int | None = Field(default=20, ge=1)
+    loss: LossWeights = Field(default_factory=LossWeights)

@@ -1,0 +1,176 @@
+"""A batch of periodic atomic graphs: structures concatenated along the atom axis.
+
+One ``AtomicGraph`` holds ``n_graphs`` structures. Per-atom tensors are concatenated,
+``batch`` maps each atom to its structure, and edge indices are offset into the
+concatenated atom axis. The same class holds a single structure (``n_graphs == 1``).
+
+Conventions (docs/conventions.md): cells hold lattice vectors as rows; an edge
+``(center=i, neighbor=j, shift=S)`` has vector ``r_ij = r_j + S @ cell - r_i`` and
+carries a message from ``j`` to ``i``; neighbour lists are full (both directions).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+
+import numpy as np
+import torch
+from ase import Atoms
+
+from farfield.data import records
+from farfield.models.graph.neighbors import neighbor_pairs
+
+
+@dataclass
+class AtomicGraph:
+    """Inputs and (optional) reference labels of one or more structures.
+
+    Inputs
+    ------
+    ``positions``: (n_atoms, 3), Å. ``numbers``: (n_atoms,) int64, atomic numbers.
+    ``cell``: (n_graphs, 3, 3), Å (zeros for non-periodic). ``pbc``: (n_graphs, 3) bool.
+    ``batch``: (n_atoms,) int64, structure index of each atom.
+    ``edge_index``: (2, n_edges) int64, row 0 = center (receiver), row 1 = neighbor (sender).
+    ``cell_shifts``: (n_edges, 3), integer lattice shifts, stored in the float dtype.
+    ``n_atoms``: (n_graphs,) int64. ``total_charge``: (n_graphs,), e.
+
+    Labels (NaN / False where absent)
+    ---------------------------------
+    ``energy``: (n_graphs,), eV. ``forces``: (n_atoms, 3), eV/Å.
+    ``charges``: (n_atoms,), e; ``has_charges``: (n_graphs,) bool.
+    ``stress``: (n_graphs, 3, 3), eV/Å³; ``has_stress``: (n_graphs,) bool.
+    """
+
+    positions: torch.Tensor
+    numbers: torch.Tensor
+    cell: torch.Tensor
+    pbc: torch.Tensor
+    batch: torch.Tensor
+    edge_index: torch.Tensor
+    cell_shifts: torch.Tensor
+    n_atoms: torch.Tensor
+    total_charge: torch.Tensor
+    energy: torch.Tensor
+    forces: torch.Tensor
+    charges: torch.Tensor
+    has_charges: torch.Tensor
+    stress: torch.Tensor
+    has_stress: torch.Tensor
+    structure_ids: list[str] = field(default_factory=list)
+    cutoff: float = 0.0
+
+    @property
+    def n_graphs(self) -> int:
+        return int(self.n_atoms.shape[0])
+
+    @property
+    def periodic(self) -> torch.Tensor:
+        """(n_graphs,) bool, True where any direction is periodic."""
+        return self.pbc.any(dim=1)
+
+    def edge_vectors(self, positions: torch.Tensor | None = None, cell: torch.Tensor | None = None) -> torch.Tensor:
+        """(n_edges, 3), Å: ``r_j + S @ cell - r_i``, differentiable in positions and cell."""
+        positions = self.positions if positions is None else positions
+        cell = self.cell if cell is None else cell
+        center, neighbor = self.edge_index
+        edge_cell = cell[self.batch[center]]
+        offsets = torch.einsum("ek,ekl->el", self.cell_shifts, edge_cell)
+        return positions[neighbor] - positions[center] + offsets
+
+    def volume(self, cell: torch.Tensor | None = None) -> torch.Tensor:
+        """(n_graphs,), Å³; NaN for non-periodic structures."""
+        cell = self.cell if cell is None else cell
+        vol = torch.linalg.det(cell).abs()
+        return torch.where(self.periodic, vol, torch.full_like(vol, float("nan")))
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> AtomicGraph:
+        """Copy onto ``device`` with floating tensors cast to ``dtype``."""
+        changes = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, torch.Tensor):
+                if value.is_floating_point() and dtype is not None:
+                    value = value.to(dtype=dtype)
+                changes[f.name] = value.to(device=device) if device is not None else value
+        return replace(self, **changes)
+
+    @classmethod
+    def from_atoms(cls, atoms: Atoms, cutoff: float, dtype: torch.dtype = torch.float64) -> AtomicGraph:
+        """Graph of one structure; labels are read per data/records.py where present."""
+        n = len(atoms)
+        pbc = np.asarray(atoms.pbc, dtype=bool)
+        cell = np.asarray(atoms.cell.array, dtype=np.float64) if pbc.any() else np.zeros((3, 3))
+        pairs = neighbor_pairs(atoms.positions, cell, pbc, cutoff)
+
+        def tensor(x, dt=dtype):
+            return torch.as_tensor(np.asarray(x), dtype=dt)
+
+        energy = atoms.info.get(records.ENERGY, np.nan)
+        forces = atoms.arrays.get(records.FORCES)
+        charges = atoms.arrays.get(records.CHARGES)
+        stress = atoms.info.get(records.STRESS)
+        stress33 = np.full((3, 3), np.nan) if stress is None else _voigt_to_matrix(np.asarray(stress, dtype=float))
+        return cls(
+            positions=tensor(atoms.positions),
+            numbers=tensor(atoms.numbers, torch.long),
+            cell=tensor(cell)[None],
+            pbc=torch.as_tensor(pbc)[None],
+            batch=torch.zeros(n, dtype=torch.long),
+            edge_index=torch.as_tensor(np.stack([pairs.center, pairs.neighbor])),
+            cell_shifts=tensor(pairs.cell_shifts),
+            n_atoms=torch.tensor([n]),
+            total_charge=tensor([atoms.info.get(records.TOTAL_CHARGE, 0.0)]),
+            energy=tensor([energy if energy is not None else np.nan]),
+            forces=tensor(forces if forces is not None else np.full((n, 3), np.nan)),
+            charges=tensor(charges if charges is not None else np.full(n, np.nan)),
+            has_charges=torch.tensor([charges is not None]),
+            stress=tensor(stress33)[None],
+            has_stress=torch.tensor([stress is not None]),
+            structure_ids=[str(atoms.info.get(records.STRUCTURE_ID, ""))],
+            cutoff=float(cutoff),
+        )
+
+
+def collate(graphs: list[AtomicGraph]) -> AtomicGraph:
+    """Concatenate graphs into one batch, offsetting atom indices of edges and ``batch``."""
+    if not graphs:
+        raise ValueError("collate needs at least one graph")
+    cutoffs = {g.cutoff for g in graphs}
+    if len(cutoffs) > 1:
+        raise ValueError(f"cannot batch graphs built with different cutoffs: {sorted(cutoffs)}")
+    atom_offsets = torch.cumsum(torch.tensor([0] + [int(g.n_atoms.sum()) for g in graphs[:-1]]), 0)
+    graph_offsets = torch.cumsum(torch.tensor([0] + [g.n_graphs for g in graphs[:-1]]), 0)
+    cat = lambda name: torch.cat([getattr(g, name) for g in graphs])  # noqa: E731
+    return AtomicGraph(
+        positions=cat("positions"),
+        numbers=cat("numbers"),
+        cell=cat("cell"),
+        pbc=cat("pbc"),
+        batch=torch.cat([g.batch + o for g, o in zip(graphs, graph_offsets)]),
+        edge_index=torch.cat([g.edge_index + o for g, o in zip(graphs, atom_offsets)], dim=1),
+        cell_shifts=cat("cell_shifts"),
+        n_atoms=cat("n_atoms"),
+        total_charge=cat("total_charge"),
+        energy=cat("energy"),
+        forces=cat("forces"),
+        charges=cat("charges"),
+        has_charges=cat("has_charges"),
+        stress=cat("stress"),
+        has_stress=cat("has_stress"),
+        structure_ids=[s for g in graphs for s in g.structure_ids],
+        cutoff=graphs[0].cutoff,
+    )
+
+
+def _voigt_to_matrix(stress: np.ndarray) -> np.ndarray:
+    """(6,) Voigt (xx yy zz yz xz xy) or (3, 3) → (3, 3), same unit."""
+    if stress.shape == (3, 3):
+        return stress
+    xx, yy, zz, yz, xz, xy = stress.reshape(6)
+    return np.array([[xx, xy, xz], [xy, yy, yz], [xz, yz, zz]])
+
+
+def matrix_to_voigt(stress: torch.Tensor) -> torch.Tensor:
+    """(..., 3, 3) → (..., 6) Voigt order xx yy zz yz xz xy."""
+    idx = ([0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1])
+    return stress[..., idx[0], idx[1]]

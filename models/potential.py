@@ -1,0 +1,102 @@
+"""The ``Potential``: a backbone, zero or more long-range heads and reference energies.
+
+The total energy is a sum of terms; forces and stress come from one autograd pass
+over it, so every model is conservative by construction:
+
+    F = -∂E/∂r           (n_atoms, 3), eV/Å
+    σ = (1/V) ∂E/∂ε      (n_graphs, 3, 3), eV/Å³, ASE sign (positive = tensile)
+
+where ``ε`` is a symmetric strain applied to positions and cell alike.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from farfield.models.backbones.base import BackboneOutput
+from farfield.models.blocks import AtomwiseReadout, ReferenceEnergies, scatter_sum
+from farfield.models.graph import AtomicGraph
+
+
+class Potential(nn.Module):
+    """Energy model ``E = Σ_i (E0[Z_i] + readout(h_i)) + Σ_heads E_head``.
+
+    ``backbone``: maps ``(graph, edge_vectors)`` to a ``BackboneOutput``.
+    ``heads``: long-range heads by name; each returns a dict with ``energy`` (n_graphs,)
+    eV and optionally ``charges`` (n_atoms,) e (see docs/conventions.md).
+    ``readout``: invariant features → per-atom energy (eV).
+    ``reference_energies``: per-element energies (eV), fitted on the training set.
+    ``model_config``: the JSON-able config the potential was built from (kept for checkpoints).
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        readout: AtomwiseReadout,
+        reference_energies: ReferenceEnergies,
+        heads: dict[str, nn.Module] | None = None,
+        model_config: dict | None = None,
+    ):
+        super().__init__()
+        self.backbone = backbone
+        self.readout = readout
+        self.reference_energies = reference_energies
+        self.heads = nn.ModuleDict(heads or {})
+        self.model_config = dict(model_config or {})
+
+    @property
+    def cutoff(self) -> float:
+        return float(self.backbone.cutoff)
+
+    def forward(
+        self,
+        graph: AtomicGraph,
+        compute_forces: bool = True,
+        compute_stress: bool = False,
+        create_graph: bool = False,
+    ) -> dict[str, torch.Tensor]:
+        """Predict a batch.
+
+        Returns ``energy`` (n_graphs,) eV, ``atomic_energies`` (n_atoms,) eV, and where
+        asked ``forces`` (n_atoms, 3) eV/Å and ``stress`` (n_graphs, 3, 3) eV/Å³ (NaN for
+        non-periodic structures); heads add ``energy_<name>`` and e.g. ``charges``.
+        ``create_graph`` keeps the graph of the derivatives (needed to train on forces).
+        """
+        positions, cell = graph.positions, graph.cell
+        inputs: list[torch.Tensor] = []
+        if compute_forces or compute_stress:
+            positions = positions.detach().requires_grad_(True)
+            inputs.append(positions)
+        strain = None
+        if compute_stress:
+            strain = torch.zeros_like(cell, requires_grad=True)
+            symmetric = 0.5 * (strain + strain.transpose(1, 2))
+            positions = positions + torch.einsum("ni,nij->nj", positions, symmetric[graph.batch])
+            cell = cell + torch.bmm(cell, symmetric)
+            inputs.append(strain)
+
+        edge_vectors = graph.edge_vectors(positions, cell)
+        features: BackboneOutput = self.backbone(graph, edge_vectors)
+        atomic_energies = self.readout(features.node_features) + self.reference_energies(graph.numbers)
+        energy = scatter_sum(atomic_energies, graph.batch, graph.n_graphs)
+        out: dict[str, torch.Tensor] = {"atomic_energies": atomic_energies}
+        for name, head in self.heads.items():
+            head_out = head(graph, features, positions, cell)
+            energy = energy + head_out["energy"]
+            out[f"energy_{name}"] = head_out["energy"]
+            for key, value in head_out.items():
+                if key != "energy":
+                    out[key] = value
+        out["energy"] = energy
+
+        if inputs:
+            grads = torch.autograd.grad(
+                energy.sum(), inputs, create_graph=create_graph, retain_graph=create_graph
+            )
+            if compute_forces:
+                out["forces"] = -grads[0]
+            if strain is not None:
+                volume = graph.volume(graph.cell)
+                out["stress"] = grads[-1] / volume[:, None, None]
+        return out

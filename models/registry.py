@@ -1,0 +1,62 @@
+"""Backbones and long-range heads by short name, and the builder of a ``Potential``.
+
+Components are chosen by these names in the config, never by import paths. The dicts
+are filled by explicit imports below; an unknown name is an error listing known names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from farfield.models.backbones import PaiNN
+from farfield.models.blocks import AtomwiseReadout, ReferenceEnergies
+from farfield.models.config import ModelConfig
+from farfield.models.potential import Potential
+
+
+def _build_painn(config: ModelConfig) -> nn.Module:
+    return PaiNN(channels=config.channels, layers=config.layers, cutoff=config.cutoff, n_radial=config.n_radial)
+
+
+#: backbone name → builder taking the model config.
+BACKBONES: dict[str, Callable[[ModelConfig], nn.Module]] = {"painn": _build_painn}
+
+#: long-range head name → builder taking the model config (filled as heads land).
+HEADS: dict[str, Callable[[ModelConfig], nn.Module]] = {}
+
+
+def _lookup(table: dict, name: str, what: str):
+    if name not in table:
+        known = ", ".join(sorted(table)) or "(none)"
+        raise ValueError(f"unknown {what} {name!r}; known: {known}")
+    return table[name]
+
+
+def build_potential(
+    config: ModelConfig,
+    reference_energies: np.ndarray | None = None,
+    energy_scale: float = 1.0,
+) -> Potential:
+    """Build a ``Potential`` from its config.
+
+    ``reference_energies``: (119,) eV per element (``fit_reference_energies``), zeros if None.
+    ``energy_scale``: eV, multiplies the readout (typically the RMS force × 1 Å of the
+    training set) so the network's outputs are of order one.
+    Parameters are created in ``config.dtype``.
+    """
+    dtype = {"float32": torch.float32, "float64": torch.float64}[config.dtype]
+    backbone = _lookup(BACKBONES, config.backbone, "backbone")(config)
+    heads = {name: _lookup(HEADS, name, "long-range head")(config) for name in config.long_range}
+    ref = ReferenceEnergies(None if reference_energies is None else torch.as_tensor(reference_energies))
+    potential = Potential(
+        backbone=backbone,
+        readout=AtomwiseReadout(config.channels, scale=energy_scale),
+        reference_energies=ref,
+        heads=heads,
+        model_config=config.model_dump(mode="json"),
+    )
+    return potential.to(dtype)

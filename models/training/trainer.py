@@ -1,0 +1,190 @@
+"""Training loop of one potential: AdamW, LR schedule, EMA, gradient clipping, early stopping.
+
+Nothing here knows about Ray or MLflow: progress goes to a ``Reporter`` that the
+orchestrator supplies (see ``farfield.orchestrator.trial``).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from farfield.models.config import TrainingConfig
+from farfield.models.graph import AtomicGraph
+from farfield.models.potential import Potential
+from farfield.models.training.ema import WeightEMA
+from farfield.models.training.graphs import iterate_batches
+from farfield.models.training.loss import weighted_loss
+from farfield.models.training.metrics import ErrorAccumulator
+
+
+class Reporter(Protocol):
+    """Receives per-epoch metrics, e.g. to log them to a tracker."""
+
+    def on_epoch(self, epoch: int, metrics: dict[str, float]) -> None: ...
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+@dataclass
+class Evaluation:
+    """Metrics (``e_mae`` ... in reported units) and per-structure predictions of one set."""
+
+    metrics: dict[str, float]
+    predictions: pd.DataFrame
+
+
+@dataclass
+class TrainingResult:
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = -1
+    best_val_loss: float = math.inf
+    stopped_early: bool = False
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → CUDA when available, else CPU; ``cpu``/``cuda`` as given."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("resources.device is 'cuda' but no CUDA device is available; use 'auto' or 'cpu'")
+    return torch.device(name)
+
+
+class Trainer:
+    """Fits a ``Potential`` on precomputed graphs.
+
+    ``device``: where the model and batches live. ``seed``: shuffling and initialisation.
+    The model selected for evaluation is the EMA (if enabled) at the best validation epoch.
+    """
+
+    def __init__(
+        self,
+        potential: Potential,
+        config: TrainingConfig,
+        device: torch.device | str = "cpu",
+        seed: int = 0,
+        reporter: Reporter | None = None,
+        progress: bool = True,
+    ):
+        self.potential = potential.to(device)
+        self.config = config
+        self.device = torch.device(device)
+        self.dtype = next(potential.parameters()).dtype
+        self.reporter = reporter
+        self.progress = progress
+        self.generator = torch.Generator().manual_seed(seed)
+        self.optimizer = torch.optim.AdamW(potential.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.scheduler = self._make_scheduler()
+        self.ema = WeightEMA(potential, config.ema_decay) if config.ema_decay else None
+
+    def _make_scheduler(self):
+        cfg = self.config
+        if cfg.lr_schedule == "cosine":
+            return torch.optim.lr_scheduler.CosineAnnealingLR(
+                self.optimizer, T_max=cfg.epochs, eta_min=cfg.lr * cfg.min_lr_factor
+            )
+        if cfg.lr_schedule == "plateau":
+            return torch.optim.lr_scheduler.ReduceLROnPlateau(
+                self.optimizer, factor=0.5, patience=5, min_lr=cfg.lr * cfg.min_lr_factor
+            )
+        return None
+
+    def _to_device(self, batch: AtomicGraph) -> AtomicGraph:
+        return batch.to(self.device, self.dtype)
+
+    def train_epoch(self, graphs: Sequence[AtomicGraph]) -> dict[str, float]:
+        """One pass over ``graphs``; returns mean loss parts (unweighted) and the loss."""
+        self.potential.train()
+        totals: dict[str, float] = {}
+        n_batches = 0
+        for batch in iterate_batches(graphs, self.config.batch_size, shuffle=True, generator=self.generator):
+            batch = self._to_device(batch)
+            prediction = self.potential(batch, compute_forces=True, create_graph=True)
+            loss, parts = weighted_loss(prediction, batch, self.config.loss)
+            if not torch.isfinite(loss):
+                raise NonFiniteLossError(
+                    f"training loss became {float(loss)} (parts: {parts}); lower training.lr or check the data"
+                )
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if self.config.grad_clip:
+                torch.nn.utils.clip_grad_norm_(self.potential.parameters(), self.config.grad_clip)
+            self.optimizer.step()
+            if self.ema is not None:
+                self.ema.update(self.potential)
+            for name, value in {"loss": float(loss.detach()), **parts}.items():
+                totals[name] = totals.get(name, 0.0) + value
+            n_batches += 1
+        return {name: value / max(n_batches, 1) for name, value in totals.items()}
+
+    def _evaluate_current(self, graphs: Sequence[AtomicGraph]) -> tuple[Evaluation, float]:
+        self.potential.eval()
+        errors = ErrorAccumulator()
+        loss_sum, n = 0.0, 0
+        for batch in iterate_batches(graphs, self.config.eval_batch_size, shuffle=False):
+            batch = self._to_device(batch)
+            prediction = self.potential(batch, compute_forces=True)
+            loss, _ = weighted_loss(prediction, batch, self.config.loss)
+            loss_sum += float(loss.detach()) * batch.n_graphs
+            n += batch.n_graphs
+            errors.add(prediction, batch)
+        return Evaluation(errors.metrics(), errors.table()), loss_sum / max(n, 1)
+
+    def evaluate(self, graphs: Sequence[AtomicGraph]) -> Evaluation:
+        """Metrics and per-structure predictions of the current (EMA-applied if set) model."""
+        if self.ema is not None:
+            with self.ema.applied(self.potential):
+                return self._evaluate_current(graphs)[0]
+        return self._evaluate_current(graphs)[0]
+
+    def fit(self, train: Sequence[AtomicGraph], val: Sequence[AtomicGraph]) -> TrainingResult:
+        """Train for ``config.epochs`` (or until early stopping); keep the best validation weights.
+
+        After ``fit`` the potential holds the selected weights (EMA, best epoch).
+        """
+        result = TrainingResult()
+        best_state = None
+        stale = 0
+        bar = tqdm(range(self.config.epochs), desc="epochs", unit="epoch", disable=not self.progress)
+        for epoch in bar:
+            train_parts = self.train_epoch(train)
+            if self.ema is not None:
+                with self.ema.applied(self.potential):
+                    val_eval, val_loss = self._evaluate_current(val or train)
+                    candidate = copy.deepcopy(self.potential.state_dict())
+            else:
+                val_eval, val_loss = self._evaluate_current(val or train)
+                candidate = copy.deepcopy(self.potential.state_dict())
+            lr = self.optimizer.param_groups[0]["lr"]
+            if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                self.scheduler.step(val_loss)
+            elif self.scheduler is not None:
+                self.scheduler.step()
+            row = {"epoch": epoch, "lr": lr, "val_loss": val_loss}
+            row.update({f"train_{k}": v for k, v in train_parts.items()})
+            row.update({f"val_{k}": v for k, v in val_eval.metrics.items()})
+            result.history.append(row)
+            if self.reporter is not None:
+                self.reporter.on_epoch(epoch, row)
+            bar.set_postfix(loss=f"{train_parts['loss']:.3g}", val_f_mae=f"{val_eval.metrics['f_mae']:.1f}")
+            if val_loss < result.best_val_loss:
+                result.best_val_loss, result.best_epoch, best_state, stale = val_loss, epoch, candidate, 0
+            else:
+                stale += 1
+                if self.config.patience and stale >= self.config.patience:
+                    result.stopped_early = True
+                    break
+        if best_state is not None:
+            self.potential.load_state_dict(best_state)
+        self.ema = None  # the selected weights are now the model's own
+        return result
