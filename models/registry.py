@@ -28,6 +28,9 @@ BACKBONES: dict[str, Callable[[ModelConfig], nn.Module]] = {"painn": _build_pain
 #: long-range head name → builder taking the model config (filled as heads land).
 HEADS: dict[str, Callable[[ModelConfig], nn.Module]] = {}
 
+#: names in ``HEADS`` whose head predicts per-atom charges (a charge loss needs one).
+CHARGE_HEADS: set[str] = set()
+
 
 def _lookup(table: dict, name: str, what: str):
     if name not in table:

@@ -1,0 +1,55 @@
+"""Resolve a trial's ``data.dataset`` to a dataset store.
+
+``"bundled"`` is the real CoRE MOF + GFN1-xTB set shipped in ``data/bundled/``; it is
+imported once into ``<workspace>/datasets/`` (validated like any user file) and reused
+while its content is unchanged. Anything else must be a store directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from farfield.data.readers import read_structures
+from farfield.data.store import DatasetStore, write_store
+
+BUNDLED_DIR = Path(__file__).parent / "bundled"
+BUNDLED_FILE = BUNDLED_DIR / "coremof-small-gfn1.extxyz.xz"
+BUNDLED_METHOD = "GFN1-xTB (tblite, periodic)"
+
+
+def _file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def bundled_store(workspace: str | Path) -> DatasetStore:
+    """The bundled dataset as a store under ``workspace/datasets`` (built on first use)."""
+    if not BUNDLED_FILE.is_file():
+        raise FileNotFoundError(f"bundled dataset missing: {BUNDLED_FILE} (reinstall farfield)")
+    out = Path(workspace) / "datasets" / f"bundled-{_file_digest(BUNDLED_FILE)}"
+    if (out / "manifest.json").is_file():
+        return DatasetStore.open(out)
+    result = read_structures(BUNDLED_FILE)
+    if result.problems:
+        raise ValueError(f"bundled dataset is invalid: {result.problems[0]}")
+    return write_store(
+        result.valid,
+        out,
+        label_method=BUNDLED_METHOD,
+        sources=["bundled:" + BUNDLED_FILE.name],
+        provenance={"bundled_file": BUNDLED_FILE.name, "bundled_sha256_16": _file_digest(BUNDLED_FILE)},
+        overwrite=True,
+    )
+
+
+def resolve_dataset(spec: str, workspace: str | Path) -> DatasetStore:
+    """``"bundled"`` or a store directory → an opened ``DatasetStore``."""
+    if spec == "bundled":
+        return bundled_store(workspace)
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(
+            f"data.dataset: {spec!r} is neither 'bundled' nor an existing store directory "
+            f"(make one with `farfield data import FILES --out DIR`)"
+        )
+    return DatasetStore.open(path)

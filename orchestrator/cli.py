@@ -1,0 +1,152 @@
+"""The ``farfield`` command line. It parses, validates and calls functions; nothing more.
+
+Every command is a thin wrapper around a function that takes the typed config models,
+so notebooks can do the same from Python.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from farfield.orchestrator.cli_data import data_app
+from farfield.orchestrator.config import ConfigError, TrialConfig, load_trial_config
+
+app = typer.Typer(
+    help="farfield: do machine-learned interatomic potentials still work on materials they have never seen?",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(data_app, name="data")
+console = Console()
+err_console = Console(stderr=True)
+
+USER_ERRORS = (ConfigError, ValueError, FileNotFoundError, TypeError)
+
+
+def _fail(err: BaseException) -> None:
+    err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
+
+
+def print_result(config: TrialConfig, result) -> None:
+    """Final metrics table, where the results are, and how to open the MLflow UI."""
+    table = Table(title=f"trial {config.name!r}: final metrics (EMA weights, best epoch {result.best_epoch})")
+    table.add_column("set")
+    for name, unit in (("e_mae", "meV/atom"), ("e_rmse", "meV/atom"), ("f_mae", "meV/Å"), ("f_rmse", "meV/Å"),
+                       ("q_mae", "me")):
+        table.add_column(f"{name} [{unit}]", justify="right")
+    for side in ("train", "val", "test"):
+        if f"{side}/e_mae" in result.metrics:
+            table.add_row(side, *(f"{result.metrics[f'{side}/{m}']:.2f}" for m in
+                                  ("e_mae", "e_rmse", "f_mae", "f_rmse", "q_mae")))
+    console.print(table)
+    workspace = Path(config.workspace).resolve()
+    console.print(f"MLflow run     : {result.run_id} (experiment {config.tracking.experiment!r})")
+    console.print(f"tracking store : {result.tracking_uri}")
+    console.print(f"workspace      : {workspace}")
+    if config.tracking.uri is None:
+        console.print(
+            f"open the UI    : [bold]farfield ui --workspace {_shell_path(workspace)}[/]  → http://127.0.0.1:5000"
+        )
+
+
+def _shell_path(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+@app.command()
+def train(
+    config_file: Path = typer.Argument(..., help="Trial config YAML (see configs/quickstart-trial.yaml)."),
+    workspace: Path | None = typer.Option(None, help="Override the config's workspace folder."),
+    address: str | None = typer.Option(None, help="Ray cluster address ('auto' = running cluster); default: local Ray."),
+    local: bool = typer.Option(False, "--local", help="Run in this process without Ray (debugging)."),
+) -> None:
+    """Train and evaluate one trial as a Ray task and log it to MLflow.
+
+    Example:  farfield train configs/quickstart-trial.yaml
+    """
+    from farfield.orchestrator.launch import run_trial_on_ray
+    from farfield.orchestrator.trial import run_trial
+
+    try:
+        overrides = {"workspace": str(workspace)} if workspace else None
+        config = load_trial_config(config_file, overrides)
+        result = run_trial(config) if local else run_trial_on_ray(config, address=address)
+    except USER_ERRORS as err:
+        _fail(err)
+    print_result(config, result)
+
+
+@app.command()
+def quickstart(
+    workspace: Path = typer.Option(Path("workspace"), help="Folder for the dataset store, splits and MLflow."),
+    epochs: int | None = typer.Option(None, help="Override the number of training epochs."),
+) -> None:
+    """Run the main job on the embedded default: local Ray, local MLflow, bundled MOF data.
+
+    Trains the quickstart trial (PaiNN on real CoRE MOF structures with GFN1-xTB labels,
+    random split) and prints the metrics, where they are, and how to open the MLflow UI.
+
+    Example:  farfield quickstart --workspace workspace
+    """
+    from farfield.orchestrator.launch import run_trial_on_ray
+    from farfield.orchestrator.quickstart import quickstart_config
+
+    try:
+        config = quickstart_config(workspace)
+        if epochs is not None:
+            config.training.epochs = epochs
+        result = run_trial_on_ray(config)
+    except USER_ERRORS as err:
+        _fail(err)
+    print_result(config, result)
+
+
+@app.command()
+def ui(
+    workspace: Path = typer.Option(Path("workspace"), help="Workspace whose mlflow.db and artifacts to serve."),
+    host: str = typer.Option("127.0.0.1", help="Interface to bind; keep 127.0.0.1 unless you mean to expose it."),
+    port: int = typer.Option(5000, help="Port of the UI / tracking server."),
+    print_command: bool = typer.Option(False, "--print-command", help="Print the server command and exit."),
+) -> None:
+    """Start the MLflow UI / tracking server on a workspace (SQLite backend, local artifacts).
+
+    Example:  farfield ui --workspace workspace --port 5000   (then open http://127.0.0.1:5000)
+    """
+    from farfield.orchestrator.mlflow_server import server_command, server_environment
+
+    if not (workspace / "mlflow.db").exists() and not print_command:
+        _fail(FileNotFoundError(f"{workspace / 'mlflow.db'} not found: run `farfield quickstart` or `farfield train` first"))
+    command = server_command(workspace, host=host, port=port)
+    if print_command:
+        console.print(json.dumps(command))
+        return
+    console.print(f"MLflow UI on http://{host}:{port}  (Ctrl-C to stop)")
+    try:
+        raise typer.Exit(subprocess.call(command, env=server_environment()))
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,179 @@
+"""One trial end to end: dataset → split → graphs → train → evaluate → MLflow run.
+
+``run_trial`` is a plain function of a ``TrialConfig``; ``farfield.orchestrator.launch``
+runs it inside a Ray task. Everything a trial produces is logged to one MLflow run:
+flattened params, per-epoch curves, final ``{train,val,test}/{e_mae,e_rmse,f_mae,f_rmse,q_mae}``,
+tags, the checkpoint, per-structure test predictions (parquet), the split file and
+the resolved config.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import torch
+from mlflow.tracking import MlflowClient
+
+from farfield.data.datasets import resolve_dataset
+from farfield.data.splits import SIDES, Split, random_split
+from farfield.data.store import DatasetStore
+from farfield.models.blocks.readout import fit_reference_energies
+from farfield.models.registry import build_potential
+from farfield.models.training import (
+    METRIC_NAMES,
+    Trainer,
+    build_graphs,
+    element_count_matrix,
+    force_rms,
+    resolve_device,
+    save_checkpoint,
+)
+from farfield.orchestrator.config import TrialConfig
+from farfield.orchestrator.tracking import (
+    MlflowEpochReporter,
+    ensure_experiment,
+    git_commit,
+    now_ms,
+    tracking_uri,
+)
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+@dataclass
+class TrialResult:
+    """What a finished trial returns (also everything is in its MLflow run)."""
+
+    run_id: str
+    tracking_uri: str
+    experiment_id: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    best_epoch: int = -1
+    epochs_run: int = 0
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def make_split(config: TrialConfig, store: DatasetStore) -> Split:
+    """The trial's split: loaded from ``split.file`` or made and saved under the workspace."""
+    if config.split.file is not None:
+        split = Split.load(config.split.file)
+        if split.dataset_hash != store.content_hash:
+            raise ValueError(
+                f"split.file {config.split.file} was made for dataset {split.dataset_hash}, "
+                f"but data.dataset has {store.content_hash}"
+            )
+        return split
+    fractions = {side: getattr(config.split, side) for side in SIDES}
+    split = random_split(store.index, store.content_hash, fractions, config.split.seed)
+    split.save(Path(config.workspace) / "splits" / f"{split.strategy}-{split.content_hash[7:19]}.json")
+    return split
+
+
+def load_sides(config: TrialConfig, store: DatasetStore, split: Split) -> dict[str, list]:
+    """Frames of each side of the split (``data.max_structures`` caps the index first)."""
+    index = store.index
+    if config.data.max_structures is not None:
+        index = index.iloc[: config.data.max_structures]
+    sides = split.side_of()
+    frames = {}
+    for side in SIDES:
+        ids = index.loc[index["parent_id"].map(sides) == side, "structure_id"].tolist()
+        frames[side] = store.read(ids) if ids else []
+    if not frames["train"]:
+        raise ValueError("the training side of the split is empty; check data.max_structures and split fractions")
+    return frames
+
+
+def run_trial(config: TrialConfig, progress: bool = True) -> TrialResult:
+    """Train and evaluate one potential; log everything to a new MLflow run."""
+    seed_everything(config.seed)
+    if config.resources.torch_threads:
+        torch.set_num_threads(config.resources.torch_threads)
+    workspace = Path(config.workspace)
+    uri = tracking_uri(config.tracking, workspace)
+    experiment_id = ensure_experiment(config.tracking, workspace)
+    client = MlflowClient(tracking_uri=uri)
+    run = client.create_run(
+        experiment_id,
+        run_name=config.tracking.run_name or config.name,
+        tags={"backbone": config.model.backbone, "long_range": ",".join(config.model.long_range) or "none",
+              "split": config.split.strategy, "git_commit": git_commit(), "trial_name": config.name},
+    )
+    run_id = run.info.run_id
+    try:
+        result = _train_and_log(config, client, run_id, progress)
+    except BaseException as err:
+        client.set_tag(run_id, "failure_reason", f"{type(err).__name__}: {err}"[:5000])
+        client.set_terminated(run_id, status="KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+        raise
+    client.set_terminated(run_id, status="FINISHED")
+    result.tracking_uri, result.experiment_id = uri, experiment_id
+    return result
+
+
+def _train_and_log(config: TrialConfig, client: MlflowClient, run_id: str, progress: bool) -> TrialResult:
+    params = config.flat_params()
+    items = [mlflow.entities.Param(k, v[:6000]) for k, v in params.items()]
+    for start in range(0, len(items), 100):
+        client.log_batch(run_id, params=items[start : start + 100])
+    client.log_dict(run_id, config.model_dump(mode="json"), "config/trial_config.json")
+
+    store = resolve_dataset(config.data.dataset, config.workspace)
+    split = make_split(config, store)
+    client.set_tag(run_id, "dataset_hash", store.content_hash)
+    client.set_tag(run_id, "split_hash", split.content_hash)
+    client.log_dict(run_id, json.loads(split.to_json()), "split/split.json")
+    frames = load_sides(config, store, split)
+
+    dtype = DTYPES[config.model.dtype]
+    graphs = {
+        side: build_graphs(frames[side], config.model.cutoff, dtype, progress=progress, desc=f"{side} graphs")
+        for side in SIDES
+    }
+    reference = fit_reference_energies(
+        element_count_matrix(graphs["train"]), np.array([float(g.energy[0]) for g in graphs["train"]])
+    )
+    potential = build_potential(config.model, reference_energies=reference, energy_scale=force_rms(graphs["train"]))
+    device = resolve_device(config.resources.device)
+    client.set_tag(run_id, "device", str(device))
+    client.log_metric(run_id, "n_parameters", sum(p.numel() for p in potential.parameters()))
+    trainer = Trainer(
+        potential, config.training, device=device, seed=config.seed,
+        reporter=MlflowEpochReporter(client, run_id), progress=progress,
+    )
+    fit = trainer.fit(graphs["train"], graphs["val"])
+
+    metrics: dict[str, float] = {"best_epoch": fit.best_epoch, "epochs_run": len(fit.history)}
+    with tempfile.TemporaryDirectory() as tmp:
+        for side in SIDES:
+            if not graphs[side]:
+                continue
+            evaluation = trainer.evaluate(graphs[side])
+            metrics.update({f"{side}/{name}": evaluation.metrics[name] for name in METRIC_NAMES})
+            if side == "test":
+                table = evaluation.predictions
+                parent_of = dict(zip(store.index["structure_id"], store.index["parent_id"]))
+                table.insert(1, "parent_id", table["structure_id"].map(parent_of))
+                path = Path(tmp) / "test_predictions.parquet"
+                table.to_parquet(path, index=False)
+                client.log_artifact(run_id, str(path), "predictions")
+        checkpoint = save_checkpoint(Path(tmp) / "model.pt", trainer.potential.cpu(), config.model_dump(mode="json"))
+        client.log_artifact(run_id, str(checkpoint), "checkpoint")
+    client.log_batch(
+        run_id, metrics=[mlflow.entities.Metric(k, float(v), now_ms(), 0) for k, v in metrics.items()]
+    )
+    return TrialResult(run_id, "", "", metrics, fit.best_epoch, len(fit.history))
