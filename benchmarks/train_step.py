@@ -1,0 +1,118 @@
+"""Training-step throughput of each backbone on the bundled MOF data → JSON.
+
+Measures, per backbone and batch size: training steps/s (energy + forces loss,
+backward, optimiser step), atoms/s, and peak memory (CUDA: max allocated; CPU: growth
+of the process's max RSS during the run). Never asserts on timings.
+
+    python benchmarks/train_step.py --out benchmarks/results/train_step.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from farfield.data.datasets import bundled_store
+from farfield.models import BACKBONES, ModelConfig, TrainingConfig, build_potential
+from farfield.models.training import Trainer, build_graphs, force_rms, iterate_batches, resolve_device
+
+
+def _max_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def bench_backbone(backbone: str, graphs, batch_size: int, device, dtype, steps: int, warmup: int) -> dict:
+    config = ModelConfig(backbone=backbone, dtype=dtype)
+    potential = build_potential(config, energy_scale=force_rms(graphs))
+    trainer = Trainer(potential, TrainingConfig(batch_size=batch_size, ema_decay=0.99), device=device, progress=False)
+    batches = [b.to(device, trainer.dtype) for b in iterate_batches(graphs, batch_size, shuffle=False)]
+    batches = (batches * (1 + (steps + warmup) // len(batches)))[: steps + warmup]
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    rss_before = _max_rss_mb()
+    n_atoms = 0
+    for k, batch in enumerate(batches):
+        if k == warmup:
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+        prediction = trainer.potential(batch, compute_forces=True, create_graph=True)
+        loss = ((prediction["energy"] - batch.energy) / batch.n_atoms).pow(2).mean() + 10 * (
+            prediction["forces"] - batch.forces).pow(2).mean()
+        trainer.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        trainer.optimizer.step()
+        trainer.ema.update(trainer.potential)
+        if k >= warmup:
+            n_atoms += int(batch.n_atoms.sum())
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elapsed = time.perf_counter() - start
+    peak = (torch.cuda.max_memory_allocated(device) / 2**20) if device.type == "cuda" else _max_rss_mb() - rss_before
+    return {
+        "backbone": backbone,
+        "batch_size": batch_size,
+        "atoms_per_batch_mean": n_atoms / steps,
+        "steps_per_s": steps / elapsed,
+        "atoms_per_s": n_atoms / elapsed,
+        "seconds_per_step": elapsed / steps,
+        "peak_memory_mb": peak,
+        "peak_memory_kind": "cuda_max_allocated" if device.type == "cuda" else "cpu_max_rss_growth",
+        "n_parameters": sum(p.numel() for p in potential.parameters()),
+        "channels": config.channels,
+        "layers": config.layers,
+        "cutoff": config.cutoff,
+        "dtype": dtype,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/train_step.json"))
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    parser.add_argument("--batch-sizes", default="1,4")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    with tempfile.TemporaryDirectory() as workspace:
+        store = bundled_store(workspace)
+        frames = store.read()
+    torch_dtype = {"float32": torch.float32, "float64": torch.float64}[args.dtype]
+    graphs = build_graphs(frames, ModelConfig().cutoff, torch_dtype)
+    results = [
+        bench_backbone(name, graphs, int(bs), device, args.dtype, args.steps, args.warmup)
+        for name in sorted(BACKBONES)
+        for bs in args.batch_sizes.split(",")
+    ]
+    report = {
+        "benchmark": "train_step",
+        "dataset": store.content_hash,
+        "n_structures": len(frames),
+        "device": str(device),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+        "results": results,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    for row in results:
+        print(f"{row['backbone']:>8} bs={row['batch_size']:<3} {row['steps_per_s']:7.2f} steps/s "
+              f"{row['atoms_per_s']:9.0f} atoms/s  peak {row['peak_memory_mb']:.0f} MB")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
