@@ -42,7 +42,7 @@ def print_result(config: TrialConfig, result) -> None:
     table.add_column("set")
     for name, unit in (("e_mae", "meV/atom"), ("e_rmse", "meV/atom"), ("f_mae", "meV/Å"), ("f_rmse", "meV/Å"),
                        ("q_mae", "me")):
-        table.add_column(f"{name} [{unit}]", justify="right")
+        table.add_column(f"{name} ({unit})", justify="right")
     for side in ("train", "val", "test"):
         if f"{side}/e_mae" in result.metrics:
             table.add_row(side, *(f"{result.metrics[f'{side}/{m}']:.2f}" for m in
