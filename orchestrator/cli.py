@@ -130,7 +130,7 @@ def ui(
         _fail(FileNotFoundError(f"{workspace / 'mlflow.db'} not found: run `farfield quickstart` or `farfield train` first"))
     command = server_command(workspace, host=host, port=port)
     if print_command:
-        console.print(json.dumps(command))
+        typer.echo(json.dumps(command))
         return
     console.print(f"MLflow UI on http://{host}:{port}  (Ctrl-C to stop)")
     try:
