@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from farfield.data.config import StrictModel
+from farfield.models.heads.config import HeadsConfig
 
 
 class ModelConfig(StrictModel):
@@ -19,6 +20,7 @@ class ModelConfig(StrictModel):
     ``long_range``: names from ``farfield.models.registry.HEADS`` (empty = short-range only).
     ``channels``: feature width. ``layers``: message-passing layers. ``cutoff``: Å.
     ``n_radial``: radial basis functions. ``dtype``: floating precision of the model.
+    ``heads``: per-head options (``model.heads.<name>``), read by heads listed in ``long_range``.
     """
 
     backbone: str = "painn"
@@ -28,6 +30,7 @@ class ModelConfig(StrictModel):
     cutoff: float = Field(default=5.0, gt=0)
     n_radial: int = Field(default=8, ge=1)
     dtype: Literal["float32", "float64"] = "float32"
+    heads: HeadsConfig = Field(default_factory=HeadsConfig)
 
     @field_validator("backbone")
     @classmethod

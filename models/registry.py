@@ -15,6 +15,8 @@ from torch import nn
 from farfield.models.backbones import PaiNN
 from farfield.models.blocks import AtomwiseReadout, ReferenceEnergies
 from farfield.models.config import ModelConfig
+from farfield.models.heads import CHARGE_HEADS as _CHARGE_HEADS
+from farfield.models.heads import HEADS as _HEADS
 from farfield.models.potential import Potential
 
 
@@ -25,11 +27,10 @@ def _build_painn(config: ModelConfig) -> nn.Module:
 #: backbone name → builder taking the model config.
 BACKBONES: dict[str, Callable[[ModelConfig], nn.Module]] = {"painn": _build_painn}
 
-#: long-range head name → builder taking the model config (filled as heads land).
-HEADS: dict[str, Callable[[ModelConfig], nn.Module]] = {}
-
-#: names in ``HEADS`` whose head predicts per-atom charges (a charge loss needs one).
-CHARGE_HEADS: set[str] = set()
+#: long-range head name → builder taking the model config, and the charge-predicting ones
+#: (defined in ``farfield.models.heads``, re-exported here).
+HEADS = _HEADS
+CHARGE_HEADS = _CHARGE_HEADS
 
 
 def _lookup(table: dict, name: str, what: str):
