@@ -113,7 +113,7 @@ class Trainer:
             loss, parts = weighted_loss(prediction, batch, self.config.loss)
             if not torch.isfinite(loss):
                 raise NonFiniteLossError(
-                    f"training loss became {float(loss)} (parts: {parts}); lower training.lr or check the data"
+                    f"training loss became {float(loss.detach())} (parts: {parts}); lower training.lr or check the data"
                 )
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
