@@ -98,8 +98,25 @@ def load_sides(config: TrialConfig, store: DatasetStore, split: Split) -> dict[s
     return frames
 
 
-def run_trial(config: TrialConfig, progress: bool = True) -> TrialResult:
-    """Train and evaluate one potential; log everything to a new MLflow run."""
+class _Reporters:
+    """Fans one epoch's metrics out to several ``Reporter``s (MLflow first, then e.g. Ray Tune)."""
+
+    def __init__(self, reporters: list):
+        self.reporters = reporters
+
+    def on_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+        for reporter in self.reporters:
+            reporter.on_epoch(epoch, metrics)
+
+
+def run_trial(
+    config: TrialConfig, progress: bool = True, reporters: list | None = None, tags: dict[str, str] | None = None
+) -> TrialResult:
+    """Train and evaluate one potential; log everything to a new MLflow run.
+
+    ``reporters``: extra per-epoch ``Reporter``s called after the MLflow one (a sweep
+    passes its Ray Tune reporter here). ``tags``: extra MLflow run tags (e.g. a sweep id).
+    """
     seed_everything(config.seed)
     if config.resources.torch_threads:
         torch.set_num_threads(config.resources.torch_threads)
@@ -111,11 +128,12 @@ def run_trial(config: TrialConfig, progress: bool = True) -> TrialResult:
         experiment_id,
         run_name=config.tracking.run_name or config.name,
         tags={"backbone": config.model.backbone, "long_range": ",".join(config.model.long_range) or "none",
-              "split": config.split.strategy, "git_commit": git_commit(), "trial_name": config.name},
+              "split": config.split.strategy, "git_commit": git_commit(), "trial_name": config.name,
+              **(tags or {})},
     )
     run_id = run.info.run_id
     try:
-        result = _train_and_log(config, client, run_id, progress)
+        result = _train_and_log(config, client, run_id, progress, reporters or [])
     except BaseException as err:
         client.set_tag(run_id, "failure_reason", f"{type(err).__name__}: {err}"[:5000])
         client.set_terminated(run_id, status="KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
@@ -125,7 +143,9 @@ def run_trial(config: TrialConfig, progress: bool = True) -> TrialResult:
     return result
 
 
-def _train_and_log(config: TrialConfig, client: MlflowClient, run_id: str, progress: bool) -> TrialResult:
+def _train_and_log(
+    config: TrialConfig, client: MlflowClient, run_id: str, progress: bool, reporters: list
+) -> TrialResult:
     params = config.flat_params()
     items = [mlflow.entities.Param(k, v[:6000]) for k, v in params.items()]
     for start in range(0, len(items), 100):
@@ -153,7 +173,7 @@ def _train_and_log(config: TrialConfig, client: MlflowClient, run_id: str, progr
     client.log_metric(run_id, "n_parameters", sum(p.numel() for p in potential.parameters()))
     trainer = Trainer(
         potential, config.training, device=device, seed=config.seed,
-        reporter=MlflowEpochReporter(client, run_id), progress=progress,
+        reporter=_Reporters([MlflowEpochReporter(client, run_id), *reporters]), progress=progress,
     )
     fit = trainer.fit(graphs["train"], graphs["val"])
 
