@@ -175,6 +175,9 @@ def _train_and_log(
         potential, config.training, device=device, seed=config.seed,
         reporter=_Reporters([MlflowEpochReporter(client, run_id), *reporters]), progress=progress,
     )
+    for reporter in reporters:  # reporters that also checkpoint (a sweep's) get the trainer
+        if hasattr(reporter, "attach"):
+            reporter.attach(trainer, config.model_dump(mode="json"))
     fit = trainer.fit(graphs["train"], graphs["val"])
 
     metrics: dict[str, float] = {"best_epoch": fit.best_epoch, "epochs_run": len(fit.history)}
