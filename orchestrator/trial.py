@@ -23,6 +23,7 @@ from mlflow.tracking import MlflowClient
 
 from farfield.data.datasets import resolve_dataset
 from farfield.data.splits import SIDES, Split, random_split
+from farfield.data.splitting import make_split as make_chemspace_split
 from farfield.data.store import DatasetStore
 from farfield.models.blocks.readout import fit_reference_energies
 from farfield.models.registry import build_potential
@@ -77,10 +78,16 @@ def make_split(config: TrialConfig, store: DatasetStore) -> Split:
                 f"but data.dataset has {store.content_hash}"
             )
         return split
-    fractions = {side: getattr(config.split, side) for side in SIDES}
-    split = random_split(store.index, store.content_hash, fractions, config.split.seed)
-    split.save(Path(config.workspace) / "splits" / f"{split.strategy}-{split.content_hash[7:19]}.json")
-    return split
+    workspace = Path(config.workspace)
+    if config.split.strategy == "random":
+        fractions = {side: getattr(config.split, side) for side in SIDES}
+        split = random_split(store.index, store.content_hash, fractions, config.split.seed)
+        split.save(workspace / "splits" / f"{split.strategy}-{split.content_hash[7:19]}.json")
+        return split
+    # descriptors in this process (n_workers=0): a trial may itself run inside a Ray task
+    outcome = make_chemspace_split(store, config.split, cache_dir=workspace / "descriptors", n_workers=0)
+    outcome.save(workspace / "splits" / f"{outcome.split.strategy}-{outcome.split.content_hash[7:19]}.json")
+    return outcome.split
 
 
 def load_sides(config: TrialConfig, store: DatasetStore, split: Split) -> dict[str, list]:

@@ -1,0 +1,122 @@
+"""Descriptors over dataset shards in Ray actors, cached by dataset hash.
+
+A thin wrapper: each actor builds one :class:`SoapDescriptor`-backed worker and maps
+:func:`describe_frames` over the shards it is handed; ``load`` turns a shard's payload
+(e.g. a list of structure ids, or CIF texts) into ``Atoms`` inside the actor, so reading
+and parsing are parallel too. ``n_workers=0`` runs everything in this process (no Ray).
+The cache file is ``<cache_dir>/<dataset hash[:16]>-<settings key>.npz``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from ase import Atoms
+
+from farfield.data.chemspace.descriptors import DescriptorSettings, FrameDescriptors, describe_frames
+from farfield.data.store import DatasetStore
+
+__all__ = ["describe_shards", "store_descriptors", "descriptor_cache_path"]
+
+
+class _ShardWorker:
+    """Body of the Ray actor: ``load`` then describe one shard at a time."""
+
+    def __init__(self, settings_data: dict, load: Callable[[Any], list[Atoms]]):
+        self.settings = DescriptorSettings.model_validate(settings_data)
+        self.load = load
+
+    def describe(self, payload: Any) -> FrameDescriptors:
+        return describe_frames(self.load(payload), self.settings)
+
+
+@contextlib.contextmanager
+def _ray_running(n_workers: int, address: str | None) -> Iterator[None]:
+    """Connect to / start Ray for the block; shut it down after only if started here."""
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            ray.init(num_cpus=n_workers, include_dashboard=False, log_to_driver=False)
+    try:
+        yield
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def describe_shards(shards: Sequence[Any], load: Callable[[Any], list[Atoms]],
+                    settings: DescriptorSettings | None = None, n_workers: int = 2,
+                    address: str | None = None) -> FrameDescriptors:
+    """Descriptors of every structure of every shard, in shard order.
+
+    ``shards``: payloads, one per shard; ``load(payload)`` → frames (runs in the worker);
+    ``n_workers``: Ray actors (one CPU each), 0 = in this process.
+    """
+    settings = settings or DescriptorSettings()
+    if not isinstance(n_workers, int) or n_workers < 0:
+        raise ValueError(f"n_workers must be an integer >= 0, got {n_workers!r}")
+    if not shards:
+        raise ValueError("describe_shards: no shards given (the dataset is empty?)")
+    if n_workers == 0:
+        worker = _ShardWorker(settings.model_dump(), load)
+        return FrameDescriptors.concat([worker.describe(shard) for shard in shards])
+    import ray
+    from ray.util import ActorPool
+
+    with _ray_running(n_workers, address):
+        actor = ray.remote(num_cpus=1)(_ShardWorker)
+        actors = [actor.remote(settings.model_dump(), load) for _ in range(min(n_workers, len(shards)))]
+        pool = ActorPool(actors)
+        parts = list(pool.map(lambda a, shard: a.describe.remote(shard), list(shards)))
+        for handle in actors:
+            ray.kill(handle)
+    return FrameDescriptors.concat(parts)
+
+
+class _StoreReader:
+    """``load`` for store shards: payload = structure ids; opens the store once per worker."""
+
+    def __init__(self, path: str):
+        self.path, self._store = path, None
+
+    def __call__(self, structure_ids: list[str]) -> list[Atoms]:
+        if self._store is None:
+            self._store = DatasetStore.open(self.path)
+        return self._store.read(structure_ids)
+
+
+def descriptor_cache_path(store: DatasetStore, settings: DescriptorSettings, cache_dir: str | Path) -> Path:
+    """Where :func:`store_descriptors` caches ``store``'s descriptors for ``settings``."""
+    digest = store.content_hash.removeprefix("sha256:")[:16]
+    return Path(cache_dir) / f"{digest}-{settings.key()}.npz"
+
+
+def store_descriptors(store: DatasetStore, settings: DescriptorSettings | None = None,
+                      cache_dir: str | Path | None = None, n_workers: int = 2,
+                      address: str | None = None) -> FrameDescriptors:
+    """Descriptors of every structure of ``store`` (index order), from the cache if present.
+
+    ``cache_dir``: folder of cached ``.npz`` files (None = no cache). A cached file is
+    used only if its recorded dataset hash and settings match.
+    """
+    settings = settings or DescriptorSettings()
+    path = descriptor_cache_path(store, settings, cache_dir) if cache_dir is not None else None
+    metadata = {"dataset_hash": store.content_hash, "settings": settings.model_dump()}
+    if path is not None and path.is_file():
+        cached, recorded = FrameDescriptors.load(path)
+        if recorded == metadata and list(cached.structure_ids) == list(store.index["structure_id"]):
+            return cached
+    groups = store.index.groupby("shard", sort=False)["structure_id"]
+    shards = [list(ids) for _, ids in groups]
+    result = describe_shards(shards, _StoreReader(str(Path(store.path).resolve())), settings,
+                             n_workers, address)
+    if path is not None:
+        result.save(path, metadata)
+    return result

@@ -1,0 +1,245 @@
+"""Split strategies: each one small class that picks the **test** parents.
+
+Like schnetpack's ``SplittingStrategy``, but every choice draws from the seeded
+``numpy.random.Generator`` it is handed (never a global RNG). Validation parents are then
+drawn at random from what is left (:func:`farfield.data.splitting.api.assign_sides`), so the
+validation set is in-distribution and the test set is what the strategy makes it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import numpy as np
+from ase.data import atomic_numbers
+
+from farfield.data.chemspace import ChemicalSpace, Clustering
+from farfield.data.chemspace.elements import IS_METAL
+from farfield.data.config import SplitConfig
+
+__all__ = ["STRATEGIES", "ParentSet", "Selection", "SplittingStrategy", "strategy_from_config"]
+
+
+@dataclass
+class ParentSet:
+    """What strategies see about the parents (rows sorted by ``parent_ids``).
+
+    ``n_atoms``: (n,) atoms per configuration; ``elements``: element symbols per parent;
+    ``space``/``clustering``: the joint metric and HDBSCAN clusters (None where unavailable).
+    """
+
+    parent_ids: np.ndarray
+    n_atoms: np.ndarray
+    elements: list[tuple[str, ...]]
+    n_configurations: np.ndarray
+    space: ChemicalSpace | None = None
+    clustering: Clustering | None = None
+
+    def __len__(self) -> int:
+        return len(self.parent_ids)
+
+    def containing(self, element: str) -> np.ndarray:
+        """Rows of the parents that contain ``element``."""
+        return np.array([row for row, present in enumerate(self.elements) if element in present], dtype=int)
+
+
+@dataclass
+class Selection:
+    """Test rows chosen by a strategy, rows to leave out entirely, and what it decided."""
+
+    test: np.ndarray
+    excluded: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))
+    details: dict = field(default_factory=dict)
+
+
+class SplittingStrategy:
+    """Base: ``select_test(parents, n_test, rng)`` → :class:`Selection`."""
+
+    name: ClassVar[str]
+    needs: ClassVar[tuple[str, ...]] = ()
+
+    def select_test(self, parents: ParentSet, n_test: int, rng: np.random.Generator) -> Selection:
+        raise NotImplementedError
+
+    def _require(self, parents: ParentSet) -> None:
+        for what in self.needs:
+            if getattr(parents, what) is None:
+                raise ValueError(f"split strategy {self.name!r} needs the parents' {what}; "
+                                 f"make it with farfield.data.splitting.make_split")
+
+
+class RandomSplit(SplittingStrategy):
+    """The baseline: ``n_test`` parents drawn uniformly."""
+
+    name = "random"
+
+    def select_test(self, parents, n_test, rng):
+        return Selection(np.sort(rng.permutation(len(parents))[:n_test]))
+
+
+class SizeSplit(SplittingStrategy):
+    """The ``n_test`` largest parents (atoms per configuration; ties by parent_id) in test."""
+
+    name = "size"
+
+    def select_test(self, parents, n_test, rng):
+        order = np.lexsort((np.arange(len(parents)), -parents.n_atoms))
+        return Selection(np.sort(order[:n_test]), details={"test_min_atoms": float(parents.n_atoms[order[n_test - 1]])})
+
+
+@dataclass
+class MaxSeparationSplit(SplittingStrategy):
+    """Test = a region grown at the edge of chemical space; ``gap`` excludes its surroundings.
+
+    Start: the parent farthest (joint metric) from a parent drawn with the seed. Growth:
+    repeatedly add the parent nearest to the current test region until it holds ``n_test``.
+    Non-test parents closer than ``gap`` to the region are excluded from train and val.
+    """
+
+    gap: float = 0.0
+    name: ClassVar[str] = "max_separation"
+    needs: ClassVar[tuple[str, ...]] = ("space",)
+
+    def select_test(self, parents, n_test, rng):
+        self._require(parents)
+        x = parents.space.coordinates
+        anchor = int(rng.integers(len(parents)))
+        start = int(np.argmax(np.linalg.norm(x - x[anchor], axis=1)))
+        in_test = np.zeros(len(parents), dtype=bool)
+        to_region = np.full(len(parents), np.inf)
+        newest = start
+        for _ in range(n_test):
+            in_test[newest] = True
+            to_region = np.minimum(to_region, np.linalg.norm(x - x[newest], axis=1))
+            newest = int(np.argmin(np.where(in_test, np.inf, to_region)))
+        excluded = np.flatnonzero(~in_test & (to_region < self.gap))
+        return Selection(np.flatnonzero(in_test), excluded,
+                         {"start_parent": str(parents.parent_ids[start]), "n_excluded_by_gap": len(excluded)})
+
+
+@dataclass
+class ClusterSplit(SplittingStrategy):
+    """Whole HDBSCAN clusters in test (leave-cluster-out), or one fold of k over clusters.
+
+    ``held_out_clusters``: these clusters; else ``n_folds``/``fold``: clusters dealt into
+    ``n_folds`` folds balanced by parent count (largest first, to the smallest fold), and fold
+    ``fold`` is the test; else clusters in seeded order, each taken if it brings the test
+    count closer to ``n_test``.
+    """
+
+    held_out_clusters: list[int] | None = None
+    n_folds: int | None = None
+    fold: int | None = None
+    name: ClassVar[str] = "cluster"
+    needs: ClassVar[tuple[str, ...]] = ("clustering",)
+
+    def select_test(self, parents, n_test, rng):
+        self._require(parents)
+        members = parents.clustering.members()
+        n_clusters = len(members)
+        if n_clusters < 2:
+            raise ValueError(f"HDBSCAN found {n_clusters} cluster(s); leave-cluster-out needs at least 2 "
+                             f"(lower split.min_cluster_size or use split.noise='singleton')")
+        if self.held_out_clusters is not None:
+            unknown = sorted(set(self.held_out_clusters) - set(members))
+            if unknown or not self.held_out_clusters:
+                raise ValueError(f"split.held_out_clusters {self.held_out_clusters}: clusters {unknown} do not "
+                                 f"exist; valid clusters are 0..{n_clusters - 1}")
+            chosen = sorted(set(self.held_out_clusters))
+        elif self.n_folds is not None:
+            if n_clusters < self.n_folds:
+                raise ValueError(f"split.n_folds={self.n_folds} but HDBSCAN found only {n_clusters} clusters; "
+                                 f"use at most {n_clusters} folds or lower split.min_cluster_size")
+            chosen = self._fold_clusters(members, rng)
+        else:
+            chosen, total = [], 0
+            for cluster in rng.permutation(n_clusters):
+                size = len(members[int(cluster)])
+                if not chosen or abs(total + size - n_test) < abs(total - n_test):
+                    chosen.append(int(cluster))
+                    total += size
+            chosen.sort()
+        test = np.sort(np.concatenate([members[c] for c in chosen]))
+        if len(test) == len(parents):
+            raise ValueError(f"held-out clusters {chosen} contain every parent; nothing is left to train on")
+        return Selection(test, details={"held_out_clusters": chosen, "n_clusters": n_clusters})
+
+    def _fold_clusters(self, members: dict[int, np.ndarray], rng: np.random.Generator) -> list[int]:
+        shuffled = [int(c) for c in rng.permutation(len(members))]
+        by_size = sorted(shuffled, key=lambda c: -len(members[c]))  # stable: seeded tie order
+        fold_sizes, folds = [0] * self.n_folds, [[] for _ in range(self.n_folds)]
+        for cluster in by_size:
+            target = int(np.argmin(fold_sizes))
+            folds[target].append(cluster)
+            fold_sizes[target] += len(members[cluster])
+        return sorted(folds[self.fold])
+
+
+@dataclass
+class ElementSplit(SplittingStrategy):
+    """Every parent that contains ``element`` goes to test."""
+
+    element: str = ""
+    name: ClassVar[str] = "element"
+
+    def select_test(self, parents, n_test, rng):
+        test = self._parents_with(parents, self.element)
+        return Selection(test, details={"element": self.element})
+
+    @staticmethod
+    def _parents_with(parents: ParentSet, element: str) -> np.ndarray:
+        if element not in atomic_numbers or element == "X":
+            raise ValueError(f"split.element {element!r} is not an element symbol (e.g. 'Zn', 'Cu')")
+        test = parents.containing(element)
+        present = sorted({e for row in parents.elements for e in row}, key=atomic_numbers.get)
+        if len(test) == 0:
+            raise ValueError(f"split.element {element!r} is in no parent of this dataset; "
+                             f"elements present: {' '.join(present)}")
+        if len(test) == len(parents):
+            raise ValueError(f"split.element {element!r} is in every parent; nothing is left to train on")
+        return test
+
+
+@dataclass
+class MetalSplit(ElementSplit):
+    """Every parent with one metal in test: ``element`` if given (must be a metal), else the
+    metal whose parent count is closest to ``n_test`` (ties broken by the seed)."""
+
+    name: ClassVar[str] = "metal"
+
+    def select_test(self, parents, n_test, rng):
+        element = self.element
+        if element and not (element in atomic_numbers and IS_METAL[atomic_numbers[element]]):
+            raise ValueError(f"split.element {element!r} is not a metal; strategy 'metal' holds out a "
+                             f"metal (use strategy 'element' for any element)")
+        if not element:
+            counts = {}
+            for row in parents.elements:
+                for symbol in row:
+                    if IS_METAL[atomic_numbers[symbol]]:
+                        counts[symbol] = counts.get(symbol, 0) + 1
+            usable = sorted(m for m, c in counts.items() if c < len(parents))
+            if not usable:
+                raise ValueError("strategy 'metal': no metal is present in some but not all parents")
+            tie_break = dict(zip(usable, rng.permutation(len(usable))))
+            element = min(usable, key=lambda m: (abs(counts[m] - n_test), tie_break[m]))
+        return Selection(self._parents_with(parents, element), details={"element": element})
+
+
+STRATEGIES: dict[str, type[SplittingStrategy]] = {
+    cls.name: cls for cls in (RandomSplit, SizeSplit, MaxSeparationSplit, ClusterSplit, ElementSplit, MetalSplit)
+}
+
+
+def strategy_from_config(config: SplitConfig) -> SplittingStrategy:
+    """The strategy object named by ``config.strategy`` with its parameters."""
+    if config.strategy not in STRATEGIES:
+        raise ValueError(f"split.strategy {config.strategy!r} is unknown; expected one of {sorted(STRATEGIES)}")
+    if config.strategy == "max_separation":
+        return MaxSeparationSplit(gap=config.gap)
+    if config.strategy == "cluster":
+        return ClusterSplit(config.held_out_clusters, config.n_folds, config.fold)
+    if config.strategy in ("element", "metal"):
+        return STRATEGIES[config.strategy](element=config.element or "")
+    return STRATEGIES[config.strategy]()
