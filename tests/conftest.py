@@ -18,6 +18,11 @@ import torch
 DATA = Path(__file__).parent / "data"
 
 
+# Test graphs are small: one thread is fastest and avoids OpenMP oversubscription
+# when several processes (Ray workers, servers) share the two cores.
+torch.set_num_threads(1)
+
+
 @pytest.fixture(autouse=True)
 def _float64_and_seed():
     """Every test runs in float64 with seeded torch/numpy unless it asks otherwise."""
