@@ -1,0 +1,151 @@
+"""``farfield sweep`` and ``farfield mlflow-server``: parse, validate, call; nothing more."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from farfield.orchestrator.config import ConfigError
+
+console = Console()
+err_console = Console(stderr=True)
+USER_ERRORS = (ConfigError, ValueError, FileNotFoundError, TypeError)
+
+
+def _fail(err: BaseException) -> None:
+    err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
+
+
+def sweep(
+    config_file: Path | None = typer.Argument(None, help="Sweep config YAML (see configs/sweep-quickstart.yaml)."),
+    resume: str | None = typer.Option(None, "--resume", help="Continue the interrupted sweep NAME (Tuner.restore)."),
+    address: str | None = typer.Option(None, help="Ray cluster address ('auto' = running cluster); default: local Ray."),
+    workspace: Path | None = typer.Option(None, help="Override the config's workspace folder."),
+    storage_path: str | None = typer.Option(None, help="Override sweep.storage_path (shared storage on a cluster)."),
+    result_json: Path | None = typer.Option(None, help="Also write the sweep's result (ids, best trial) as JSON."),
+) -> None:
+    """Run a sweep (grid over backbone × long_range × split × seed, Optuna TPE over ranges) with Ray Tune.
+
+    Every trial is one MLflow run on the sweep's tracking server; the sweep gets a summary run.
+    With --resume NAME the config is read from the sweep's folder (CONFIG may be omitted).
+
+    Examples:  farfield sweep configs/sweep-quickstart.yaml
+               farfield sweep --resume quickstart-sweep --workspace workspace
+    """
+    from farfield.orchestrator.sweep import resumable_config, run_sweep
+    from farfield.orchestrator.sweep_config import load_sweep_config
+
+    overrides = {}
+    if workspace is not None:
+        overrides["workspace"] = str(workspace)
+    if storage_path is not None:
+        overrides["sweep"] = {"storage_path": storage_path}
+    try:
+        if resume is not None:
+            config = resumable_config(resume, config_file, overrides)
+        elif config_file is None:
+            raise ValueError("give a sweep CONFIG file, or --resume NAME to continue an interrupted sweep")
+        else:
+            config = load_sweep_config(config_file, overrides)
+        result = run_sweep(config, address=address, resume=resume is not None)
+    except USER_ERRORS as err:
+        _fail(err)
+    print_sweep(result, config)
+    if result_json is not None:
+        result_json.write_text(json.dumps(sweep_result_data(result), indent=1, default=str))
+    typer.echo("FARFIELD_RESULT " + json.dumps(sweep_result_data(result), default=str))
+
+
+def sweep_result_data(result) -> dict:
+    """The JSON-able part of a ``SweepResult`` (what ``submit_sweep`` handles read back)."""
+    best = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in (result.best or {}).items()}
+    return {"kind": "sweep", "sweep_id": result.sweep_id, "name": result.name, "tracking_uri": result.tracking_uri,
+            "experiment_id": result.experiment_id, "summary_run_id": result.summary_run_id, "best": best,
+            "run_ids": [r for r in result.trials.get("mlflow_run_id", []) if r],
+            "experiment_path": result.experiment_path, "wall_s": result.wall_s}
+
+
+def print_sweep(result, config) -> None:
+    """Table of trials, the best one, where it is logged, and how to open the MLflow UI."""
+    metric = config.sweep.metric
+    table = Table(title=f"sweep {result.name!r} ({result.sweep_id}): {len(result.trials)} trials, "
+                        f"{result.wall_s / 60:.1f} min")
+    columns = ["trial_id", "cell", *[c for c in result.trials.columns if c.startswith("sampled.")], "outcome",
+               metric, "epochs"]
+    for column in columns:
+        table.add_column(column.removeprefix("sampled."))
+    for _, row in result.trials.iterrows():
+        table.add_row(*(_fmt(row.get(c)) for c in columns))
+    console.print(table)
+    if result.best:
+        console.print(f"best trial     : {result.best['trial_id']} ({result.best['cell']}), {metric} = "
+                      f"{result.best[metric]:.4g}, MLflow run {result.best.get('mlflow_run_id', '?')}")
+    console.print(f"summary run    : {result.summary_run_id} (experiment {config.tracking.experiment!r})")
+    console.print(f"tracking server: {result.tracking_uri}")
+    console.print(f"Tune experiment: {result.experiment_path}   (resume: farfield sweep --resume {result.name})")
+    if config.tracking.uri is None:
+        console.print(f"open the UI    : [bold]farfield ui --workspace {_shell_path(Path(config.workspace))}[/]"
+                      "  → http://127.0.0.1:5000")
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return "" if math.isnan(value) else f"{value:.4g}"
+    return "" if value is None else str(value)
+
+
+def _shell_path(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path.resolve())
+
+
+def mlflow_server(
+    workspace: Path = typer.Option(Path("workspace"), help="Workspace whose mlflow.db and mlartifacts it serves."),
+    host: str = typer.Option("127.0.0.1", help="Interface to bind (127.0.0.1; a cluster head binds its private IP)."),
+    port: int = typer.Option(5000, help="Port of the tracking server."),
+) -> None:
+    """Start the MLflow tracking server that sweeps log to (SQLite + local artifacts, one worker).
+
+    Runs in the foreground until Ctrl-C; sweeps on the same workspace find and reuse it
+    (``<workspace>/mlflow-server.json``). Light form: --workers 1 and no job execution.
+
+    Example:  farfield mlflow-server --workspace workspace --port 5000
+    """
+    from farfield.orchestrator.mlflow_server import ManagedServer, running_server
+
+    existing = running_server(workspace)
+    if existing is not None:
+        _fail(ValueError(f"an MLflow server for {workspace} is already running at {existing}"))
+    try:
+        server = ManagedServer.start(workspace, host=host, port=port)
+    except RuntimeError as err:
+        _fail(err)
+    console.print(f"MLflow tracking server on {server.uri} for {workspace.resolve()}  (Ctrl-C to stop)")
+    console.print(f"sweeps: set tracking.uri: {server.uri} (or MLFLOW_TRACKING_URI), or run them on this workspace")
+    stop = lambda *_: (server.stop(), os._exit(0))  # noqa: E731
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        server.process.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    if server.process.returncode not in (0, None, -signal.SIGTERM):
+        raise typer.Exit(server.process.returncode)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``sweep`` and ``mlflow-server`` to the ``farfield`` app."""
+    app.command()(sweep)
+    app.command(name="mlflow-server")(mlflow_server)
+

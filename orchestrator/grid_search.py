@@ -1,0 +1,148 @@
+"""A Ray Tune searcher that crosses categorical axes as a grid and runs Optuna TPE inside each cell.
+
+Ray's ``OptunaSearch`` cannot take ``tune.grid_search`` axes, and it tells Optuna the
+last reported value of a trial that a scheduler stopped early as if it were a finished
+result. This searcher keeps one Optuna study per grid cell (backbone × long_range ×
+split × seed), hands out cells round-robin until each has had ``samples_per_cell``
+trials, and tells Optuna honestly:
+
+* a trial that ran its full budget (its last report carries ``trial_complete``) is
+  COMPLETE with the sweep metric of its selected (best-epoch) weights;
+* a trial stopped by ASHA before that is PRUNED: Optuna keeps its per-epoch values as
+  intermediate values, and TPE ranks pruned trials behind every complete one;
+* a trial that raised (after Ray's retries) or whose loss became NaN is FAIL.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+from typing import Any
+
+import optuna
+from ray.tune.search import Searcher
+
+from farfield.orchestrator.sweep_config import SearchRange
+
+TRIAL_COMPLETE = "trial_complete"
+TRIAL_FAILED = "trial_failed"
+
+
+def _distribution(kind: str, spec: SearchRange) -> optuna.distributions.BaseDistribution:
+    if kind == "categorical":
+        return optuna.distributions.CategoricalDistribution([_hashable(c) for c in spec.choices])
+    if kind == "int":
+        return optuna.distributions.IntDistribution(int(spec.low), int(spec.high), log=spec.log)
+    return optuna.distributions.FloatDistribution(float(spec.low), float(spec.high), log=spec.log)
+
+
+def _hashable(value):
+    """Optuna choices must be None/bool/int/float/str: lists become tuples' string form."""
+    return value if value is None or isinstance(value, (bool, int, float, str)) else repr(value)
+
+
+class GridCrossedTPE(Searcher):
+    """Grid over ``cells`` × Optuna TPE over ``ranges`` within each cell.
+
+    ``cells``: list of grid-axis mappings (``sweep_config.grid_cells``).
+    ``ranges``: ``{dotted.path: (kind, SearchRange)}`` with kind ``float``/``int``/``categorical``.
+    Suggested configs are ``{"cell_index": i, "cell": {...}, "sampled": {path: value}}``.
+    """
+
+    def __init__(
+        self,
+        cells: list[dict[str, Any]],
+        ranges: dict[str, tuple[str, SearchRange]],
+        samples_per_cell: int,
+        seed: int = 0,
+        metric: str | None = None,
+        mode: str | None = None,
+    ):
+        super().__init__(metric=metric, mode=mode)
+        self.cells = cells
+        self.samples_per_cell = samples_per_cell
+        self.distributions = {path: _distribution(kind, spec) for path, (kind, spec) in ranges.items()}
+        self.choices = {path: spec.choices for path, (kind, spec) in ranges.items() if kind == "categorical"}
+        self.seed = seed
+        self.studies: list[optuna.Study] | None = None
+        self.issued = [0] * len(cells)
+        self.next_cell = 0
+        self.live: dict[str, tuple[int, int, int]] = {}  # tune trial id → (cell, optuna number, optuna id)
+        self.outcomes: dict[str, str] = {}
+
+    def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec) -> bool:
+        if metric:
+            self._metric = metric
+        if mode:
+            self._mode = mode
+        return True
+
+    def _ensure_studies(self) -> list[optuna.Study]:
+        if self.studies is None:
+            direction = "maximize" if self._mode == "max" else "minimize"
+            optuna.logging.set_verbosity(optuna.logging.WARNING)
+            self.studies = [
+                optuna.create_study(direction=direction, sampler=optuna.samplers.TPESampler(seed=self.seed + i))
+                for i in range(len(self.cells))
+            ]
+        return self.studies
+
+    def suggest(self, trial_id: str) -> dict | None:
+        studies = self._ensure_studies()
+        for offset in range(len(self.cells)):
+            index = (self.next_cell + offset) % len(self.cells)
+            if self.issued[index] < self.samples_per_cell:
+                break
+        else:
+            return Searcher.FINISHED
+        trial = studies[index].ask(self.distributions)
+        self.issued[index] += 1
+        self.next_cell = index + 1
+        self.live[trial_id] = (index, trial.number, trial._trial_id)
+        sampled = {path: self._unhash(path, value) for path, value in trial.params.items()}
+        return {"cell_index": index, "cell": self.cells[index], "sampled": sampled}
+
+    def _unhash(self, path: str, value):
+        if path not in self.choices:
+            return value
+        return next(choice for choice in self.choices[path] if _hashable(choice) == value)
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        """Per-epoch value → Optuna intermediate value at step = epoch (overwritten on retries)."""
+        if trial_id not in self.live or self._metric not in result or result.get(TRIAL_COMPLETE):
+            return
+        value, step = result[self._metric], result.get("epoch")
+        if step is None or not _finite(value):
+            return
+        index, _, internal_id = self.live[trial_id]
+        self.studies[index]._storage.set_trial_intermediate_value(internal_id, int(step), float(value))
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if trial_id not in self.live:
+            return
+        index, number, _ = self.live.pop(trial_id)
+        study = self.studies[index]
+        result = result or {}
+        value = result.get(self._metric)
+        if error or result.get(TRIAL_FAILED):
+            outcome, state, value = "failed", optuna.trial.TrialState.FAIL, None
+        elif result.get(TRIAL_COMPLETE) and _finite(value):
+            outcome, state, value = "complete", optuna.trial.TrialState.COMPLETE, float(value)
+        elif result.get(TRIAL_COMPLETE):
+            outcome, state, value = "failed", optuna.trial.TrialState.FAIL, None
+        else:
+            outcome, state, value = "pruned", optuna.trial.TrialState.PRUNED, None
+        study.tell(number, value, state=state)
+        self.outcomes[trial_id] = outcome
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as handle:
+            pickle.dump(self.__dict__.copy(), handle)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as handle:
+            self.__dict__.update(pickle.load(handle))
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

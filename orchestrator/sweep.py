@@ -1,0 +1,198 @@
+"""Run a sweep with Ray Tune + Optuna, tracked on an MLflow server; resume an interrupted one.
+
+``run_sweep(config)`` on the driver:
+
+1. connects to Ray (``address``/``RAY_ADDRESS``, else an in-process local Ray);
+2. picks the tracking server: ``tracking.uri`` if set, else ``MLFLOW_TRACKING_URI``,
+   else a managed light server for the workspace (a live one is reused) — never
+   several processes writing one SQLite file; creates the experiment once, here;
+3. prepares the shared inputs once (dataset store, one split file per grid cell), so
+   trials only read them;
+4. runs ``tune.Tuner`` with ``GridCrossedTPE`` (grid cells × TPE), optional ASHA,
+   a concurrency limit, per-trial CPUs/GPUs, retries, and per-epoch checkpoints;
+   or ``Tuner.restore`` for ``resume=True`` (finished trials are kept, unfinished and
+   errored ones run again);
+5. logs a summary run (best trial, the table of all trials as an artifact).
+
+The Tune experiment lives in ``<storage_path>/<name>`` next to ``farfield_sweep.json``
+(sweep id, resolved config, tracking URI) which ``--resume NAME`` reads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler
+
+from farfield.data.datasets import resolve_dataset
+from farfield.orchestrator.config import TrackingConfig, _merge
+from farfield.orchestrator.grid_search import GridCrossedTPE
+from farfield.orchestrator.launch import absolute_paths, start_ray
+from farfield.orchestrator.mlflow_server import ManagedServer, ensure_server
+from farfield.orchestrator.sweep_config import SweepConfig, grid_cells, load_sweep_config, range_kind
+from farfield.orchestrator.sweep_progress import ACTIVE, SweepProgress
+from farfield.orchestrator.sweep_summary import log_summary, trial_table
+from farfield.orchestrator.tracking import ensure_experiment
+from farfield.orchestrator.trial import make_split
+from farfield.orchestrator.tune_reporter import sweep_trainable
+
+META_FILE = "farfield_sweep.json"
+
+
+@dataclass
+class SweepResult:
+    """A finished (or resumed-to-finish) sweep."""
+
+    sweep_id: str
+    name: str
+    experiment_path: str
+    tracking_uri: str
+    experiment_id: str
+    summary_run_id: str
+    best: dict | None
+    trials: pd.DataFrame = field(default_factory=pd.DataFrame)
+    wall_s: float = 0.0
+
+
+def experiment_path(config: SweepConfig) -> str:
+    return f"{config.storage_path().rstrip('/')}/{config.name}"
+
+
+def _resolve_tracking(config: SweepConfig) -> tuple[str, ManagedServer | None]:
+    if config.tracking.uri:
+        return config.tracking.uri, None
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"], None
+    return ensure_server(Path(config.workspace))
+
+
+def _shared_inputs(config: SweepConfig, cells: list[dict]) -> dict:
+    """Dataset store path and one split file per cell, made once on the driver."""
+    from farfield.orchestrator.sweep_config import trial_data
+    from farfield.orchestrator.config import TrialConfig
+
+    store = resolve_dataset(config.data.dataset, config.workspace)
+    split_files = []
+    for cell in cells:
+        trial = TrialConfig.model_validate(trial_data(config, cell, {}))
+        split = make_split(trial, store)
+        path = Path(config.workspace).resolve() / "splits" / f"{split.strategy}-{split.content_hash[7:19]}.json"
+        if not path.is_file():
+            split.save(path)
+        split_files.append(str(path))
+    return {"dataset": str(Path(store.path).resolve()), "split_files": split_files}
+
+
+def _scheduler(config: SweepConfig):
+    spec = config.sweep.scheduler
+    if spec.kind == "none":
+        return None
+    # The final report (selected weights, trial_complete) comes one iteration after the last
+    # epoch, so the budget in Tune iterations is epochs + 1; ASHA must not stop it at `epochs`.
+    return ASHAScheduler(time_attr="training_iteration", max_t=config.training.epochs + 1,
+                         grace_period=spec.grace_period, reduction_factor=spec.reduction_factor)
+
+
+def _trainable(config: SweepConfig, meta: dict):
+    resources = {"cpu": config.resources.num_cpus, "gpu": config.resources.num_gpus}
+    return tune.with_resources(
+        tune.with_parameters(sweep_trainable, sweep=config.model_dump(mode="json"), meta=meta), resources
+    )
+
+
+def run_sweep(config: SweepConfig, address: str | None = None, resume: bool = False,
+              progress_every_s: float = 15.0) -> SweepResult:
+    """Run (or with ``resume`` continue) the sweep ``config``; see the module docstring."""
+    t0 = time.time()
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    config = SweepConfig.model_validate(absolute_paths(config).model_dump())
+    path = experiment_path(config)
+    meta_path = Path(path) / META_FILE if "://" not in path else None
+    if resume:
+        if meta_path is None or not meta_path.is_file():
+            raise FileNotFoundError(f"no sweep to resume at {path} ({META_FILE} missing)")
+        sweep_id = json.loads(meta_path.read_text())["sweep_id"]
+    else:
+        if meta_path is not None and meta_path.exists():
+            raise ValueError(f"sweep {config.name!r} already exists at {path}; resume it with "
+                             f"`farfield sweep --resume {config.name}` or choose another name")
+        sweep_id = f"{config.name}-{uuid.uuid4().hex[:8]}"
+    start_ray(address)
+    uri, server = _resolve_tracking(config)
+    try:
+        tracking = TrackingConfig(uri=uri, experiment=config.tracking.experiment)
+        experiment_id = ensure_experiment(tracking, config.workspace)
+        cells = grid_cells(config)
+        meta = {**_shared_inputs(config, cells), "tracking_uri": uri, "experiment_id": experiment_id,
+                "sweep_id": sweep_id}
+        if meta_path is not None and not resume:
+            meta_path.parent.mkdir(parents=True, exist_ok=True)
+            meta_path.write_text(json.dumps({"sweep_id": sweep_id, "tracking_uri": uri,
+                                             "config": config.model_dump(mode="json")}, indent=1))
+        ACTIVE[sweep_id] = {"tracking_uri": uri, "experiment_id": experiment_id}
+        total = len(cells) * config.sweep.samples_per_cell
+        if resume:
+            tuner = tune.Tuner.restore(path, trainable=_trainable(config, meta), resume_errored=True)
+        else:
+            tuner = _new_tuner(config, cells, meta, sweep_id, total, progress_every_s)
+        grid = tuner.fit()
+        table = trial_table(grid, config.sweep.metric, cells)
+        summary_id, best = log_summary(config, table, sweep_id, uri, experiment_id, grid.experiment_path)
+        return SweepResult(sweep_id, config.name, grid.experiment_path, uri, experiment_id, summary_id, best,
+                           table, time.time() - t0)
+    finally:
+        ACTIVE.pop(sweep_id, None)
+        if server is not None:
+            server.stop()
+
+
+def _new_tuner(config: SweepConfig, cells: list[dict], meta: dict, sweep_id: str, total: int,
+               progress_every_s: float) -> tune.Tuner:
+    spec = config.sweep
+    ranges = {path: (range_kind(path, r), r) for path, r in spec.ranges.items()}
+    searcher = GridCrossedTPE(cells, ranges, spec.samples_per_cell, seed=spec.search_seed)
+    return tune.Tuner(
+        _trainable(config, meta),
+        tune_config=tune.TuneConfig(
+            metric=spec.metric, mode=spec.mode, search_alg=searcher, scheduler=_scheduler(config),
+            num_samples=total, max_concurrent_trials=spec.max_concurrent,
+        ),
+        run_config=tune.RunConfig(
+            name=config.name,
+            storage_path=config.storage_path(),
+            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            callbacks=[SweepProgress(sweep_id, total, spec.metric, spec.mode, every_s=progress_every_s)],
+            verbose=0,
+        ),
+    )
+
+
+def resumable_config(name: str, config_file: str | Path | None = None, overrides: dict | None = None) -> SweepConfig:
+    """The config of the sweep ``name`` to resume: from ``config_file`` if given, else from its folder.
+
+    Without a file the folder is ``<storage_path>/<name>`` with ``storage_path`` from
+    ``overrides`` (``sweep.storage_path`` or ``workspace``), default ``workspace/sweeps``.
+    """
+    overrides = overrides or {}
+    if config_file is not None:
+        config = load_sweep_config(config_file, overrides)
+        if config.name != name:
+            raise ValueError(f"--resume {name!r} but {config_file} names the sweep {config.name!r}")
+        return config
+    storage = overrides.get("sweep", {}).get("storage_path")
+    storage = storage or str(Path(overrides.get("workspace", "workspace")) / "sweeps")
+    meta = Path(storage).expanduser() / name / META_FILE
+    if not meta.is_file():
+        raise FileNotFoundError(f"no sweep {name!r} to resume: {meta} not found (pass --workspace or --storage-path "
+                                f"where the sweep ran, or the sweep CONFIG)")
+    data = json.loads(meta.read_text())["config"]
+    return SweepConfig.model_validate(_merge(data, overrides))

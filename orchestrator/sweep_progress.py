@@ -1,0 +1,157 @@
+"""Driver-side Ray Tune callback: terminal progress (trials, best metric, ETA) and MLflow bookkeeping.
+
+Each trial's MLflow run is ended by the trial itself when it finishes or raises. Runs
+whose process was killed cannot end themselves; this callback ends them on the driver:
+a trial stopped by ASHA → KILLED with ``sweep_outcome = pruned``; an attempt lost with
+its node or actor → FAILED with the Ray error, before Ray retries the trial. Every
+trial's run gets a ``sweep_outcome`` tag (complete / pruned / failed / errored).
+
+The callback is pickled into the Tune experiment (for ``Tuner.restore``), so it holds
+only the sweep id; the tracking URI of the current driver is looked up in ``ACTIVE``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+from ray import tune
+from rich.console import Console
+
+from farfield.orchestrator.grid_search import TRIAL_COMPLETE, TRIAL_FAILED
+from farfield.orchestrator.tune_reporter import close_open_runs
+
+#: sweep id → {"tracking_uri", "experiment_id"} for the sweep this driver runs.
+ACTIVE: dict[str, dict[str, str]] = {}
+
+
+def trial_outcome(last_result: dict | None, errored: bool = False) -> str:
+    """``complete`` (full budget), ``failed`` (NaN loss), ``errored`` (raised) or ``pruned``."""
+    last_result = last_result or {}
+    if errored:
+        return "errored"
+    if last_result.get(TRIAL_FAILED):
+        return "failed"
+    return "complete" if last_result.get(TRIAL_COMPLETE) else "pruned"
+
+
+def _error_text(trial) -> str:
+    try:
+        path = trial.error_file
+        text = Path(path).read_text().strip().splitlines() if path else []
+    except OSError:
+        text = []
+    return (text[-1] if text else "trial raised (see the Tune trial's error.txt)")[:2000]
+
+
+class SweepProgress(tune.Callback):
+    """Prints ``done/total``, outcomes, running trials, best full-budget metric and an ETA."""
+
+    def __init__(self, sweep_id: str, total: int, metric: str, mode: str, every_s: float = 15.0):
+        self.sweep_id = sweep_id
+        self.total = total
+        self.metric = metric
+        self.mode = mode
+        self.every_s = every_s
+        self.outcomes: dict[str, str] = {}
+        self.started: dict[str, float] = {}
+        self.durations: list[float] = []
+        self.best: tuple[float, str] | None = None
+        self._last_print = 0.0
+        self._t0 = time.time()
+
+    # -- MLflow ---------------------------------------------------------------------------
+    def _client(self) -> tuple[MlflowClient, str] | None:
+        active = ACTIVE.get(self.sweep_id)
+        if active is None:
+            return None
+        return MlflowClient(tracking_uri=active["tracking_uri"]), active["experiment_id"]
+
+    def _tag_runs(self, trial_id: str, outcome: str, status: str | None = None, reason: str = "") -> None:
+        found = self._client()
+        if found is None:
+            return
+        client, experiment_id = found
+        if status is not None:
+            close_open_runs(client, experiment_id, self.sweep_id, trial_id, status, reason)
+        runs = client.search_runs([experiment_id], f"tags.sweep_id = '{self.sweep_id}' and "
+                                                   f"tags.tune_trial_id = '{trial_id}'", order_by=["start_time DESC"])
+        if runs:
+            client.set_tag(runs[0].info.run_id, "sweep_outcome", outcome)
+
+    # -- Tune hooks -----------------------------------------------------------------------
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.started.setdefault(trial.trial_id, time.time())
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        self._tag_runs(trial.trial_id, "retried", "FAILED", f"attempt lost, Ray retries the trial: {_error_text(trial)}")
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        result = trial.last_result or {}
+        outcome = trial_outcome(result)
+        if outcome == "pruned":
+            reason = f"stopped by the ASHA scheduler after epoch {result.get('epoch', '?')} (pruned, not a full-budget result)"
+            self._tag_runs(trial.trial_id, outcome, "KILLED", reason)
+        else:
+            self._tag_runs(trial.trial_id, outcome)
+        value = result.get(self.metric)
+        if outcome == "complete" and isinstance(value, (int, float)) and math.isfinite(value):
+            better = self.best is None or (value < self.best[0] if self.mode == "min" else value > self.best[0])
+            if better:
+                self.best = (float(value), trial.trial_id)
+        self._finish(trial, outcome)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._tag_runs(trial.trial_id, "errored", "FAILED", _error_text(trial))
+        self._finish(trial, "errored")
+
+    def _finish(self, trial, outcome: str) -> None:
+        self.outcomes[trial.trial_id] = outcome
+        if trial.trial_id in self.started:
+            self.durations.append(time.time() - self.started.pop(trial.trial_id))
+        self.print_status(trials_running=None, force=True)
+
+    def on_step_end(self, iteration, trials, **info):
+        running = sum(1 for t in trials if t.status == "RUNNING")
+        self.print_status(running)
+
+    def on_experiment_end(self, trials, **info):
+        self.print_status(0, force=True)
+
+    # -- output ---------------------------------------------------------------------------
+    def status_line(self, running: int | None) -> str:
+        done = len(self.outcomes)
+        counts = {k: sum(1 for o in self.outcomes.values() if o == k) for k in ("complete", "pruned", "failed",
+                                                                              "errored")}
+        parts = [f"sweep {self.sweep_id}: {done}/{self.total} trials done",
+                 "(" + ", ".join(f"{n} {k}" for k, n in counts.items() if n) + ")" if done else ""]
+        if running is not None:
+            parts.append(f"{running} running")
+        if self.best is not None:
+            parts.append(f"best {self.metric} {self.best[0]:.4g} ({self.best[1]})")
+        eta = self.eta_s(running)
+        if eta is not None:
+            parts.append(f"ETA {_clock(eta)}")
+        parts.append(f"elapsed {_clock(time.time() - self._t0)}")
+        return " ".join(p for p in parts if p)
+
+    def eta_s(self, running: int | None) -> float | None:
+        """Remaining trials × mean trial time / trials in parallel (None before a trial ends)."""
+        if not self.durations:
+            return None
+        remaining = self.total - len(self.outcomes)
+        parallel = max(running or 1, 1)
+        return remaining * (sum(self.durations) / len(self.durations)) / parallel
+
+    def print_status(self, trials_running: int | None, force: bool = False) -> None:
+        if not force and time.time() - self._last_print < self.every_s:
+            return
+        self._last_print = time.time()
+        Console(stderr=True).print(self.status_line(trials_running), highlight=False, soft_wrap=True)
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    return f"{seconds // 60}m{seconds % 60:02d}s"
