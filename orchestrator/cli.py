@@ -79,6 +79,7 @@ def train(
     Example:  farfield train configs/quickstart-trial.yaml
     """
     from farfield.orchestrator.launch import run_trial_on_ray
+    from farfield.orchestrator.submit import result_line, trial_result_data
     from farfield.orchestrator.trial import run_trial
 
     try:
@@ -88,6 +89,7 @@ def train(
     except USER_ERRORS as err:
         _fail(err)
     print_result(config, result)
+    typer.echo(result_line(trial_result_data(result)))  # read back by submit_trial handles
 
 
 @app.command()

@@ -41,6 +41,7 @@ def sweep(
                farfield sweep --resume quickstart-sweep --workspace workspace
     """
     from farfield.orchestrator.sweep import resumable_config, run_sweep
+    from farfield.orchestrator.submit import result_line
     from farfield.orchestrator.sweep_config import load_sweep_config
 
     overrides = {}
@@ -61,7 +62,7 @@ def sweep(
     print_sweep(result, config)
     if result_json is not None:
         result_json.write_text(json.dumps(sweep_result_data(result), indent=1, default=str))
-    typer.echo("FARFIELD_RESULT " + json.dumps(sweep_result_data(result), default=str))
+    typer.echo(result_line(sweep_result_data(result)))  # read back by submit_sweep handles
 
 
 def sweep_result_data(result) -> dict:
