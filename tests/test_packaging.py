@@ -52,3 +52,21 @@ def test_cli_help_lists_commands_with_examples():
         sub = CliRunner().invoke(app, [*command, "--help"])
         assert sub.exit_code == 0, sub.output
         assert "Example" in sub.output, f"`farfield {' '.join(command)} --help` shows no example"
+
+
+def test_plain_wheel_holds_the_namespace_and_bundled_data(tmp_path):
+    """`pip install .` (not editable) gets farfield.* and the bundled dataset, nothing generic."""
+    import shutil
+    import zipfile
+
+    source = tmp_path / "src"  # build from a copy so no build/ folder lands in the checkout
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
+        ".venv", ".git", "build", "workspace", "*.egg-info", "__pycache__", ".mace-venv", "results"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(source)],
+                   check=True, capture_output=True, cwd=tmp_path)
+    (wheel,) = tmp_path.glob("farfield-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    top = {n.split("/")[0] for n in names if not n.startswith("farfield-")}
+    assert top == {"farfield"}, f"unexpected top-level names in the wheel: {top}"
+    assert "farfield/data/bundled/coremof-small-gfn1.extxyz.xz" in names
+    assert "farfield/models/potential.py" in names and "farfield/orchestrator/cli.py" in names
