@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from farfield.orchestrator.cli_data import data_app
+from farfield.orchestrator.cli_split import split_app
 from farfield.orchestrator.cli_sweep import register as register_sweep_commands
 from farfield.orchestrator.config import ConfigError, TrialConfig, load_trial_config
 
@@ -26,6 +27,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(data_app, name="data")
+app.add_typer(split_app, name="split")
 register_sweep_commands(app)
 console = Console()
 err_console = Console(stderr=True)
