@@ -29,12 +29,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import ase.io
 import numpy as np
 from ase import Atoms
-from ase.data import atomic_numbers
-from ase.io.extxyz import key_val_str_to_dict
 
+from farfield.data.extxyz import iter_extxyz_lines
 from farfield.data.records import (
     CHARGES,
     ENERGY,
@@ -178,92 +176,6 @@ def _read_lines(path: Path) -> tuple[list[str], str | None]:
     return lines, None
 
 
-def _is_header(line: str) -> bool:
-    return line.strip().isdigit()
-
-
-def _locate_bad_value(chunk: list[str], fields: list[str], first_line: int) -> str | None:
-    """Find the first atom-line value that does not convert to its Properties type."""
-    converters = {"R": float, "I": int, "L": lambda v: {"T": 1, "F": 0, "True": 1,
-                                                       "False": 0}[v], "S": str}
-    columns = [(name, converters.get(kind, str)) for name, kind, n in
-               zip(fields[0::3], fields[1::3], fields[2::3]) for _ in range(int(n))]
-    for atom, line in enumerate(chunk[2:]):
-        for (name, convert), token in zip(columns, line.split()):
-            try:
-                convert(token)
-            except (ValueError, KeyError):
-                return (f"line {first_line + 2 + atom} (atom {atom}): {name} value {token!r} "
-                        f"is not of the declared type")
-    return None
-
-
-def _parse_extxyz_frame(chunk: list[str], first_line: int) -> Atoms | str:
-    """One complete frame (count, comment, atom lines) → Atoms, or an error message.
-
-    ``first_line``: 1-based line number of the count line, for messages.
-    """
-    try:
-        comment = key_val_str_to_dict(chunk[1]) if chunk[1].strip() else {}
-    except (ValueError, KeyError, IndexError) as err:
-        return f"cannot parse the comment line (line {first_line + 1}): {err}"
-    properties = str(comment.get("Properties", "species:S:1:pos:R:3"))
-    fields = properties.split(":")
-    try:
-        widths = [int(n) for n in fields[2::3]]
-    except ValueError:
-        return f"malformed Properties={properties!r} (line {first_line + 1})"
-    names = fields[0::3]
-    species_at = sum(widths[: names.index("species")]) if "species" in names else None
-    exact = "Properties" in comment
-    for atom, line in enumerate(chunk[2:]):
-        tokens = line.split()
-        if len(tokens) < sum(widths) or (exact and len(tokens) > sum(widths)):
-            return (f"line {first_line + 2 + atom} (atom {atom}): expected {sum(widths)} values "
-                    f"per Properties={properties}, found {len(tokens)}")
-        if species_at is not None and tokens[species_at].capitalize() not in atomic_numbers:
-            return (f"unknown element {tokens[species_at]!r} at atom {atom} "
-                    f"(line {first_line + 2 + atom})")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return ase.io.read(io.StringIO("".join(chunk)), format="extxyz")
-    except (ValueError, KeyError, IndexError, TypeError, OSError) as err:
-        located = _locate_bad_value(chunk, fields, first_line)
-        return located or f"cannot parse the frame starting at line {first_line}: {err}"
-
-
-def _iter_extxyz(path: Path, file: str) -> Iterator[tuple[int, Atoms | Problem]]:
-    lines, read_error = _read_lines(path)
-    if read_error:
-        yield 0, Problem(file, None, read_error)
-    pos, frame, n_lines = 0, 0, len(lines)
-    while pos < n_lines:
-        if not lines[pos].strip():
-            pos += 1
-            continue
-        if not _is_header(lines[pos]):
-            yield frame, Problem(file, frame, f"line {pos + 1}: expected the atom count of a "
-                                 f"frame, got {lines[pos].strip()[:40]!r}")
-            pos = next((k for k in range(pos + 1, n_lines) if _is_header(lines[k])), n_lines)
-            frame += 1
-            continue
-        n_atoms, end = int(lines[pos]), pos + 2 + int(lines[pos])
-        next_header = next((k for k in range(pos + 2, min(end, n_lines)) if _is_header(lines[k])),
-                           None)
-        if next_header is not None or end > n_lines:
-            found = (next_header if next_header is not None else n_lines) - pos - 2
-            where = (f"the next frame starts at line {next_header + 1}" if next_header is not None
-                     else "the file ends")
-            yield frame, Problem(file, frame, f"truncated frame: line {pos + 1} announces {n_atoms} "
-                                 f"atoms but {where} after {max(found, 0)} atom line(s)")
-            pos, frame = (next_header if next_header is not None else n_lines), frame + 1
-            continue
-        parsed = _parse_extxyz_frame(lines[pos:end], pos + 1)
-        yield frame, parsed if isinstance(parsed, Atoms) else Problem(file, frame, parsed)
-        pos, frame = end, frame + 1
-
-
 def _db_rows(path: Path, file: str) -> Iterator[tuple[int, object]]:
     """``(frame, AtomsRow or Problem)`` per row in id order; a row ASE cannot decode
     becomes a Problem and the others are still returned."""
@@ -342,6 +254,13 @@ def _iter_cif(path: Path, file: str) -> Iterator[tuple[int, Atoms | Problem]]:
             item = Problem(file, frame, f"CIF block data_{block.name}: {err}")
         yield frame, item
         frame += 1
+
+
+def _iter_extxyz(path: Path, file: str) -> Iterator[tuple[int, Atoms | Problem]]:
+    lines, read_error = _read_lines(path)
+    if read_error:
+        yield 0, Problem(file, None, read_error)
+    yield from iter_extxyz_lines(lines, file)
 
 
 _ITERATORS = {"extxyz": _iter_extxyz, "db": _iter_db, "cif": _iter_cif}

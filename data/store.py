@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import shutil
 import uuid
 from collections.abc import Iterable, Iterator
@@ -26,21 +25,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import ase
-import numpy as np
 import pandas as pd
 from ase import Atoms
-from ase.io.extxyz import key_val_str_to_dict
 
+from farfield.data.extxyz import format_frame
 from farfield.data.readers import iter_frames, normalise_atoms
 from farfield.data.records import (
     CHARGES,
     ENERGY,
-    FORCES,
     PARENT_ID,
     SOURCE,
-    STRESS,
     STRUCTURE_ID,
-    TOTAL_CHARGE,
 )
 from farfield.data.validation import Problem, validate_atoms
 
@@ -70,108 +65,6 @@ def _versions() -> dict[str, str]:
     except PackageNotFoundError:
         farfield_version = "unknown"
     return {"farfield": farfield_version, "ase": ase.__version__}
-
-
-# --- lossless extxyz shard format -------------------------------------------------
-
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-_RESERVED_INFO = {"Lattice", "Properties", "pbc"}
-_RESERVED_COLUMNS = {"species", "pos", "Z", "charge", "move_mask", "symbols"}  # ASE renames
-_SKIPPED_ARRAYS = {"numbers", "positions", FORCES, CHARGES}
-_COLUMN_TYPES = {"f": "R", "i": "I", "u": "I", "b": "L", "U": "S", "O": "S"}
-_INFO_ORDER = (ENERGY, STRESS, TOTAL_CHARGE, STRUCTURE_ID, PARENT_ID, SOURCE)
-
-
-def _float(value) -> str:
-    return repr(float(value))
-
-
-def _quote(text: str) -> str:
-    """Quote/escape ``text`` for ASE's key=value parser (which unescapes ``\\x`` → ``x``)."""
-    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
-    if escaped != text or not text or any(c in text for c in " '{}[]=,\t"):
-        return f'"{escaped}"'
-    return text
-
-
-def _info_value(key: str, value, where: str) -> str:
-    """One info value as extxyz text that ASE's parser reads back unchanged."""
-    if isinstance(value, (bool, np.bool_)):
-        return "T" if value else "F"
-    if isinstance(value, (int, np.integer)):
-        return str(int(value))
-    if isinstance(value, (float, np.floating)):
-        return _float(value)
-    if key in (STRESS, "virial"):  # ASE's special 3x3 keys: 9 values, Fortran order
-        full = np.asarray(value, dtype=np.float64)
-        if full.shape == (6,):  # Voigt xx yy zz yz xz xy
-            full = full[[[0, 5, 4], [5, 1, 3], [4, 3, 2]]]
-        if full.shape != (3, 3):
-            raise ValueError(f"{where}: info[{key!r}] has shape {full.shape}, expected (3, 3)")
-        return '"' + " ".join(map(_float, full.reshape(-1, order="F"))) + '"'
-    if isinstance(value, str):
-        candidates = [_quote(value), _quote("_JSON " + json.dumps(value))]
-    else:
-        try:
-            as_list = value.tolist() if isinstance(value, np.ndarray) else value
-            candidates = [_quote("_JSON " + json.dumps(as_list))]
-        except TypeError as err:
-            raise ValueError(f"{where}: info[{key!r}] of type {type(value).__name__} cannot be "
-                             f"stored (expected numbers, strings, arrays, lists, dicts)") from err
-        return candidates[0]
-    for text in candidates:
-        parsed = key_val_str_to_dict(f"k={text}").get("k")
-        if isinstance(parsed, str) and parsed == value:
-            return text
-    raise ValueError(f"{where}: info[{key!r}]={value!r} cannot be stored losslessly in extxyz")
-
-
-def _column(name: str, array: np.ndarray, where: str) -> tuple[str, list[list[str]]]:
-    """``("name:TYPE:ncols", cells)`` for arrays[name]; positions are written as ``pos``."""
-    kind = _COLUMN_TYPES.get(array.dtype.kind)
-    if kind is None or array.ndim not in (1, 2) or not _NAME.match(name) \
-            or name in _RESERVED_COLUMNS:
-        raise ValueError(f"{where}: arrays[{name!r}] (dtype {array.dtype}, shape {array.shape}) "
-                         f"cannot be stored; expected a 1-D/2-D numeric, bool or str array")
-    table = array.reshape(len(array), -1)
-    if kind == "R":
-        cells = [[_float(v) for v in row] for row in table.tolist()]
-    elif kind == "L":
-        cells = [["T" if v else "F" for v in row] for row in table.tolist()]
-    else:
-        cells = [[str(v) for v in row] for row in table.tolist()]
-        if kind == "S" and any(not v or any(c.isspace() for c in v) for r in cells for v in r):
-            raise ValueError(f"{where}: arrays[{name!r}] has empty strings or whitespace")
-    return f"{'pos' if name == 'positions' else name}:{kind}:{table.shape[1]}", cells
-
-
-def format_frame(atoms: Atoms) -> str:
-    """One record as extxyz text (count, comment, atom lines), exact to the last bit.
-
-    Floats use Python's shortest round-trip repr; strings that ASE would misread as
-    numbers or booleans are written as ``_JSON "..."``. Raises ValueError for
-    values that cannot be stored.
-    """
-    where = f"structure {atoms.info.get(STRUCTURE_ID)!r}"
-    names = ["numbers", "positions"] + [k for k in (FORCES, CHARGES) if k in atoms.arrays]
-    names += sorted(k for k in atoms.arrays if k not in _SKIPPED_ARRAYS)
-    columns = [("species:S:1", [[s] for s in atoms.get_chemical_symbols()])]
-    columns += [_column(name, atoms.arrays[name], where) for name in names[1:]]
-    comment = []
-    if atoms.cell.any():
-        lattice = " ".join(_float(v) for v in atoms.cell.array.reshape(-1))
-        comment.append(f'Lattice="{lattice}"')
-    comment.append("Properties=" + ":".join(spec for spec, _ in columns))
-    keys = [k for k in _INFO_ORDER if k in atoms.info]
-    keys += sorted(k for k in atoms.info if k not in _INFO_ORDER)
-    for key in keys:
-        if key in _RESERVED_INFO or not _NAME.match(key):
-            raise ValueError(f"{where}: info key {key!r} cannot be stored in extxyz")
-        comment.append(f"{key}={_info_value(key, atoms.info[key], where)}")
-    comment.append('pbc="' + " ".join("T" if p else "F" for p in atoms.pbc) + '"')
-    lines = [str(len(atoms)), " ".join(comment)]
-    lines += [" ".join(cell for _, cells in columns for cell in cells[i]) for i in range(len(atoms))]
-    return "\n".join(lines) + "\n"
 
 
 def _index_row(atoms: Atoms, shard: str, frame: int) -> dict:
