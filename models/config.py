@@ -21,6 +21,18 @@ class ModelConfig(StrictModel):
     ``channels``: feature width. ``layers``: message-passing layers. ``cutoff``: Å.
     ``n_radial``: radial basis functions. ``dtype``: floating precision of the model.
     ``heads``: per-head options (``model.heads.<name>``), read by heads listed in ``long_range``.
+
+    Backbone options (docs/backbones.md; PaiNN reads only channels/layers/cutoff/n_radial):
+    ``l_max``: degree of the edge spherical harmonics (MACE's ``max_ell``; mace, nequip).
+    ``hidden_l_max``: highest irrep of node features between layers (MACE's ``max_L``).
+    ``correlation``: order of MACE's symmetric contraction (body order = correlation + 1).
+    ``radial_mlp``: hidden widths of the radial MLP giving tensor-product weights.
+    ``avg_neighbors``: neighbour sums are divided by this (typical neighbours within cutoff).
+    ``n_element_features``: width of the element features of element-dependent weights.
+    ``node_extra_features``: width of the ``node_extra`` hook (e.g. 1 for CELLI charges
+    fed back into layers ≥ 1); 0 = off.
+    ``compile``: wrap the backbone with ``torch.compile`` (inference and first-derivative
+    paths; see docs/backbones.md for what it supports).
     """
 
     backbone: str = "painn"
@@ -30,6 +42,14 @@ class ModelConfig(StrictModel):
     cutoff: float = Field(default=5.0, gt=0)
     n_radial: int = Field(default=8, ge=1)
     dtype: Literal["float32", "float64"] = "float32"
+    l_max: int = Field(default=3, ge=0, le=4)
+    hidden_l_max: int = Field(default=1, ge=0, le=3)
+    correlation: int = Field(default=3, ge=1, le=4)
+    radial_mlp: list[int] = Field(default_factory=lambda: [64, 64])
+    avg_neighbors: float = Field(default=20.0, gt=0)
+    n_element_features: int = Field(default=16, ge=1)
+    node_extra_features: int = Field(default=0, ge=0)
+    compile: bool = False
     heads: HeadsConfig = Field(default_factory=HeadsConfig)
 
     @field_validator("backbone")
@@ -40,6 +60,13 @@ class ModelConfig(StrictModel):
         if name not in BACKBONES:
             raise ValueError(f"unknown backbone {name!r}; known backbones: {', '.join(sorted(BACKBONES))}")
         return name
+
+    @field_validator("radial_mlp")
+    @classmethod
+    def _positive_widths(cls, widths: list[int]) -> list[int]:
+        if any(w < 1 for w in widths):
+            raise ValueError(f"radial_mlp widths must be >= 1, got {widths}")
+        return widths
 
     @field_validator("long_range")
     @classmethod

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from farfield.models.backbones import PaiNN
+from farfield.models.backbones import MACE, NequIP, PaiNN
 from farfield.models.blocks import AtomwiseReadout, ReferenceEnergies
 from farfield.models.config import ModelConfig
 from farfield.models.heads import CHARGE_HEADS as _CHARGE_HEADS
@@ -21,11 +21,31 @@ from farfield.models.potential import Potential
 
 
 def _build_painn(config: ModelConfig) -> nn.Module:
-    return PaiNN(channels=config.channels, layers=config.layers, cutoff=config.cutoff, n_radial=config.n_radial)
+    return PaiNN(channels=config.channels, layers=config.layers, cutoff=config.cutoff, n_radial=config.n_radial,
+                 node_extra_features=config.node_extra_features)
+
+
+def _equivariant_options(config: ModelConfig) -> dict:
+    return dict(channels=config.channels, layers=config.layers, cutoff=config.cutoff, n_radial=config.n_radial,
+                l_max=config.l_max, hidden_l_max=config.hidden_l_max, radial_mlp=tuple(config.radial_mlp),
+                avg_neighbors=config.avg_neighbors, n_element_features=config.n_element_features,
+                node_extra_features=config.node_extra_features)
+
+
+def _build_mace(config: ModelConfig) -> nn.Module:
+    return MACE(correlation=config.correlation, **_equivariant_options(config))
+
+
+def _build_nequip(config: ModelConfig) -> nn.Module:
+    return NequIP(**_equivariant_options(config))
 
 
 #: backbone name → builder taking the model config.
-BACKBONES: dict[str, Callable[[ModelConfig], nn.Module]] = {"painn": _build_painn}
+BACKBONES: dict[str, Callable[[ModelConfig], nn.Module]] = {
+    "mace": _build_mace,
+    "nequip": _build_nequip,
+    "painn": _build_painn,
+}
 
 #: long-range head name → builder taking the model config, and the charge-predicting ones
 #: (defined in ``farfield.models.heads``, re-exported here).
@@ -54,6 +74,8 @@ def build_potential(
     """
     dtype = {"float32": torch.float32, "float64": torch.float64}[config.dtype]
     backbone = _lookup(BACKBONES, config.backbone, "backbone")(config)
+    if config.compile:
+        backbone.compile(dynamic=True)  # in place: parameter names (and checkpoints) unchanged
     heads = {name: _lookup(HEADS, name, "long-range head")(config) for name in config.long_range}
     ref = ReferenceEnergies(None if reference_energies is None else torch.as_tensor(reference_energies))
     potential = Potential(

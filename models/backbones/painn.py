@@ -14,7 +14,14 @@ import torch
 from torch import nn
 
 from farfield.models.backbones.base import BackboneOutput
-from farfield.models.blocks import MLP, BesselBasis, ElementEmbedding, PolynomialCutoff, scatter_sum
+from farfield.models.blocks import (
+    MLP,
+    EdgeEmbedding,
+    ElementEmbedding,
+    NodeExtraInjection,
+    RadialWeights,
+    scatter_sum,
+)
 from farfield.models.graph import AtomicGraph
 
 #: Added under the square root of vector norms so their gradient is finite at v = 0.
@@ -28,13 +35,13 @@ class PaiNNMessage(nn.Module):
         super().__init__()
         self.channels = channels
         self.phi = MLP([channels, channels, 3 * channels])
-        self.filter = nn.Linear(n_radial, 3 * channels)
+        self.filter = RadialWeights(n_radial, [], 3 * channels)
 
     def forward(self, s, v, edge_index, radial, envelope, unit_vectors):
         """``s``: (N, F); ``v``: (N, 3, F); ``radial``: (E, n_radial); ``envelope``: (E,);
         ``unit_vectors``: (E, 3). Returns updated ``(s, v)``."""
         center, neighbor = edge_index
-        x = self.phi(s)[neighbor] * (self.filter(radial) * envelope[:, None])
+        x = self.phi(s)[neighbor] * self.filter(radial, envelope)
         x_s, x_vv, x_vs = torch.split(x, self.channels, dim=-1)
         dv = v[neighbor] * x_vv[:, None, :] + unit_vectors[:, :, None] * x_vs[:, None, :]
         n = s.shape[0]
@@ -65,30 +72,34 @@ class PaiNN(nn.Module):
     """PaiNN backbone on a periodic graph.
 
     ``channels``: feature width F. ``layers``: message-passing layers. ``cutoff``: Å.
-    ``n_radial``: Bessel functions per edge.
+    ``n_radial``: Bessel functions per edge. ``node_extra_features``: width ``k`` of the
+    optional ``node_extra`` input added to the invariant features of layers ≥ 1 (0 = off).
     """
 
-    def __init__(self, channels: int = 64, layers: int = 3, cutoff: float = 5.0, n_radial: int = 8):
+    def __init__(self, channels: int = 64, layers: int = 3, cutoff: float = 5.0, n_radial: int = 8,
+                 node_extra_features: int = 0):
         super().__init__()
         self.channels = channels
         self.cutoff = float(cutoff)
         self.embedding = ElementEmbedding(channels)
-        self.radial = BesselBasis(cutoff, n_radial)
-        self.envelope = PolynomialCutoff(cutoff)
+        self.edge_embedding = EdgeEmbedding(cutoff, n_radial)
+        self.node_extra = NodeExtraInjection(node_extra_features, channels, layers)
         self.messages = nn.ModuleList(PaiNNMessage(channels, n_radial) for _ in range(layers))
         self.updates = nn.ModuleList(PaiNNUpdate(channels) for _ in range(layers))
 
-    def forward(self, graph: AtomicGraph, edge_vectors: torch.Tensor) -> BackboneOutput:
-        """``edge_vectors``: (n_edges, 3), Å, from ``graph.edge_vectors`` (differentiable)."""
-        lengths = torch.linalg.vector_norm(edge_vectors, dim=-1)
+    def forward(self, graph: AtomicGraph, edge_vectors: torch.Tensor,
+                node_extra: torch.Tensor | None = None) -> BackboneOutput:
+        """``edge_vectors``: (n_edges, 3), Å, from ``graph.edge_vectors`` (differentiable).
+        ``node_extra``: (n_atoms, k) or None (see ``farfield.models.blocks.node_extra``)."""
+        edges = self.edge_embedding(edge_vectors)
+        lengths = edges.lengths
         unit_vectors = edge_vectors / lengths[:, None]
-        radial = self.radial(lengths)
-        envelope = self.envelope(lengths)
         s = self.embedding(graph.numbers)
         v = s.new_zeros((s.shape[0], 3, self.channels))
         layer_features = []
-        for message, update in zip(self.messages, self.updates):
-            s, v = message(s, v, graph.edge_index, radial, envelope, unit_vectors)
+        for t, (message, update) in enumerate(zip(self.messages, self.updates)):
+            s = self.node_extra(s, node_extra, t)
+            s, v = message(s, v, graph.edge_index, edges.basis, edges.envelope, unit_vectors)
             s, v = update(s, v)
             layer_features.append(s)
         return BackboneOutput(

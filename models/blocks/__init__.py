@@ -1,19 +1,59 @@
 """Building blocks shared by every backbone and head: radial bases, cutoffs, MLPs,
-embeddings, scatter and readouts. Never copy one of these into a model file."""
+embeddings, scatter, readouts, and the equivariant blocks of the e3nn backbones
+(spherical harmonics, dense irreps layout, equivariant linear maps, tensor-product
+convolution, gate, symmetric contraction). Never copy one of these into a model file."""
 
+from farfield.models.blocks.convolution import (
+    ChannelwiseTensorProduct,
+    EquivariantConvolution,
+    RadialWeights,
+    tensor_product_paths,
+)
 from farfield.models.blocks.embedding import MAX_ATOMIC_NUMBER, ElementEmbedding
+from farfield.models.blocks.equivariant_linear import ElementGatedLinear, EquivariantLinear
+from farfield.models.blocks.gate import Gate
+from farfield.models.blocks.irreps import (
+    SphericalHarmonics,
+    irrep_dim,
+    irrep_slice,
+    irreps_string,
+    join_blocks,
+    split_blocks,
+    to_e3nn_layout,
+)
 from farfield.models.blocks.mlp import MLP
-from farfield.models.blocks.radial import BesselBasis, PolynomialCutoff
+from farfield.models.blocks.node_extra import NodeExtraInjection
+from farfield.models.blocks.radial import BesselBasis, EdgeEmbedding, EdgeFeatures, PolynomialCutoff
 from farfield.models.blocks.readout import AtomwiseReadout, ReferenceEnergies
 from farfield.models.blocks.scatter import scatter_sum
+from farfield.models.blocks.symmetric_contraction import SymmetricContraction, coupling_basis
 
 __all__ = [
     "MAX_ATOMIC_NUMBER",
     "MLP",
     "AtomwiseReadout",
     "BesselBasis",
+    "ChannelwiseTensorProduct",
+    "EdgeEmbedding",
+    "EdgeFeatures",
     "ElementEmbedding",
+    "ElementGatedLinear",
+    "EquivariantConvolution",
+    "EquivariantLinear",
+    "Gate",
+    "NodeExtraInjection",
     "PolynomialCutoff",
+    "RadialWeights",
     "ReferenceEnergies",
+    "SphericalHarmonics",
+    "SymmetricContraction",
+    "coupling_basis",
+    "irrep_dim",
+    "irrep_slice",
+    "irreps_string",
+    "join_blocks",
     "scatter_sum",
+    "split_blocks",
+    "tensor_product_paths",
+    "to_e3nn_layout",
 ]

@@ -1,11 +1,13 @@
 """Radial building blocks: Bessel basis and smooth polynomial cutoff envelope.
 
-Both map edge lengths ``r`` (n_edges,), Å, to features used by every backbone.
+Both map edge lengths ``r`` (n_edges,), Å, to features used by every backbone;
+``EdgeEmbedding`` applies them together to edge vectors.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -58,3 +60,30 @@ class BesselBasis(nn.Module):
     def forward(self, r: torch.Tensor) -> torch.Tensor:
         """``r``: (n_edges,), Å, > 0 → (n_edges, n_radial), 1/Å."""
         return self.prefactor * torch.sin(self.frequencies * r[:, None]) / r[:, None]
+
+
+@dataclass
+class EdgeFeatures:
+    """Invariant descriptions of each edge shared by every backbone.
+
+    ``lengths``: (n_edges,), Å. ``basis``: (n_edges, n_radial), Bessel functions, 1/Å.
+    ``envelope``: (n_edges,), smooth cutoff in [0, 1].
+    """
+
+    lengths: torch.Tensor
+    basis: torch.Tensor
+    envelope: torch.Tensor
+
+
+class EdgeEmbedding(nn.Module):
+    """Edge vectors (n_edges, 3), Å → ``EdgeFeatures`` (Bessel basis and polynomial envelope)."""
+
+    def __init__(self, cutoff: float, n_radial: int = 8, envelope_exponent: int = 6):
+        super().__init__()
+        self.cutoff = float(cutoff)
+        self.basis = BesselBasis(cutoff, n_radial)
+        self.envelope = PolynomialCutoff(cutoff, envelope_exponent)
+
+    def forward(self, edge_vectors: torch.Tensor) -> EdgeFeatures:
+        lengths = torch.linalg.vector_norm(edge_vectors, dim=-1)
+        return EdgeFeatures(lengths, self.basis(lengths), self.envelope(lengths))
