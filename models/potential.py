@@ -11,12 +11,19 @@ where ``ε`` is a symmetric strain applied to positions and cell alike.
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from torch import nn
 
 from farfield.models.backbones.base import BackboneOutput
 from farfield.models.blocks import AtomwiseReadout, ReferenceEnergies, scatter_sum
 from farfield.models.graph import AtomicGraph
+from farfield.models.heads import CHARGE_HEADS
+
+#: Keyword of ``backbone.forward`` taking extra per-atom invariant inputs (n_atoms, k);
+#: CELLI's charge feedback passes the equilibrated charges through it.
+NODE_INPUTS_ARGUMENT = "node_inputs"
 
 
 class Potential(nn.Module):
@@ -24,7 +31,10 @@ class Potential(nn.Module):
 
     ``backbone``: maps ``(graph, edge_vectors)`` to a ``BackboneOutput``.
     ``heads``: long-range heads by name; each returns a dict with ``energy`` (n_graphs,)
-    eV and optionally ``charges`` (n_atoms,) e (see docs/conventions.md).
+    eV and optionally ``charges`` (n_atoms,) e (see farfield.models.heads). A head with
+    ``feeds_back_charges`` runs on the first backbone pass; the backbone then runs again
+    with its charges as extra per-atom input (``NODE_INPUTS_ARGUMENT``), and the readout
+    and the other heads read that second pass.
     ``readout``: invariant features → per-atom energy (eV).
     ``reference_energies``: per-element energies (eV), fitted on the training set.
     ``model_config``: the JSON-able config the potential was built from (kept for checkpoints).
@@ -44,6 +54,13 @@ class Potential(nn.Module):
         self.reference_energies = reference_energies
         self.heads = nn.ModuleDict(heads or {})
         self.model_config = dict(model_config or {})
+        self.feedback_heads = [name for name, head in self.heads.items() if getattr(head, "feeds_back_charges", False)]
+        if self.feedback_heads and NODE_INPUTS_ARGUMENT not in inspect.signature(backbone.forward).parameters:
+            raise ValueError(
+                f"heads {self.feedback_heads} feed charges back into the backbone, but "
+                f"{type(backbone).__name__}.forward has no {NODE_INPUTS_ARGUMENT!r} argument; "
+                "set model.heads.celli.feedback: false or use a backbone that accepts per-atom inputs"
+            )
 
     @property
     def cutoff(self) -> float:
@@ -61,6 +78,9 @@ class Potential(nn.Module):
         Returns ``energy`` (n_graphs,) eV, ``atomic_energies`` (n_atoms,) eV, and where
         asked ``forces`` (n_atoms, 3) eV/Å and ``stress`` (n_graphs, 3, 3) eV/Å³ (NaN for
         non-periodic structures); heads add ``energy_<name>`` and e.g. ``charges``.
+        Each head adds ``energy_<name>`` (n_graphs,) eV and its other outputs as
+        ``<key>_<name>`` (e.g. ``charges_les``); ``charges`` (n_atoms,) e is the prediction
+        of the charge head (``CHARGE_HEADS``), the one compared with reference charges.
         ``create_graph`` keeps the graph of the derivatives (needed to train on forces).
         """
         positions, cell = graph.positions, graph.cell
@@ -78,16 +98,21 @@ class Potential(nn.Module):
 
         edge_vectors = graph.edge_vectors(positions, cell)
         features: BackboneOutput = self.backbone(graph, edge_vectors)
+        head_outputs: dict[str, dict[str, torch.Tensor]] = {}
+        for name in self.feedback_heads:
+            head_outputs[name] = self.heads[name](graph, features, positions, cell)
+            charges = head_outputs[name]["charges"][:, None]
+            features = self.backbone(graph, edge_vectors, **{NODE_INPUTS_ARGUMENT: charges})
         atomic_energies = self.readout(features.node_features) + self.reference_energies(graph.numbers)
         energy = scatter_sum(atomic_energies, graph.batch, graph.n_graphs)
         out: dict[str, torch.Tensor] = {"atomic_energies": atomic_energies}
         for name, head in self.heads.items():
-            head_out = head(graph, features, positions, cell)
+            head_out = head_outputs.get(name) or head(graph, features, positions, cell)
             energy = energy + head_out["energy"]
-            out[f"energy_{name}"] = head_out["energy"]
             for key, value in head_out.items():
-                if key != "energy":
-                    out[key] = value
+                out[f"{key}_{name}"] = value
+            if name in CHARGE_HEADS and "charges" in head_out:
+                out["charges"] = head_out["charges"]
         out["energy"] = energy
 
         if inputs:

@@ -30,7 +30,7 @@ from farfield.models.electrostatics.gaussian import (
 )
 from farfield.models.electrostatics.pme import pme_kspace_potential
 from farfield.models.electrostatics.realspace import PairList, all_pairs, pair_matrix, pair_potential, periodic_pairs
-from farfield.models.electrostatics.tuning import EwaldParameters, Method
+from farfield.models.electrostatics.tuning import EwaldParameters, Method, tune
 
 
 def _as_channels(charges: torch.Tensor) -> torch.Tensor:
@@ -48,14 +48,18 @@ def periodic_potential(
     widths: torch.Tensor | None,
     parameters: EwaldParameters,
     method: Method = "ewald",
+    pairs: PairList | None = None,
 ) -> torch.Tensor:
     """Ewald potential (n_atoms, n_channels) eV/e of ``charges`` (n_atoms[, n_channels]) e.
 
-    ``positions``: (n_atoms, 3) Å; ``cell``: (3, 3) Å rows; ``widths``: (n_atoms,) Å or None.
+    ``positions``: (n_atoms, 3) Å; ``cell``: (3, 3) Å rows; ``widths``: (n_atoms,) Å or None;
+    ``pairs``: real-space pairs within ``parameters.real_cutoff`` when already known
+    (e.g. across the iterations of a solver), else found here.
     """
     q = _as_channels(charges)
     eta = parameters.splitting
-    pairs = periodic_pairs(positions, cell, parameters.real_cutoff)
+    if pairs is None:
+        pairs = periodic_pairs(positions, cell, parameters.real_cutoff)
     distances = pairs.distances(positions, cell)
     phi = pair_potential(pairs, real_space_kernel(distances, _pair_widths(pairs, widths), eta), q)
     if method == "ewald":
@@ -120,3 +124,61 @@ def energy_and_forces(
     energy = coulomb_energy(charges, periodic_potential(positions, cell.detach(), charges.detach(), widths, parameters, method))[0]
     (grad,) = torch.autograd.grad(energy, positions)
     return energy.detach(), -grad
+
+
+#: From ``method="auto"`` on, structures with at least this many atoms use PME instead of the
+#: Ewald k-sum (the crossover measured by benchmarks/heads.py on a 2-core CPU; see README).
+PME_MIN_ATOMS = 2000
+
+
+def resolve_method(method: str, n_atoms: int) -> Method:
+    """``"ewald"``/``"pme"`` as given; ``"auto"`` → PME from ``PME_MIN_ATOMS`` atoms on."""
+    if method == "auto":
+        return "pme" if n_atoms >= PME_MIN_ATOMS else "ewald"
+    if method not in ("ewald", "pme"):
+        raise ValueError(f"electrostatics method must be 'auto', 'ewald' or 'pme', got {method!r}")
+    return method  # type: ignore[return-value]
+
+
+def structure_potential(
+    positions: torch.Tensor,
+    cell: torch.Tensor,
+    periodic: bool,
+    charges: torch.Tensor,
+    widths: torch.Tensor | None,
+    accuracy: float,
+    method: str = "auto",
+) -> torch.Tensor:
+    """Coulomb potential (n_atoms, n_channels), eV/e, of one structure: Ewald/PME tuned to
+    ``accuracy`` when ``periodic`` (all three directions), the direct sum otherwise."""
+    if not periodic:
+        return molecular_potential(positions, charges, widths)
+    max_width = 0.0 if widths is None else math.sqrt(2.0) * float(widths.detach().max())
+    chosen = resolve_method(method, positions.shape[0])
+    parameters = tune(cell, positions.shape[0], accuracy, chosen, max_width)
+    return periodic_potential(positions, cell, charges, widths, parameters, chosen)
+
+
+def structure_matrix(
+    positions: torch.Tensor, cell: torch.Tensor, periodic: bool, widths: torch.Tensor | None, accuracy: float
+) -> torch.Tensor:
+    """Dense Coulomb matrix (n_atoms, n_atoms), eV/e², of one structure (Ewald k-sum when periodic)."""
+    if not periodic:
+        return molecular_matrix(positions, widths)
+    max_width = 0.0 if widths is None else math.sqrt(2.0) * float(widths.detach().max())
+    return periodic_matrix(positions, cell, widths, tune(cell, positions.shape[0], accuracy, "ewald", max_width))
+
+
+def reciprocal_only_potential(
+    positions: torch.Tensor, cell: torch.Tensor, charges: torch.Tensor, smearing: float, kspace_cutoff: float
+) -> torch.Tensor:
+    """Potential (n_atoms, n_channels), eV/e, of Gaussian-smeared charges in a periodic cell
+    whose pair kernel is ``erf(r/(√2σ))/r`` (each charge of width σ/√2), entirely in
+    reciprocal space: the Ewald split with η = σ leaves no real-space part. Self
+    interaction and the neutralising-background term are removed as in
+    ``periodic_potential``; ``kspace_cutoff`` (1/Å) truncates the sum."""
+    q = _as_channels(charges)
+    volume = torch.linalg.det(cell).abs()
+    phi = kspace_potential(positions, cell, q, smearing, kspace_cutoff)
+    phi = phi - ewald_self_coefficient(smearing) * q - (2.0 * math.pi * smearing**2 / volume) * q.sum(dim=0, keepdim=True)
+    return COULOMB_CONSTANT * phi

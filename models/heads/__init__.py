@@ -7,7 +7,14 @@ against. It returns a dict with ``energy`` (n_graphs,) eV and optionally ``charg
 (n_atoms,) e and other per-atom or per-structure predictions.
 
 ``HEADS`` maps a short name to a builder ``(ModelConfig) -> nn.Module``; names that
-predict per-atom charges are also listed in ``CHARGE_HEADS``.
+predict per-atom charges comparable to reference charges (and so may be trained on
+them, ``training.loss.charges > 0``) are also listed in ``CHARGE_HEADS``. LES reports
+its latent charges too but is trained on energies and forces only.
+
+    celli  charge equilibration with Gaussian charges, Ewald/PME      (celli.py)
+    les    latent Ewald summation                                   (les.py)
+    efa    periodic Euclidean fast attention                        (efa.py)
+    d3     D3(BJ) dispersion from dftd3, fixed                      (d3.py)
 """
 
 from __future__ import annotations
@@ -16,7 +23,29 @@ from collections.abc import Callable
 
 from torch import nn
 
-HEADS: dict[str, Callable[..., nn.Module]] = {}
-CHARGE_HEADS: set[str] = set()
+from farfield.models.heads.celli import CelliHead
+from farfield.models.heads.d3 import D3Head
+from farfield.models.heads.efa import EfaHead
+from farfield.models.heads.les import LesHead
 
-__all__ = ["CHARGE_HEADS", "HEADS"]
+
+def _build_celli(config) -> nn.Module:
+    return CelliHead(config.channels, config.heads.celli)
+
+
+def _build_les(config) -> nn.Module:
+    return LesHead(config.channels, config.heads.les)
+
+
+def _build_efa(config) -> nn.Module:
+    return EfaHead(config.channels, config.heads.efa)
+
+
+def _build_d3(config) -> nn.Module:
+    return D3Head(config.channels, config.heads.d3)
+
+
+HEADS: dict[str, Callable[..., nn.Module]] = {"celli": _build_celli, "les": _build_les, "efa": _build_efa, "d3": _build_d3}
+CHARGE_HEADS: set[str] = {"celli"}
+
+__all__ = ["CHARGE_HEADS", "HEADS", "CelliHead", "D3Head", "EfaHead", "LesHead"]

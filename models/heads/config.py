@@ -1,9 +1,109 @@
-"""Options of the long-range heads (``model.heads.<name>`` in a trial config)."""
+"""Options of the long-range heads (``model.heads.<name>`` in a trial config).
+
+Every head has a sub-section with defaults; a head listed in ``model.long_range``
+reads its own and ignores the others. Units: Å, 1/Å, eV/e² as named.
+"""
 
 from __future__ import annotations
 
+from typing import Literal
+
+from pydantic import Field, model_validator
+
 from farfield.data.config import StrictModel
+
+ElectrostaticsMethod = Literal["auto", "ewald", "pme"]
+
+
+class CelliConfig(StrictModel):
+    """CELLI charge equilibration.
+
+    ``hidden``: width of the electronegativity MLP. ``initial_hardness`` (eV/e²) and
+    ``initial_width`` (Å): starting per-element hardness ``J_Z`` and Gaussian width ``σ_Z``
+    (both learnable, kept positive by softplus). ``accuracy``: relative accuracy of the
+    periodic Coulomb sums; ``method``: Ewald k-sum, PME or ``auto`` (by size).
+    ``solver``: ``dense`` (exact, O(n³)), ``cg`` (matrix-free conjugate gradients) or
+    ``auto`` (dense up to ``dense_max_atoms`` atoms per structure). ``cg_tolerance``:
+    relative residual; ``cg_max_iter``: iterations before giving up. ``feedback``: feed
+    the equilibrated charges into the backbone as a per-atom input of a second pass.
+    """
+
+    hidden: int = Field(default=32, ge=1)
+    initial_hardness: float = Field(default=8.0, gt=0)
+    initial_width: float = Field(default=1.0, gt=0)
+    accuracy: float = Field(default=1e-6, gt=0, lt=1)
+    method: ElectrostaticsMethod = "auto"
+    solver: Literal["auto", "dense", "cg"] = "auto"
+    dense_max_atoms: int = Field(default=1000, ge=1)
+    cg_tolerance: float = Field(default=1e-10, gt=0, lt=1)
+    cg_max_iter: int = Field(default=1000, ge=1)
+    feedback: bool = False
+
+
+class LesConfig(StrictModel):
+    """LES latent Ewald summation.
+
+    ``hidden``: width of the latent-charge MLP. ``smearing`` σ (Å): Gaussian of the
+    reciprocal-space sum. ``wavelength_cutoff`` λ_c (Å): wave vectors ``|k| ≤ 2π/λ_c``.
+    ``neutral``: shift each structure's latent charges to sum to its total charge.
+    """
+
+    hidden: int = Field(default=32, ge=1)
+    smearing: float = Field(default=1.0, gt=0)
+    wavelength_cutoff: float = Field(default=2.0, gt=0)
+    neutral: bool = False
+
+
+class EfaConfig(StrictModel):
+    """Euclidean fast attention (periodic construction in docs/long_range.md).
+
+    ``n_heads`` × ``head_dim``: attention width. ``max_frequency`` k_max (1/Å): largest
+    wave number (shortest wavelength 2π/k_max). ``n_basis``: radial basis functions of
+    the learned spectral kernel. ``lebedev_degree``: Lebedev rule of the directions for
+    non-periodic structures; ``radial_nodes``: Gauss–Legendre nodes in |k| for them.
+    """
+
+    n_heads: int = Field(default=4, ge=1)
+    head_dim: int = Field(default=4, ge=1)
+    max_frequency: float = Field(default=1.5, gt=0)
+    n_basis: int = Field(default=8, ge=1)
+    lebedev_degree: int = Field(default=35, ge=3)
+    radial_nodes: int = Field(default=16, ge=2)
+
+    @model_validator(mode="after")
+    def _known_lebedev_degree(self) -> EfaConfig:
+        from farfield.models.heads.efa import lebedev_degrees
+
+        degrees = lebedev_degrees()
+        if self.lebedev_degree not in degrees:
+            raise ValueError(
+                f"model.heads.efa.lebedev_degree = {self.lebedev_degree} is not an available Lebedev rule; "
+                f"choose one of {degrees}"
+            )
+        return self
+
+
+class D3Config(StrictModel):
+    """D3 dispersion with Becke–Johnson damping (``dftd3``), a fixed physical term.
+
+    ``functional``: the DFT functional whose D3(BJ) parameters to use (e.g. ``pbe``).
+    ``three_body``: include the Axilrod–Teller–Muto three-body term. ``cutoff``,
+    ``three_body_cutoff``, ``coordination_cutoff`` (Å): real-space cutoffs of the
+    two-body sum, the three-body sum and the coordination numbers (dftd3's defaults:
+    60, 40 and 40 bohr).
+    """
+
+    functional: str = "pbe"
+    three_body: bool = True
+    cutoff: float = Field(default=60 * 0.529177210903, gt=0)
+    three_body_cutoff: float = Field(default=40 * 0.529177210903, gt=0)
+    coordination_cutoff: float = Field(default=40 * 0.529177210903, gt=0)
 
 
 class HeadsConfig(StrictModel):
     """One optional sub-section per head; a head listed in ``model.long_range`` reads its own."""
+
+    celli: CelliConfig = Field(default_factory=CelliConfig)
+    les: LesConfig = Field(default_factory=LesConfig)
+    efa: EfaConfig = Field(default_factory=EfaConfig)
+    d3: D3Config = Field(default_factory=D3Config)

@@ -1,0 +1,119 @@
+"""Charge equilibration: minimise ``Σ χ_i q_i + ½ qᵀ A q`` subject to ``Σ q_i = Q``.
+
+``A`` (n_atoms, n_atoms), eV/e², is symmetric positive definite (hardness on the
+diagonal plus the Coulomb matrix of Gaussian charges); ``χ`` (n_atoms,) eV/e is the
+electronegativity; ``Q`` (e) the total charge. The minimiser solves the bordered system
+
+    [A 1; 1ᵀ 0] [q; λ] = [−χ; Q].
+
+``equilibrate_dense`` builds and solves it (O(n³), exact, differentiable by autograd to
+any order). ``equilibrate_cg`` never forms ``A``: it solves ``A s = −χ`` and
+``A t = 1`` by conjugate gradients with a matrix-free ``A q`` (Ewald or PME) and
+combines ``q = s + t (Q − Σs)/Σt``. Its gradient comes from implicit differentiation
+(one more CG solve with the same operator), and the backward pass is itself
+differentiable, so forces — and force-trained parameters — see the solve exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+#: A matrix-free operator ``(v (n, C), *inputs) -> A(inputs) v (n, C)``.
+MatVec = Callable[..., torch.Tensor]
+
+
+def equilibrate_dense(matrix: torch.Tensor, electronegativity: torch.Tensor, total_charge: torch.Tensor) -> torch.Tensor:
+    """Charges (n_atoms,), e, from ``matrix`` (n, n) eV/e², ``electronegativity`` (n,) eV/e, ``total_charge`` () e."""
+    n = matrix.shape[0]
+    ones = matrix.new_ones(n, 1)
+    bordered = torch.cat([torch.cat([matrix, ones], dim=1), torch.cat([ones.T, matrix.new_zeros(1, 1)], dim=1)], dim=0)
+    rhs = torch.cat([-electronegativity, total_charge.reshape(1).to(matrix.dtype)])
+    return torch.linalg.solve(bordered, rhs)[:n]
+
+
+def conjugate_gradient(apply: Callable[[torch.Tensor], torch.Tensor], rhs: torch.Tensor, tol: float, max_iter: int) -> torch.Tensor:
+    """Solve ``A x = rhs`` column by column for SPD ``A`` (``apply``: (n, C) → (n, C)).
+
+    Stops when every column's residual norm is below ``tol`` × its right-hand side norm;
+    raises if ``max_iter`` iterations do not get there.
+    """
+    x = torch.zeros_like(rhs)
+    residual = rhs.clone()
+    direction = residual.clone()
+    rr = (residual * residual).sum(dim=0)
+    target = (tol * torch.linalg.vector_norm(rhs, dim=0)).pow(2).clamp_min(1e-300)
+    for _ in range(max_iter):
+        if bool((rr <= target).all()):
+            return x
+        a_direction = apply(direction)
+        curvature = (direction * a_direction).sum(dim=0)
+        alpha = torch.where(curvature > 0, rr / torch.where(curvature > 0, curvature, 1.0), 0.0)
+        x = x + alpha * direction
+        residual = residual - alpha * a_direction
+        rr_new = (residual * residual).sum(dim=0)
+        direction = residual + torch.where(rr > 0, rr_new / torch.where(rr > 0, rr, 1.0), 0.0) * direction
+        rr = rr_new
+    if bool((rr <= target).all()):
+        return x
+    raise RuntimeError(
+        f"conjugate gradients did not converge in {max_iter} iterations "
+        f"(relative residuals {(rr / target).sqrt().mul(tol).tolist()}, tolerance {tol}); raise cg_max_iter"
+    )
+
+
+class _ImplicitSolve(torch.autograd.Function):
+    """``x = A(inputs)⁻¹ rhs`` by CG, differentiated implicitly: ``ḡ_rhs = A⁻¹ ḡ``,
+    ``ḡ_inputs = −∂(vᵀ A(inputs) x)/∂inputs`` with ``v = A⁻¹ ḡ`` (A symmetric)."""
+
+    @staticmethod
+    def forward(ctx, matvec: MatVec, tol: float, max_iter: int, rhs: torch.Tensor, *inputs: torch.Tensor):
+        with torch.no_grad():
+            solution = conjugate_gradient(lambda v: matvec(v, *inputs), rhs, tol, max_iter)
+        ctx.matvec, ctx.tol, ctx.max_iter = matvec, tol, max_iter
+        ctx.save_for_backward(solution, *inputs)
+        return solution
+
+    @staticmethod
+    def backward(ctx, grad_solution: torch.Tensor):
+        create_graph = torch.is_grad_enabled()
+        solution, *inputs = ctx.saved_tensors
+        adjoint = _ImplicitSolve.apply(ctx.matvec, ctx.tol, ctx.max_iter, grad_solution, *inputs)
+        wanted = [k for k, inp in enumerate(inputs) if ctx.needs_input_grad[4 + k]]
+        grads: list[torch.Tensor | None] = [None] * len(inputs)
+        if wanted:
+            with torch.enable_grad():
+                # Fresh aliases: the partial derivative holds ``solution`` and ``adjoint`` fixed,
+                # while the graph still connects them (for double backward).
+                aliases = [inp.view_as(inp) for inp in inputs]
+                product = ctx.matvec(solution, *aliases)
+                partial = torch.autograd.grad(
+                    product, [aliases[k] for k in wanted], grad_outputs=adjoint,
+                    create_graph=create_graph,
+                    allow_unused=True,
+                )
+            for k, g in zip(wanted, partial):
+                grads[k] = None if g is None else -g
+        return (None, None, None, adjoint, *grads)
+
+
+def implicit_solve(matvec: MatVec, rhs: torch.Tensor, inputs: tuple[torch.Tensor, ...], tol: float, max_iter: int) -> torch.Tensor:
+    """``A(inputs)⁻¹ rhs`` (n, C) by CG with implicit gradients; every tensor ``matvec``
+    depends on must be in ``inputs`` (captured tensors would get no gradient)."""
+    return _ImplicitSolve.apply(matvec, tol, max_iter, rhs, *inputs)
+
+
+def equilibrate_cg(
+    matvec: MatVec,
+    inputs: tuple[torch.Tensor, ...],
+    electronegativity: torch.Tensor,
+    total_charge: torch.Tensor,
+    tol: float = 1e-10,
+    max_iter: int = 1000,
+) -> torch.Tensor:
+    """Charges (n_atoms,), e, with ``A`` given by ``matvec(v, *inputs)`` (see module docstring)."""
+    rhs = torch.stack([-electronegativity, torch.ones_like(electronegativity)], dim=1)
+    solution = implicit_solve(matvec, rhs, inputs, tol, max_iter)
+    s, t = solution[:, 0], solution[:, 1]
+    return s + t * (total_charge.to(s.dtype) - s.sum()) / t.sum()
