@@ -125,7 +125,7 @@ class ClusterSplit(SplittingStrategy):
     ``held_out_clusters``: these clusters; else ``n_folds``/``fold``: clusters dealt into
     ``n_folds`` folds balanced by parent count (largest first, to the smallest fold), and fold
     ``fold`` is the test; else clusters in seeded order, each taken if it brings the test
-    count closer to ``n_test``.
+    count closer to ``n_test`` (the first one taken is the first no larger than 2·``n_test``).
     """
 
     held_out_clusters: list[int] | None = None
@@ -153,17 +153,24 @@ class ClusterSplit(SplittingStrategy):
                                  f"use at most {n_clusters} folds or lower split.min_cluster_size")
             chosen = self._fold_clusters(members, rng)
         else:
-            chosen, total = [], 0
-            for cluster in rng.permutation(n_clusters):
-                size = len(members[int(cluster)])
-                if not chosen or abs(total + size - n_test) < abs(total - n_test):
-                    chosen.append(int(cluster))
-                    total += size
-            chosen.sort()
+            chosen = self._clusters_near_target(members, n_test, rng)
         test = np.sort(np.concatenate([members[c] for c in chosen]))
         if len(test) == len(parents):
             raise ValueError(f"held-out clusters {chosen} contain every parent; nothing is left to train on")
         return Selection(test, details={"held_out_clusters": chosen, "n_clusters": n_clusters})
+
+    @staticmethod
+    def _clusters_near_target(members: dict[int, np.ndarray], n_test: int, rng: np.random.Generator) -> list[int]:
+        order = [int(c) for c in rng.permutation(len(members))]
+        fitting = [c for c in order if len(members[c]) <= 2 * n_test]
+        first = fitting[0] if fitting else min(order, key=lambda c: len(members[c]))
+        chosen, total = [first], len(members[first])
+        for cluster in order:
+            size = len(members[cluster])
+            if cluster != first and abs(total + size - n_test) < abs(total - n_test):
+                chosen.append(cluster)
+                total += size
+        return sorted(chosen)
 
     def _fold_clusters(self, members: dict[int, np.ndarray], rng: np.random.Generator) -> list[int]:
         shuffled = [int(c) for c in rng.permutation(len(members))]

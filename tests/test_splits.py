@@ -1,0 +1,228 @@
+"""Split strategies on the real bundled CoRE MOF set (48 parents × 4 configurations).
+
+Properties, not constants: parent-level disjointness, fractions, determinism, whole clusters
+held out, every parent with an element in test, and test sets of max_separation and cluster
+farther from train (median nearest-train distance) than random splits of the same sizes.
+Descriptors are computed once per module in this process (the Ray path is tested in
+test_descriptors.py).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+from typer.testing import CliRunner
+
+from farfield.data.chemspace import chemical_space, store_descriptors
+from farfield.data.config import SplitConfig
+from farfield.data.datasets import bundled_store
+from farfield.data.splits import SIDES, Split, random_split
+from farfield.data.splitting import make_split, parents_table_path, side_counts, split_parents
+
+CLUSTERS = {"min_cluster_size": 3}  # 48 parents: two HDBSCAN clusters plus noise
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_blas_thread():
+    """Small matrices: threaded BLAS is up to 100x slower on a busy 2-core machine."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        yield
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    return tmp_path_factory.mktemp("workspace")
+
+
+@pytest.fixture(scope="module")
+def store(workspace):
+    return bundled_store(workspace)
+
+
+@pytest.fixture(scope="module")
+def descriptors(store, workspace):
+    return store_descriptors(store, cache_dir=workspace / "descriptors", n_workers=0)
+
+
+@pytest.fixture(scope="module")
+def space(descriptors):
+    return chemical_space(descriptors)
+
+
+def _split(space, store, **config) -> Split:
+    return split_parents(space, SplitConfig(**config), store.content_hash).split
+
+
+def _rows(space, ids) -> np.ndarray:
+    row_of = {p: r for r, p in enumerate(space.parent_ids)}
+    return np.array([row_of[p] for p in ids], dtype=int)
+
+
+def _median_nearest_train(space, split: Split) -> float:
+    return float(np.median(space.nearest_distance(_rows(space, split.test), _rows(space, split.train))))
+
+
+def _random_median(space, n_train: int, n_test: int, seeds=range(10)) -> float:
+    """Mean over seeds of the median nearest-train distance of random splits of these sizes."""
+    medians = []
+    for seed in seeds:
+        order = np.random.default_rng(1000 + seed).permutation(len(space))
+        medians.append(np.median(space.nearest_distance(order[:n_test], order[n_test : n_test + n_train])))
+    return float(np.mean(medians))
+
+
+ALL = [dict(strategy="random"), dict(strategy="size"), dict(strategy="max_separation"),
+       dict(strategy="max_separation", gap=0.9), dict(strategy="cluster", **CLUSTERS),
+       dict(strategy="cluster", n_folds=2, fold=1, **CLUSTERS), dict(strategy="element", element="Cu"),
+       dict(strategy="metal")]
+
+
+@pytest.mark.parametrize("config", ALL, ids=lambda c: "-".join(str(v) for v in c.values()))
+def test_parents_are_partitioned_and_deterministic(space, store, config):
+    split = _split(space, store, **config)
+    sides = [set(split.train), set(split.val), set(split.test), set(split.excluded)]
+    assert sum(map(len, sides)) == len(set().union(*sides)) == len(space)  # disjoint and complete
+    assert all(split.train) and split.test and split.val
+    again = _split(space, store, **config)
+    assert again.to_json() == split.to_json()
+    assert split.statistics["test"]["n_parents"] == len(split.test)
+    assert split.dataset_hash == store.content_hash
+
+
+@pytest.mark.parametrize("strategy", ["random", "size", "max_separation"])
+def test_fractions_within_one_parent(space, store, strategy):
+    split = _split(space, store, strategy=strategy, train=0.7, val=0.1, test=0.2, seed=3)
+    for side, fraction in (("train", 0.7), ("val", 0.1), ("test", 0.2)):
+        assert abs(len(getattr(split, side)) - fraction * len(space)) <= 1
+
+
+def test_seed_changes_the_split_and_file_is_byte_identical(space, store, workspace, tmp_path):
+    first = _split(space, store, strategy="max_separation", seed=1)
+    other = _split(space, store, strategy="random", seed=2)
+    assert first.test != _split(space, store, strategy="max_separation", seed=5).test or \
+        other.test != _split(space, store, strategy="random", seed=9).test
+    paths = []
+    for name in ("a", "b"):
+        outcome = make_split(store, SplitConfig(strategy="cluster", seed=7, **CLUSTERS),
+                             cache_dir=workspace / "descriptors")
+        paths.append(outcome.save(tmp_path / name / "split.json"))
+    assert paths[0].read_bytes() == paths[1].read_bytes()
+    assert parents_table_path(paths[0]).is_file()
+    assert Split.load(paths[0]).to_json() == paths[0].read_text()
+
+
+@pytest.mark.parametrize("config", [dict(strategy="max_separation"), dict(strategy="cluster", **CLUSTERS)],
+                         ids=["max_separation", "cluster"])
+def test_biased_test_sets_are_farther_from_train_than_random(space, store, config):
+    for seed in (0, 1):
+        split = _split(space, store, seed=seed, **config)
+        biased = _median_nearest_train(space, split)
+        baseline = _random_median(space, len(split.train), len(split.test))
+        assert biased > baseline, (config, seed, biased, baseline)
+        recorded = split.statistics["nearest_train_distance"]
+        assert recorded["test"]["q50"] == pytest.approx(biased, rel=1e-5)
+
+
+def test_cluster_split_never_cuts_a_cluster_and_folds_partition(space, store):
+    outcome = split_parents(space, SplitConfig(strategy="cluster", **CLUSTERS), store.content_hash)
+    table = outcome.parents
+    for _, members in table.groupby("cluster"):
+        assert members["side"].eq("test").all() or not members["side"].eq("test").any()
+    n_clusters = outcome.split.statistics["clusters"]["n_clusters"]
+    assert n_clusters >= 2
+    folds = [set(_split(space, store, strategy="cluster", n_folds=2, fold=k, **CLUSTERS).test) for k in range(2)]
+    assert not folds[0] & folds[1] and len(folds[0] | folds[1]) == len(space)
+
+
+def test_element_and_metal_hold_out_every_parent_with_it(space, store):
+    split = _split(space, store, strategy="element", element="Cu")
+    with_cu = {p for p, elements in zip(space.parent_ids, space.elements) if "Cu" in elements}
+    assert with_cu and set(split.test) == with_cu
+    assert "Cu" not in split.statistics["train"]["elements"]
+    assert "Cu" in split.statistics["test_elements_missing_from_train"]
+    metal = _split(space, store, strategy="metal", seed=4)
+    chosen = metal.parameters["selection"]["element"]
+    assert set(metal.test) == {p for p, e in zip(space.parent_ids, space.elements) if chosen in e}
+
+
+def test_size_and_gap_properties(space, store):
+    split = _split(space, store, strategy="size")
+    atoms = dict(zip(space.parent_ids, space.n_atoms))
+    assert min(atoms[p] for p in split.test) >= max(atoms[p] for p in split.train + split.val)
+    plain = _split(space, store, strategy="max_separation")
+    to_test = space.nearest_distance(_rows(space, plain.train + plain.val), _rows(space, plain.test))
+    gap = float(np.sort(to_test)[3]) + 1e-9  # the 4 nearest non-test parents lie inside the gap
+    gapped = _split(space, store, strategy="max_separation", gap=gap)
+    assert gapped.test == plain.test and len(gapped.excluded) == 4
+    rest = _rows(space, gapped.train + gapped.val)
+    assert space.distances(rest, _rows(space, gapped.test)).min() >= gap
+    near = space.distances(_rows(space, gapped.excluded), _rows(space, gapped.test)).min(axis=1)
+    assert (near < gap).all()
+
+
+def test_impossible_requests_are_clear_errors(space, store):
+    with pytest.raises(ValidationError, match="less than 1"):
+        SplitConfig(test=1.5)
+    with pytest.raises(ValueError, match="fraction 'test' must be in"):
+        side_counts(48, {"train": 0.5, "val": 0.1, "test": 1.2})
+    with pytest.raises(ValueError, match="'U' is in no parent.*elements present: H"):
+        _split(space, store, strategy="element", element="U")
+    with pytest.raises(ValueError, match="not an element symbol"):
+        _split(space, store, strategy="element", element="Xy")
+    with pytest.raises(ValueError, match="n_folds=40 but HDBSCAN found only"):
+        _split(space, store, strategy="cluster", n_folds=40, fold=0, **CLUSTERS)
+    with pytest.raises(ValueError, match="clusters \\[99\\] do not exist"):
+        _split(space, store, strategy="cluster", held_out_clusters=[99], **CLUSTERS)
+    with pytest.raises(ValueError, match="'O' is not a metal"):
+        _split(space, store, strategy="metal", element="O")
+    with pytest.raises(ValidationError, match="split.element is set but split.strategy is 'size'"):
+        SplitConfig(strategy="size", element="Zn")
+    with pytest.raises(ValidationError, match="split.fold .* and split.n_folds .* must be set together"):
+        SplitConfig(strategy="cluster", fold=1)
+    with pytest.raises(ValidationError, match="needs split.element"):
+        SplitConfig(strategy="element")
+    with pytest.raises(ValueError, match="remain for val"):
+        _split(space, store, strategy="max_separation", gap=50.0)
+
+
+def test_random_split_of_an_index_is_seeded(store):
+    fractions = {"train": 0.8, "val": 0.1, "test": 0.1}
+    a = random_split(store.index, store.content_hash, fractions, seed=0)
+    assert a.to_json() == random_split(store.index, store.content_hash, fractions, seed=0).to_json()
+    assert a.test != random_split(store.index, store.content_hash, fractions, seed=1).test
+    assert a.statistics["test"]["n_structures"] == 4 * len(a.test)
+
+
+def test_trial_make_split_uses_the_configured_strategy(store, workspace):
+    from farfield.orchestrator.config import TrialConfig
+    from farfield.orchestrator.trial import make_split as trial_make_split
+
+    config = TrialConfig(workspace=workspace, split=SplitConfig(strategy="size"))
+    split = trial_make_split(config, store)
+    assert split.strategy == "size"
+    assert list((workspace / "splits").glob("size-*.parents.parquet"))
+
+
+def test_cli_make_and_report(workspace, tmp_path):
+    from farfield.orchestrator.cli import app
+
+    out = tmp_path / "split.json"
+    runner = CliRunner()
+    result = runner.invoke(app, ["split", "make", "--workspace", str(workspace), "--strategy", "max_separation",
+                                 "-w", "0.7", "--workers", "0", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    saved = json.loads(out.read_text())
+    assert saved["strategy"] == "max_separation" and saved["parameters"]["weight"] == 0.7
+    report = runner.invoke(app, ["split", "report", str(out), "--out", str(tmp_path / "report")])
+    assert report.exit_code == 0, report.output
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 4
+    assert len(list((tmp_path / "report").glob("*.png"))) == 4
+    bad = runner.invoke(app, ["split", "make", "--workspace", str(workspace), "--strategy", "element",
+                              "--workers", "0"])
+    assert bad.exit_code == 1 and "needs split.element" in bad.output
