@@ -171,3 +171,52 @@ def test_supercell_check_catches_non_extensive_energy(nacl_cell):
 
     with pytest.raises(AssertionError, match="supercell"):
         checks.check_supercell(not_extensive, nacl_cell)
+
+
+# --- every long-range head on every backbone ----------------------------------------------
+
+from farfield.models import HEADS  # noqa: E402
+
+#: Head options for the physics checks: tight Ewald accuracy, short D3 cutoffs (speed).
+HEAD_OVERRIDES = {
+    "celli": {"celli": {"accuracy": 1e-10}},
+    "d3": {"d3": {"cutoff": 9.0, "three_body_cutoff": 6.0, "coordination_cutoff": 6.0}},
+}
+
+
+def _head_potential(backbone: str, head: str):
+    return _potential(backbone, long_range=[head], heads=HEAD_OVERRIDES.get(head, {}))
+
+
+@pytest.fixture(params=[(b, h) for b in sorted(BACKBONES) for h in sorted(HEADS)], ids=lambda p: f"{p[0]}-{p[1]}")
+def head_model(request):
+    return _as_model(_head_potential(*request.param))
+
+
+@pytest.mark.parametrize("fixture", ["nacl_cell", "water_dimer"])
+def test_head_forces_and_invariances(head_model, fixture, request):
+    """Forces = −dE/dx, rotation (cell included), translation and permutation, periodic and not."""
+    atoms = request.getfixturevalue(fixture)
+    checks.check_forces_are_energy_gradient(head_model, atoms, n=4)
+    checks.check_rotation(head_model, atoms)
+    checks.check_translation(head_model, atoms)
+    checks.check_permutation(head_model, atoms)
+
+
+def test_head_stress_images_and_supercell(head_model, triclinic_cell, nacl_cell):
+    checks.check_stress_is_strain_derivative(head_model, triclinic_cell)
+    checks.check_wrapping(head_model, triclinic_cell)
+    checks.check_supercell(head_model, nacl_cell, (1, 2, 1))
+
+
+@pytest.mark.parametrize("head", sorted(HEADS))
+def test_head_batch_isolation(head, nacl_cell, water_dimer, triclinic_cell):
+    """Heads sum over whole structures: a structure's energy and forces ignore its batch mates."""
+    potential = _head_potential(sorted(BACKBONES)[0], head)
+    graphs = [AtomicGraph.from_atoms(a, CUTOFF) for a in (nacl_cell, water_dimer, triclinic_cell)]
+    batch = collate(graphs)
+    out = potential(batch, compute_forces=True)
+    for k, graph in enumerate(graphs):
+        alone = potential(graph, compute_forces=True)
+        torch.testing.assert_close(out["energy"][k], alone["energy"][0], rtol=0, atol=1e-10)
+        torch.testing.assert_close(out["forces"][batch.batch == k], alone["forces"], rtol=0, atol=1e-10)
