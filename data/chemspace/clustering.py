@@ -92,8 +92,7 @@ def cluster_parents(space: ChemicalSpace, min_cluster_size: int = 5, min_samples
     if is_noise.any():
         noise_rows, clustered = np.flatnonzero(is_noise), np.flatnonzero(~is_noise)
         if noise == "nearest":
-            nearest = space.distances(noise_rows, clustered).argmin(axis=1)
-            labels[noise_rows] = raw[clustered[nearest]]
+            labels[noise_rows] = raw[space.nearest(noise_rows, clustered)[1]]
         else:
             labels[noise_rows] = raw.max() + 1 + np.arange(len(noise_rows))
     parameters = {"min_cluster_size": min_cluster_size, "min_samples": min_samples,

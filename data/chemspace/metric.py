@@ -23,6 +23,7 @@ random parents is 2 in either block. The joint distance is
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -97,7 +98,7 @@ class ChemicalSpace:
     composition_names: list[str]
     weight: float
 
-    @property
+    @cached_property
     def coordinates(self) -> np.ndarray:
         return np.hstack([np.sqrt(self.weight) * self.geometry,
                           np.sqrt(1.0 - self.weight) * self.composition])
@@ -110,18 +111,25 @@ class ChemicalSpace:
         x = self.coordinates
         return _pairwise(x[np.asarray(rows_a)], x[np.asarray(rows_b)])
 
-    def nearest_distance(self, query_rows: np.ndarray, reference_rows: np.ndarray) -> np.ndarray:
-        """(len(query_rows),) distance from each query parent to its nearest reference parent."""
-        query_rows, reference_rows = np.asarray(query_rows), np.asarray(reference_rows)
+    def nearest(self, query_rows: np.ndarray, reference_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(distances, rows)``, each (len(query_rows),): every query parent's nearest reference
+        parent (its row number) and the joint distance to it; computed in chunks."""
+        query_rows, reference_rows = np.asarray(query_rows, dtype=int), np.asarray(reference_rows, dtype=int)
         if len(reference_rows) == 0:
-            raise ValueError("nearest_distance: the reference set is empty")
+            raise ValueError("nearest: the reference set is empty")
         x = self.coordinates
         reference = x[reference_rows]
-        out = np.empty(len(query_rows))
-        for start in range(0, len(query_rows), 512):
-            chunk = query_rows[start : start + 512]
-            out[start : start + len(chunk)] = _pairwise(x[chunk], reference).min(axis=1)
-        return out
+        distances, rows = np.empty(len(query_rows)), np.empty(len(query_rows), dtype=int)
+        for start in range(0, len(query_rows), 256):
+            block = _pairwise(x[query_rows[start : start + 256]], reference)
+            best = block.argmin(axis=1)
+            distances[start : start + len(best)] = block[np.arange(len(best)), best]
+            rows[start : start + len(best)] = reference_rows[best]
+        return distances, rows
+
+    def nearest_distance(self, query_rows: np.ndarray, reference_rows: np.ndarray) -> np.ndarray:
+        """(len(query_rows),) distance from each query parent to its nearest reference parent."""
+        return self.nearest(query_rows, reference_rows)[0]
 
 
 def _pairwise(a: np.ndarray, b: np.ndarray) -> np.ndarray:

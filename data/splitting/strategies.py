@@ -104,14 +104,19 @@ class MaxSeparationSplit(SplittingStrategy):
     def select_test(self, parents, n_test, rng):
         self._require(parents)
         x = parents.space.coordinates
+        squared = (x**2).sum(axis=1)
+
+        def distance_to(row: int) -> np.ndarray:  # (n,) joint distances from parent `row`
+            return np.sqrt(np.maximum(squared + squared[row] - 2.0 * (x @ x[row]), 0.0))
+
         anchor = int(rng.integers(len(parents)))
-        start = int(np.argmax(np.linalg.norm(x - x[anchor], axis=1)))
+        start = int(np.argmax(distance_to(anchor)))
         in_test = np.zeros(len(parents), dtype=bool)
         to_region = np.full(len(parents), np.inf)
         newest = start
         for _ in range(n_test):
             in_test[newest] = True
-            to_region = np.minimum(to_region, np.linalg.norm(x - x[newest], axis=1))
+            to_region = np.minimum(to_region, distance_to(newest))
             newest = int(np.argmin(np.where(in_test, np.inf, to_region)))
         excluded = np.flatnonzero(~in_test & (to_region < self.gap))
         return Selection(np.flatnonzero(in_test), excluded,
