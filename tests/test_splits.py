@@ -102,10 +102,8 @@ def test_fractions_within_one_parent(space, store, strategy):
 
 
 def test_seed_changes_the_split_and_file_is_byte_identical(space, store, workspace, tmp_path):
-    first = _split(space, store, strategy="max_separation", seed=1)
-    other = _split(space, store, strategy="random", seed=2)
-    assert first.test != _split(space, store, strategy="max_separation", seed=5).test or \
-        other.test != _split(space, store, strategy="random", seed=9).test
+    assert _split(space, store, strategy="random", seed=2).test != _split(space, store, strategy="random", seed=9).test
+    assert _split(space, store, strategy="size", seed=2).val != _split(space, store, strategy="size", seed=9).val
     paths = []
     for name in ("a", "b"):
         outcome = make_split(store, SplitConfig(strategy="cluster", seed=7, **CLUSTERS),

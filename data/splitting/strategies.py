@@ -90,11 +90,15 @@ class SizeSplit(SplittingStrategy):
 
 @dataclass
 class MaxSeparationSplit(SplittingStrategy):
-    """Test = a region grown at the edge of chemical space; ``gap`` excludes its surroundings.
+    """Test = the parents farthest from everything that stays in train, peeled off greedily.
 
-    Start: the parent farthest (joint metric) from a parent drawn with the seed. Growth:
-    repeatedly add the parent nearest to the current test region until it holds ``n_test``.
-    Non-test parents closer than ``gap`` to the region are excluded from train and val.
+    Every parent starts in train with the distance to its nearest other train parent. Each
+    step moves the train parent with the largest such distance to test and updates the
+    parents whose nearest neighbour it was — so outlying regions leave whole (a pair of
+    nearby outliers goes one after the other) and the test set is the part of chemical space
+    farthest from the training set. ``gap``: non-test parents closer than this (joint
+    metric) to any test parent are excluded from train and val. Deterministic (the seed
+    only draws the validation set).
     """
 
     gap: float = 0.0
@@ -103,24 +107,37 @@ class MaxSeparationSplit(SplittingStrategy):
 
     def select_test(self, parents, n_test, rng):
         self._require(parents)
-        x = parents.space.coordinates
-        squared = (x**2).sum(axis=1)
-
-        def distance_to(row: int) -> np.ndarray:  # (n,) joint distances from parent `row`
-            return np.sqrt(np.maximum(squared + squared[row] - 2.0 * (x @ x[row]), 0.0))
-
-        anchor = int(rng.integers(len(parents)))
-        start = int(np.argmax(distance_to(anchor)))
-        in_test = np.zeros(len(parents), dtype=bool)
-        to_region = np.full(len(parents), np.inf)
-        newest = start
+        space = parents.space
+        n = len(parents)
+        everyone = np.arange(n)
+        in_train = np.ones(n, dtype=bool)
+        nearest_distance, nearest_row = _nearest_other(space, everyone, everyone)
+        test = []
         for _ in range(n_test):
-            in_test[newest] = True
-            to_region = np.minimum(to_region, distance_to(newest))
-            newest = int(np.argmin(np.where(in_test, np.inf, to_region)))
-        excluded = np.flatnonzero(~in_test & (to_region < self.gap))
-        return Selection(np.flatnonzero(in_test), excluded,
-                         {"start_parent": str(parents.parent_ids[start]), "n_excluded_by_gap": len(excluded)})
+            row = int(np.argmax(np.where(in_train, nearest_distance, -np.inf)))
+            in_train[row] = False
+            test.append(row)
+            orphans = np.flatnonzero(in_train & (nearest_row == row))
+            if len(orphans) and in_train.sum() > 1:
+                nearest_distance[orphans], nearest_row[orphans] = _nearest_other(space, orphans, np.flatnonzero(in_train))
+        first = str(parents.parent_ids[test[0]])
+        test = np.sort(np.array(test, dtype=int))
+        rest = np.flatnonzero(in_train)
+        excluded = rest[space.nearest(rest, test)[0] < self.gap] if self.gap > 0 else np.zeros(0, dtype=int)
+        return Selection(test, excluded, {"first_parent": first, "n_excluded_by_gap": len(excluded)})
+
+
+def _nearest_other(space: ChemicalSpace, rows: np.ndarray, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest candidate to each of ``rows`` other than itself: (distances, candidate rows)."""
+    distances, found = np.empty(len(rows)), np.empty(len(rows), dtype=int)
+    for start in range(0, len(rows), 256):
+        chunk = rows[start : start + 256]
+        block = space.distances(chunk, candidates)
+        block[chunk[:, None] == candidates[None, :]] = np.inf
+        best = block.argmin(axis=1)
+        distances[start : start + len(chunk)] = block[np.arange(len(chunk)), best]
+        found[start : start + len(chunk)] = candidates[best]
+    return distances, found
 
 
 @dataclass

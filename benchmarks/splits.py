@@ -1,0 +1,214 @@
+"""Benchmark: descriptors + clustering + every split strategy on the full CoRE MOF 2019 catalogue.
+
+Reads every CIF of the ``CoRE_MOF`` package's 2019-ASR and 2019-FSR archives (each tarball
+opened once; no labels needed). Each CIF is one structure; its parent is the CSD refcode
+family (an ASR and an FSR version of one MOF are two configurations of one parent). Ray
+actors parse the CIFs and compute descriptors shard by shard
+(:func:`farfield.data.chemspace.describe_shards`); then the joint metric, PCA + HDBSCAN
+and the splits run on the driver. Measured: wall time of each stage and of the whole
+pipeline, and the Ray scaling efficiency from 1 to 2 workers (T1 / (2 T2)) of the
+descriptor stage on a subset. Writes JSON (default ``benchmarks/results/splits.json``).
+
+CIF parsing here is a minimal reader for P1 files (cell + atom-site loop), ~20x faster than
+ASE's general CIF parser; the rare non-P1 file falls back to ASE. Needs the ``CoRE_MOF``
+package (``pip install core-mof``, in the ``dev`` extra).
+
+    python benchmarks/splits.py --out benchmarks/results/splits.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import re
+import tarfile
+import time
+import warnings
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from farfield.data.chemspace import chemical_space, cluster_parents, describe_shards
+from farfield.data.config import SplitConfig
+from farfield.data.splitting import split_parents
+
+SUBSETS = ("2019-ASR", "2019-FSR")
+_CELL = re.compile(r"^_cell_(length_a|length_b|length_c|angle_alpha|angle_beta|angle_gamma)\s+([-+0-9.eE]+)", re.M)
+_IDENTITY = re.compile(r"^'?\"?\s*x\s*,\s*y\s*,\s*z\s*'?\"?$", re.I)
+
+
+def read_catalogue(subsets=SUBSETS, limit: int | None = None) -> list[tuple[str, str, str]]:
+    """``[(parent_id, structure_id, cif text)]`` for every CIF of ``subsets`` (archive order)."""
+    entries = []
+    for subset in subsets:
+        path = resources.files("CoRE_MOF") / "data" / f"{subset}.tar.xz"
+        with path.open("rb") as raw, tarfile.open(fileobj=raw, mode="r:xz") as tar:
+            for member in tar:
+                name = member.name.rsplit("/", 1)[-1]
+                if not member.isfile() or not name.endswith(".cif") or name.startswith("."):
+                    continue
+                text = tar.extractfile(member).read().decode("utf-8", errors="replace")
+                stem = name[: -len(".cif")]
+                entries.append((stem.split("_")[0], f"{subset}/{stem}", text))
+                if limit is not None and len(entries) >= limit:
+                    return entries
+    return entries
+
+
+def _number(text: str) -> float:
+    return float(text.split("(")[0])
+
+
+def parse_p1_cif(text: str):
+    """``Atoms`` of a P1 CIF (cell + atom-site loop); other space groups go through ASE."""
+    from ase import Atoms
+    from ase.geometry import cellpar_to_cell
+
+    lines = [line.strip() for line in text.splitlines()]
+    ops, atom_header, atom_rows = [], [], []
+    i = 0
+    while i < len(lines):
+        if lines[i].lower() != "loop_":
+            i += 1
+            continue
+        j = i + 1
+        header = []
+        while j < len(lines) and lines[j].startswith("_"):
+            header.append(lines[j].split()[0].lower())
+            j += 1
+        rows = []
+        while j < len(lines) and lines[j] and not lines[j].startswith(("_", "loop_", "data_", "#")):
+            rows.append(lines[j])
+            j += 1
+        if header and header[0] in ("_symmetry_equiv_pos_as_xyz", "_space_group_symop_operation_xyz"):
+            ops = rows
+        elif "_atom_site_fract_x" in header:
+            atom_header, atom_rows = header, rows
+        i = j
+    if any(not _IDENTITY.match(op.split(None, 1)[-1] if op[0].isdigit() else op) for op in ops):
+        from ase.io import read
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return read(io.StringIO(text), format="cif")
+    cell = {key: _number(value) for key, value in _CELL.findall(text)}
+    cellpar = [cell[k] for k in ("length_a", "length_b", "length_c", "angle_alpha", "angle_beta", "angle_gamma")]
+    column = {name: k for k, name in enumerate(atom_header)}
+    symbol_column = column.get("_atom_site_type_symbol", column["_atom_site_label"])
+    symbols, fractional = [], []
+    for row in atom_rows:
+        fields = row.split()
+        letters = re.match(r"[A-Za-z]+", fields[symbol_column]).group(0)
+        two = letters[:2].capitalize()
+        symbols.append(two if len(letters) > 1 and two in _SYMBOLS else letters[0].upper())
+        fractional.append([_number(fields[column[f"_atom_site_fract_{a}"]]) for a in "xyz"])
+    return Atoms(symbols=symbols, scaled_positions=np.array(fractional) % 1.0, cell=cellpar_to_cell(cellpar),
+                 pbc=True)
+
+
+def _element_symbols() -> frozenset[str]:
+    from ase.data import chemical_symbols
+
+    return frozenset(chemical_symbols[1:])
+
+
+_SYMBOLS = _element_symbols()
+
+
+def load_cifs(payload: list[tuple[str, str, str]]):
+    """Shard loader run inside the Ray actors: CIF texts → Atoms with parent/structure ids."""
+    frames = []
+    for parent_id, structure_id, text in payload:
+        try:
+            atoms = parse_p1_cif(text)
+        except (ValueError, KeyError, IndexError, AttributeError):
+            continue  # unreadable CIF: counted as skipped by the driver
+        if len(atoms) == 0:
+            continue
+        atoms.info.update(structure_id=structure_id, parent_id=parent_id)
+        frames.append(atoms)
+    return frames
+
+
+def _shards(entries: list, size: int) -> list[list]:
+    return [entries[k : k + size] for k in range(0, len(entries), size)]
+
+
+def _timed(fn, *args, **kwargs):
+    start = time.perf_counter()
+    result = fn(*args, **kwargs)
+    return result, time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/splits.json"))
+    parser.add_argument("--limit", type=int, default=None, help="only the first N CIFs (smoke runs)")
+    parser.add_argument("--scaling-subset", type=int, default=1500, help="CIFs for the 1 vs 2 worker comparison")
+    parser.add_argument("--shard-size", type=int, default=100)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+
+    import ray
+    from threadpoolctl import threadpool_limits
+
+    ray.init(num_cpus=args.workers, include_dashboard=False, log_to_driver=False)
+    result: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                                "load_average_at_start": os.getloadavg()}, "subsets": list(SUBSETS)}
+    try:
+        entries, t_read = _timed(read_catalogue, SUBSETS, args.limit)
+        subset = entries[: args.scaling_subset]
+        scaling = {}
+        for n_workers in (1, 2):
+            part, seconds = _timed(describe_shards, _shards(subset, args.shard_size), load_cifs, n_workers=n_workers)
+            scaling[n_workers] = seconds
+        descriptors, t_describe = _timed(describe_shards, _shards(entries, args.shard_size), load_cifs,
+                                         n_workers=args.workers)
+    finally:
+        ray.shutdown()
+    stages = {"read_archives_s": t_read, "descriptors_s": t_describe}
+    with threadpool_limits(limits=1):
+        config = SplitConfig()
+        space, stages["metric_s"] = _timed(chemical_space, descriptors, config.weight)
+        clustering, stages["pca_hdbscan_s"] = _timed(cluster_parents, space, config.min_cluster_size,
+                                                     config.min_samples, config.pca_components, config.noise)
+        splits = {}
+        strategies = {"random": {}, "size": {}, "max_separation": {}, "cluster": {},
+                      "cluster_5fold_0": {"strategy": "cluster", "n_folds": 5, "fold": 0},
+                      "element_Zn": {"strategy": "element", "element": "Zn"}, "metal": {}}
+        for name, extra in strategies.items():
+            split_config = SplitConfig(**({"strategy": name} | extra))
+            outcome, seconds = _timed(split_parents, space, split_config, "sha256:coremof-2019", clustering)
+            stats = outcome.split.statistics
+            splits[name] = {
+                "seconds": seconds, "n": {side: stats[side]["n_parents"] for side in ("train", "val", "test")},
+                "median_nearest_train": stats["nearest_train_distance"]["test"]["q50"],
+                "median_nearest_train_random": stats["nearest_train_distance"]["random_test"]["q50"],
+                "ratio": stats["nearest_train_distance"]["test_over_random_median"],
+                "test_elements_missing_from_train": len(stats["test_elements_missing_from_train"]),
+                "selection": outcome.split.parameters["selection"],
+            }
+    stages["splits_s"] = sum(s["seconds"] for s in splits.values())
+    result.update({
+        "n_cifs": len(entries), "n_structures": len(descriptors), "n_skipped": len(entries) - len(descriptors),
+        "n_parents": len(space), "n_atoms_mean": float(descriptors.n_atoms.mean()),
+        "n_atoms_max": int(descriptors.n_atoms.max()), "descriptor_dims": {
+            "geometry": int(descriptors.geometry.shape[1]), "composition": int(space.composition.shape[1])},
+        "clusters": {"n_clusters": clustering.n_clusters, "n_noise": int(clustering.is_noise.sum())},
+        "stages": stages, "total_wall_s": sum(stages.values()),
+        "scaling": {"n_cifs": len(subset), "one_worker_s": scaling[1], "two_workers_s": scaling[2],
+                    "efficiency": scaling[1] / (2 * scaling[2])},
+        "splits": splits, "load_average_at_end": os.getloadavg(),
+    })
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps({k: result[k] for k in ("n_structures", "n_parents", "stages", "total_wall_s", "scaling")},
+                     indent=1))
+
+
+if __name__ == "__main__":
+    main()
