@@ -30,7 +30,7 @@ from farfield.models.electrostatics.gaussian import (
 )
 from farfield.models.electrostatics.pme import pme_kspace_potential
 from farfield.models.electrostatics.realspace import PairList, all_pairs, pair_matrix, pair_potential, periodic_pairs
-from farfield.models.electrostatics.tuning import EwaldParameters, Method, tune
+from farfield.models.electrostatics.tuning import EwaldParameters, Method
 
 
 def _as_channels(charges: torch.Tensor) -> torch.Tensor:
@@ -138,35 +138,6 @@ def resolve_method(method: str, n_atoms: int) -> Method:
     if method not in ("ewald", "pme"):
         raise ValueError(f"electrostatics method must be 'auto', 'ewald' or 'pme', got {method!r}")
     return method  # type: ignore[return-value]
-
-
-def structure_potential(
-    positions: torch.Tensor,
-    cell: torch.Tensor,
-    periodic: bool,
-    charges: torch.Tensor,
-    widths: torch.Tensor | None,
-    accuracy: float,
-    method: str = "auto",
-) -> torch.Tensor:
-    """Coulomb potential (n_atoms, n_channels), eV/e, of one structure: Ewald/PME tuned to
-    ``accuracy`` when ``periodic`` (all three directions), the direct sum otherwise."""
-    if not periodic:
-        return molecular_potential(positions, charges, widths)
-    max_width = 0.0 if widths is None else math.sqrt(2.0) * float(widths.detach().max())
-    chosen = resolve_method(method, positions.shape[0])
-    parameters = tune(cell, positions.shape[0], accuracy, chosen, max_width)
-    return periodic_potential(positions, cell, charges, widths, parameters, chosen)
-
-
-def structure_matrix(
-    positions: torch.Tensor, cell: torch.Tensor, periodic: bool, widths: torch.Tensor | None, accuracy: float
-) -> torch.Tensor:
-    """Dense Coulomb matrix (n_atoms, n_atoms), eV/e², of one structure (Ewald k-sum when periodic)."""
-    if not periodic:
-        return molecular_matrix(positions, widths)
-    max_width = 0.0 if widths is None else math.sqrt(2.0) * float(widths.detach().max())
-    return periodic_matrix(positions, cell, widths, tune(cell, positions.shape[0], accuracy, "ewald", max_width))
 
 
 def reciprocal_only_potential(

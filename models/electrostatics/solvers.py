@@ -1,17 +1,21 @@
 """Charge equilibration: minimise ``Σ χ_i q_i + ½ qᵀ A q`` subject to ``Σ q_i = Q``.
 
-``A`` (n_atoms, n_atoms), eV/e², is symmetric positive definite (hardness on the
-diagonal plus the Coulomb matrix of Gaussian charges); ``χ`` (n_atoms,) eV/e is the
+``A`` (n_atoms, n_atoms), eV/e², is symmetric and positive definite on neutral
+charge vectors (hardness on the diagonal plus the Coulomb matrix of Gaussian
+charges; in small periodic cells with wide Gaussians the uniform direction can be
+negative, so nothing here assumes more); ``χ`` (n_atoms,) eV/e is the
 electronegativity; ``Q`` (e) the total charge. The minimiser solves the bordered system
 
     [A 1; 1ᵀ 0] [q; λ] = [−χ; Q].
 
 ``equilibrate_dense`` builds and solves it (O(n³), exact, differentiable by autograd to
-any order). ``equilibrate_cg`` never forms ``A``: it solves ``A s = −χ`` and
-``A t = 1`` by conjugate gradients with a matrix-free ``A q`` (Ewald or PME) and
-combines ``q = s + t (Q − Σs)/Σt``. Its gradient comes from implicit differentiation
-(one more CG solve with the same operator), and the backward pass is itself
-differentiable, so forces — and force-trained parameters — see the solve exactly.
+any order). ``equilibrate_cg`` never forms ``A``: with ``q = Q/n 1 + u``, ``u ⊥ 1``,
+it solves the projected system ``(P A P + κ 11ᵀ/n) u = −P (χ + A Q/n 1)``
+(``P = I − 11ᵀ/n``; the κ term makes the operator definite on all vectors without
+changing ``u``) by conjugate gradients with a matrix-free ``A v`` (Ewald or PME). Its
+gradient comes from implicit differentiation (one more CG solve with the same
+operator), and the backward pass is itself differentiable, so forces — and
+force-trained parameters — see the solve exactly.
 """
 
 from __future__ import annotations
@@ -113,7 +117,15 @@ def equilibrate_cg(
     max_iter: int = 1000,
 ) -> torch.Tensor:
     """Charges (n_atoms,), e, with ``A`` given by ``matvec(v, *inputs)`` (see module docstring)."""
-    rhs = torch.stack([-electronegativity, torch.ones_like(electronegativity)], dim=1)
-    solution = implicit_solve(matvec, rhs, inputs, tol, max_iter)
-    s, t = solution[:, 0], solution[:, 1]
-    return s + t * (total_charge.to(s.dtype) - s.sum()) / t.sum()
+    n = electronegativity.shape[0]
+    uniform = (total_charge.to(electronegativity.dtype) / n) * torch.ones_like(electronegativity)
+    kappa = float(matvec(torch.ones_like(electronegativity)[:, None], *inputs).detach().abs().mean()) + 1.0
+
+    def project(v: torch.Tensor) -> torch.Tensor:
+        return v - v.mean(dim=0, keepdim=True)
+
+    def projected(v: torch.Tensor, *operator_inputs: torch.Tensor) -> torch.Tensor:
+        return project(matvec(project(v), *operator_inputs)) + kappa * v.mean(dim=0, keepdim=True)
+
+    rhs = -project((electronegativity + matvec(uniform[:, None], *inputs)[:, 0])[:, None])
+    return uniform + implicit_solve(projected, rhs, inputs, tol, max_iter)[:, 0]

@@ -29,10 +29,11 @@ from farfield.models.backbones.base import BackboneOutput
 from farfield.models.blocks import MAX_ATOMIC_NUMBER, MLP
 from farfield.models.electrostatics import COULOMB_CONSTANT
 from farfield.models.electrostatics.coulomb import (
+    molecular_matrix,
     molecular_potential,
+    periodic_matrix,
     periodic_potential,
     resolve_method,
-    structure_matrix,
 )
 from farfield.models.electrostatics.gaussian import gaussian_self_coefficient
 from farfield.models.electrostatics.realspace import periodic_pairs
@@ -91,14 +92,11 @@ class CelliHead(nn.Module):
     def _solve(self, s: StructureView, chi, diagonal, widths, total_charge) -> tuple[torch.Tensor, torch.Tensor]:
         """Equilibrated charges (n,) e and their Coulomb energy (without self terms) () eV."""
         n = s.positions.shape[0]
-        accuracy = self.config.accuracy
-        if self.use_dense(n):
-            coulomb = structure_matrix(s.positions, s.cell, s.periodic, widths, accuracy)
-            q = equilibrate_dense(coulomb + torch.diag(diagonal), chi, total_charge)
-            return q, 0.5 * q @ (coulomb @ q)
+        dense = self.use_dense(n)
         if s.periodic:
-            method = resolve_method(self.config.method, n)
-            parameters = tune(s.cell, n, accuracy, method, math.sqrt(2.0) * float(widths.detach().max()))
+            method = "ewald" if dense else resolve_method(self.config.method, n)
+            max_width = math.sqrt(2.0) * float(widths.detach().max())
+            parameters = tune(s.cell, n, self.config.accuracy, method, max_width)
             pairs = periodic_pairs(s.positions, s.cell, parameters.real_cutoff)
 
             def coulomb_potential(v, positions, cell, widths_):
@@ -108,6 +106,14 @@ class CelliHead(nn.Module):
             def coulomb_potential(v, positions, cell, widths_):
                 return molecular_potential(positions, v, widths_)
 
+        if dense:
+            if s.periodic:
+                coulomb = periodic_matrix(s.positions, s.cell, widths, parameters)
+            else:
+                coulomb = molecular_matrix(s.positions, widths)
+            q = equilibrate_dense(coulomb + torch.diag(diagonal), chi, total_charge)
+            return q, 0.5 * q @ (coulomb @ q)
+
         def matvec(v, positions, cell, widths_, diagonal_):
             return coulomb_potential(v, positions, cell, widths_) + diagonal_[:, None] * v
 
@@ -115,4 +121,5 @@ class CelliHead(nn.Module):
             matvec, (s.positions, s.cell, widths, diagonal), chi, total_charge,
             tol=self.config.cg_tolerance, max_iter=self.config.cg_max_iter,
         )
-        return q, 0.5 * (q * coulomb_potential(q[:, None], s.positions, s.cell, widths)[:, 0]).sum()
+        potential = coulomb_potential(q[:, None], s.positions, s.cell, widths)[:, 0]
+        return q, 0.5 * (q * potential).sum()

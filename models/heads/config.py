@@ -87,14 +87,15 @@ class D3Config(StrictModel):
     """D3 dispersion with Becke–Johnson damping (``dftd3``), a fixed physical term.
 
     ``functional``: the DFT functional whose D3(BJ) parameters to use (e.g. ``pbe``).
-    ``three_body``: include the Axilrod–Teller–Muto three-body term. ``cutoff``,
+    ``three_body``: include the Axilrod–Teller–Muto three-body term (off, as in dftd3's
+    own default). ``cutoff``,
     ``three_body_cutoff``, ``coordination_cutoff`` (Å): real-space cutoffs of the
     two-body sum, the three-body sum and the coordination numbers (dftd3's defaults:
     60, 40 and 40 bohr).
     """
 
     functional: str = "pbe"
-    three_body: bool = True
+    three_body: bool = False
     cutoff: float = Field(default=60 * 0.529177210903, gt=0)
     three_body_cutoff: float = Field(default=40 * 0.529177210903, gt=0)
     coordination_cutoff: float = Field(default=40 * 0.529177210903, gt=0)
