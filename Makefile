@@ -35,6 +35,7 @@ test-slow: dev-venv
 ## make bench: benchmarks → benchmarks/results/*.json
 bench: venv
 	$(BIN)/python benchmarks/train_step.py --out benchmarks/results/train_step.json
+	$(BIN)/python benchmarks/splits.py --out benchmarks/results/splits.json
 
 ui: venv
 	$(BIN)/farfield ui --workspace $(WORKSPACE)

@@ -152,6 +152,10 @@ def main() -> None:
     parser.add_argument("--shard-size", type=int, default=100)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
+    try:
+        import CoRE_MOF  # noqa: F401
+    except ImportError:
+        raise SystemExit("benchmarks/splits.py needs the CoRE_MOF package: pip install -e '.[dev]'") from None
 
     import ray
     from threadpoolctl import threadpool_limits
