@@ -37,7 +37,8 @@ class SplitConfig(StrictModel):
     or fold ``fold`` of ``n_folds``, else clusters closest to the test fraction);
     ``element`` / ``metal`` (every parent containing ``element`` in test; ``metal`` picks one
     if ``element`` is unset). ``weight``: w of the joint metric (1 = geometry only).
-    ``min_cluster_size``/``min_samples``/``pca_components``/``noise``: HDBSCAN clustering.
+    ``min_cluster_size``/``min_samples``/``pca_components``/``noise``/``cluster_selection``: HDBSCAN
+    clustering (``leaf`` gives many small clusters, useful for balanced folds).
     """
 
     strategy: Literal["random", "size", "max_separation", "cluster", "element", "metal"] = "random"
@@ -51,6 +52,7 @@ class SplitConfig(StrictModel):
     min_samples: int | None = Field(default=None, ge=1)
     pca_components: int = Field(default=10, ge=2)
     noise: Literal["nearest", "singleton"] = "nearest"
+    cluster_selection: Literal["eom", "leaf"] = "eom"
     held_out_clusters: list[int] | None = None
     n_folds: int | None = Field(default=None, ge=2)
     fold: int | None = Field(default=None, ge=0)

@@ -52,6 +52,7 @@ def make_command(
     min_samples: Optional[int] = typer.Option(None, help="HDBSCAN min_samples (default: min_cluster_size)."),
     pca_components: int = typer.Option(10, help="Principal components HDBSCAN clusters in."),
     noise: str = typer.Option("nearest", help="HDBSCAN noise points: 'nearest' cluster or 'singleton' clusters."),
+    cluster_selection: str = typer.Option("eom", help="HDBSCAN cluster selection: 'eom' or 'leaf' (many small clusters)."),
     cluster: Optional[list[int]] = typer.Option(None, "--cluster", help="Hold out this cluster (repeatable; strategy cluster)."),
     n_folds: Optional[int] = typer.Option(None, help="k of k-fold over clusters (strategy cluster)."),
     fold: Optional[int] = typer.Option(None, help="Which fold is the test set, 0..n_folds-1."),
@@ -71,7 +72,7 @@ def make_command(
 
     config = _config(dict(strategy=strategy, train=train, val=val, test=test, seed=seed, weight=weight,
                           min_cluster_size=min_cluster_size, min_samples=min_samples, pca_components=pca_components,
-                          noise=noise, held_out_clusters=cluster or None, n_folds=n_folds, fold=fold,
+                          noise=noise, cluster_selection=cluster_selection, held_out_clusters=cluster or None, n_folds=n_folds, fold=fold,
                           element=element, gap=gap))
     try:
         store = resolve_dataset(dataset, workspace)

@@ -161,8 +161,12 @@ def test_clustering_keeps_noise_explicit():
     singleton = cluster_parents(space, min_cluster_size=5, pca_components=3, noise="singleton")
     assert singleton.n_clusters == 3 + int(singleton.is_noise.sum())
     assert (singleton.labels >= 0).all()
+    leaf = cluster_parents(space, min_cluster_size=5, pca_components=3, selection="leaf")
+    assert leaf.n_clusters >= 3 and leaf.parameters["selection"] == "leaf"
     with pytest.raises(ValueError, match="min_cluster_size"):
         cluster_parents(space, min_cluster_size=n + 1)
+    with pytest.raises(ValueError, match="cluster selection 'tree' is unknown"):
+        cluster_parents(space, selection="tree")
 
 
 def test_ray_shards_match_in_process_and_cache_by_hash(store, ray_session, tmp_path, monkeypatch):

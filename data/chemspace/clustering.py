@@ -68,8 +68,13 @@ class Clustering:
 
 
 def cluster_parents(space: ChemicalSpace, min_cluster_size: int = 5, min_samples: int | None = None,
-                    pca_components: int = 10, noise: NoisePolicy = "nearest") -> Clustering:
-    """HDBSCAN clusters of the parents of ``space`` (deterministic)."""
+                    pca_components: int = 10, noise: NoisePolicy = "nearest",
+                    selection: Literal["eom", "leaf"] = "eom") -> Clustering:
+    """HDBSCAN clusters of the parents of ``space`` (deterministic).
+
+    ``selection``: HDBSCAN's ``cluster_selection_method`` — ``"eom"`` (excess of mass,
+    fewer and larger clusters) or ``"leaf"`` (many small, homogeneous clusters).
+    """
     import hdbscan
 
     n = len(space)
@@ -81,7 +86,10 @@ def cluster_parents(space: ChemicalSpace, min_cluster_size: int = 5, min_samples
     if noise not in ("nearest", "singleton"):
         raise ValueError(f"noise policy {noise!r} is unknown; expected 'nearest' or 'singleton'")
     reduced = embed(space, pca_components)
-    model = hdbscan.HDBSCAN(min_cluster_size=min_cluster_size, min_samples=min_samples)
+    if selection not in ("eom", "leaf"):
+        raise ValueError(f"cluster selection {selection!r} is unknown; expected 'eom' or 'leaf'")
+    model = hdbscan.HDBSCAN(min_cluster_size=min_cluster_size, min_samples=min_samples,
+                            cluster_selection_method=selection)
     raw = np.asarray(model.fit_predict(reduced), dtype=np.int64)
     is_noise = raw < 0
     labels = raw.copy()
@@ -96,5 +104,5 @@ def cluster_parents(space: ChemicalSpace, min_cluster_size: int = 5, min_samples
         else:
             labels[noise_rows] = raw.max() + 1 + np.arange(len(noise_rows))
     parameters = {"min_cluster_size": min_cluster_size, "min_samples": min_samples,
-                  "pca_components": int(reduced.shape[1]), "noise": noise}
+                  "pca_components": int(reduced.shape[1]), "noise": noise, "selection": selection}
     return Clustering(labels, raw, is_noise, reduced[:, :2], parameters)

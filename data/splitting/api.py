@@ -111,12 +111,12 @@ def _clustering(space: ChemicalSpace, config: SplitConfig) -> Clustering:
     report) an all-noise result falls back to ``noise="singleton"`` instead of failing."""
     try:
         return cluster_parents(space, config.min_cluster_size, config.min_samples, config.pca_components,
-                               config.noise)
+                               config.noise, config.cluster_selection)
     except ValueError:
         if config.strategy == "cluster":
             raise
         return cluster_parents(space, config.min_cluster_size, config.min_samples, config.pca_components,
-                               "singleton")
+                               "singleton", config.cluster_selection)
 
 
 def split_parents(space: ChemicalSpace, config: SplitConfig, dataset_hash: str,
