@@ -29,7 +29,7 @@ class ModelConfig(StrictModel):
     ``radial_mlp``: hidden widths of the radial MLP giving tensor-product weights.
     ``avg_neighbors``: neighbour sums are divided by this (typical neighbours within cutoff).
     ``n_element_features``: width of the element features of element-dependent weights.
-    ``node_extra_features``: width of the ``node_extra`` hook (e.g. 1 for CELLI charges
+    ``node_input_features``: width of the ``node_inputs`` hook (e.g. 1 for CELLI charges
     fed back into layers ≥ 1); 0 = off.
     ``compile``: wrap the backbone with ``torch.compile`` (inference and first-derivative
     paths; see docs/backbones.md for what it supports).
@@ -48,7 +48,7 @@ class ModelConfig(StrictModel):
     radial_mlp: list[int] = Field(default_factory=lambda: [64, 64])
     avg_neighbors: float = Field(default=20.0, gt=0)
     n_element_features: int = Field(default=16, ge=1)
-    node_extra_features: int = Field(default=0, ge=0)
+    node_input_features: int = Field(default=0, ge=0)
     compile: bool = False
     heads: HeadsConfig = Field(default_factory=HeadsConfig)
 

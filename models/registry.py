@@ -20,16 +20,23 @@ from farfield.models.heads import HEADS as _HEADS
 from farfield.models.potential import Potential
 
 
+def _node_input_features(config: ModelConfig) -> int:
+    """Width of the backbone's ``node_inputs``: as configured, or 1 when a listed head
+    feeds charges back (``model.heads.<name>.feedback``, e.g. CELLI)."""
+    feedback = any(getattr(getattr(config.heads, name, None), "feedback", False) for name in config.long_range)
+    return config.node_input_features or (1 if feedback else 0)
+
+
 def _build_painn(config: ModelConfig) -> nn.Module:
     return PaiNN(channels=config.channels, layers=config.layers, cutoff=config.cutoff, n_radial=config.n_radial,
-                 node_extra_features=config.node_extra_features)
+                 node_input_features=_node_input_features(config))
 
 
 def _equivariant_options(config: ModelConfig) -> dict:
     return dict(channels=config.channels, layers=config.layers, cutoff=config.cutoff, n_radial=config.n_radial,
                 l_max=config.l_max, hidden_l_max=config.hidden_l_max, radial_mlp=tuple(config.radial_mlp),
                 avg_neighbors=config.avg_neighbors, n_element_features=config.n_element_features,
-                node_extra_features=config.node_extra_features)
+                node_input_features=_node_input_features(config))
 
 
 def _build_mace(config: ModelConfig) -> nn.Module:

@@ -1,6 +1,6 @@
 """Short-range message-passing backbones; each maps a graph to per-atom features.
 
-Every backbone is called as ``backbone(graph, edge_vectors, node_extra=None)`` and
+Every backbone is called as ``backbone(graph, edge_vectors, node_inputs=None)`` and
 returns a ``BackboneOutput`` (see docs/backbones.md).
 """
 

@@ -28,7 +28,7 @@ from farfield.models.blocks import (
     EquivariantConvolution,
     EquivariantLinear,
     Gate,
-    NodeExtraInjection,
+    NodeInputInjection,
     SphericalHarmonics,
     join_blocks,
     split_blocks,
@@ -70,19 +70,19 @@ class NequIP(nn.Module):
     ``hidden_l_max``: highest irrep of the node features. ``radial_mlp``: hidden widths
     of the radial MLP. ``avg_neighbors``: normalisation of neighbour sums.
     ``n_element_features``: width of the element features of the skip connection.
-    ``node_extra_features``: width ``k`` of the optional ``node_extra`` input (0 = off).
+    ``node_input_features``: width ``k`` of the optional ``node_inputs`` input (0 = off).
     """
 
     def __init__(self, channels: int = 32, layers: int = 3, cutoff: float = 5.0, n_radial: int = 8,
                  l_max: int = 2, hidden_l_max: int = 1, radial_mlp: tuple[int, ...] = (64, 64),
-                 avg_neighbors: float = 20.0, n_element_features: int = 16, node_extra_features: int = 0):
+                 avg_neighbors: float = 20.0, n_element_features: int = 16, node_input_features: int = 0):
         super().__init__()
         self.channels, self.cutoff = channels, float(cutoff)
         self.embedding = ElementEmbedding(channels)
         self.element_features = ElementEmbedding(n_element_features)
         self.edge_embedding = EdgeEmbedding(cutoff, n_radial)
         self.spherical_harmonics = SphericalHarmonics(l_max)
-        self.node_extra = NodeExtraInjection(node_extra_features, channels, layers)
+        self.node_inputs = NodeInputInjection(node_input_features, channels, layers)
         self.convolutions = nn.ModuleList(
             NequIPConvolutionLayer(channels, 0 if t == 0 else hidden_l_max, hidden_l_max, l_max, n_radial,
                                    list(radial_mlp), avg_neighbors, n_element_features)
@@ -90,15 +90,15 @@ class NequIP(nn.Module):
         )
 
     def forward(self, graph: AtomicGraph, edge_vectors: torch.Tensor,
-                node_extra: torch.Tensor | None = None) -> BackboneOutput:
-        """``edge_vectors``: (n_edges, 3), Å. ``node_extra``: (n_atoms, k) or None (see blocks.node_extra)."""
+                node_inputs: torch.Tensor | None = None) -> BackboneOutput:
+        """``edge_vectors``: (n_edges, 3), Å. ``node_inputs``: (n_atoms, k) or None (see blocks.node_inputs)."""
         edges = self.edge_embedding(edge_vectors)
         sh = self.spherical_harmonics(edge_vectors)
         element_features = self.element_features(graph.numbers)
         h = self.embedding(graph.numbers)[:, :, None]
         layer_features = []
         for t, convolution in enumerate(self.convolutions):
-            scalars = self.node_extra(h[:, :, 0], node_extra, t)
+            scalars = self.node_inputs(h[:, :, 0], node_inputs, t)
             h = torch.cat([scalars[:, :, None], h[:, :, 1:]], dim=-1)
             h = convolution(h, element_features, sh, edges.basis, edges.envelope, graph.edge_index)
             layer_features.append(h[:, :, 0])

@@ -18,7 +18,7 @@ from farfield.models.blocks import (
     MLP,
     EdgeEmbedding,
     ElementEmbedding,
-    NodeExtraInjection,
+    NodeInputInjection,
     RadialWeights,
     scatter_sum,
 )
@@ -72,25 +72,25 @@ class PaiNN(nn.Module):
     """PaiNN backbone on a periodic graph.
 
     ``channels``: feature width F. ``layers``: message-passing layers. ``cutoff``: Å.
-    ``n_radial``: Bessel functions per edge. ``node_extra_features``: width ``k`` of the
-    optional ``node_extra`` input added to the invariant features of layers ≥ 1 (0 = off).
+    ``n_radial``: Bessel functions per edge. ``node_input_features``: width ``k`` of the
+    optional ``node_inputs`` input added to the invariant features of layers ≥ 1 (0 = off).
     """
 
     def __init__(self, channels: int = 64, layers: int = 3, cutoff: float = 5.0, n_radial: int = 8,
-                 node_extra_features: int = 0):
+                 node_input_features: int = 0):
         super().__init__()
         self.channels = channels
         self.cutoff = float(cutoff)
         self.embedding = ElementEmbedding(channels)
         self.edge_embedding = EdgeEmbedding(cutoff, n_radial)
-        self.node_extra = NodeExtraInjection(node_extra_features, channels, layers)
+        self.node_inputs = NodeInputInjection(node_input_features, channels, layers)
         self.messages = nn.ModuleList(PaiNNMessage(channels, n_radial) for _ in range(layers))
         self.updates = nn.ModuleList(PaiNNUpdate(channels) for _ in range(layers))
 
     def forward(self, graph: AtomicGraph, edge_vectors: torch.Tensor,
-                node_extra: torch.Tensor | None = None) -> BackboneOutput:
+                node_inputs: torch.Tensor | None = None) -> BackboneOutput:
         """``edge_vectors``: (n_edges, 3), Å, from ``graph.edge_vectors`` (differentiable).
-        ``node_extra``: (n_atoms, k) or None (see ``farfield.models.blocks.node_extra``)."""
+        ``node_inputs``: (n_atoms, k) or None (see ``farfield.models.blocks.node_inputs``)."""
         edges = self.edge_embedding(edge_vectors)
         lengths = edges.lengths
         unit_vectors = edge_vectors / lengths[:, None]
@@ -98,7 +98,7 @@ class PaiNN(nn.Module):
         v = s.new_zeros((s.shape[0], 3, self.channels))
         layer_features = []
         for t, (message, update) in enumerate(zip(self.messages, self.updates)):
-            s = self.node_extra(s, node_extra, t)
+            s = self.node_inputs(s, node_inputs, t)
             s, v = message(s, v, graph.edge_index, edges.basis, edges.envelope, unit_vectors)
             s, v = update(s, v)
             layer_features.append(s)

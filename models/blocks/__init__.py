@@ -22,7 +22,7 @@ from farfield.models.blocks.irreps import (
     to_e3nn_layout,
 )
 from farfield.models.blocks.mlp import MLP
-from farfield.models.blocks.node_extra import NodeExtraInjection
+from farfield.models.blocks.node_inputs import NodeInputInjection
 from farfield.models.blocks.radial import BesselBasis, EdgeEmbedding, EdgeFeatures, PolynomialCutoff
 from farfield.models.blocks.readout import AtomwiseReadout, ReferenceEnergies
 from farfield.models.blocks.scatter import scatter_sum
@@ -41,7 +41,7 @@ __all__ = [
     "EquivariantConvolution",
     "EquivariantLinear",
     "Gate",
-    "NodeExtraInjection",
+    "NodeInputInjection",
     "PolynomialCutoff",
     "RadialWeights",
     "ReferenceEnergies",

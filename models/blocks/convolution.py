@@ -54,15 +54,12 @@ class ChannelwiseTensorProduct(nn.Module):
         d_in, d_sh = irrep_dim(l_in_max), irrep_dim(l_sh_max)
         n_out = sum(2 * l3 + 1 for _, _, l3 in self.paths)
         cg = torch.zeros(d_sh, d_in, n_out, dtype=torch.float64)
-        path_of_column = torch.zeros(n_out, dtype=torch.long)
         column = 0
-        for k, (l1, l2, l3) in enumerate(self.paths):
+        for l1, l2, l3 in self.paths:
             w3j = o3.wigner_3j(l1, l2, l3, dtype=torch.float64) * (2 * l3 + 1) ** 0.5
             cg[irrep_slice(l2), irrep_slice(l1), column : column + 2 * l3 + 1] = w3j.transpose(0, 1)
-            path_of_column[column : column + 2 * l3 + 1] = k
             column += 2 * l3 + 1
         self.register_buffer("cg", cg.reshape(d_sh, d_in * n_out).to(torch.get_default_dtype()))
-        self.register_buffer("path_of_column", path_of_column)
         self.n_out = n_out
 
     @property
@@ -70,21 +67,26 @@ class ChannelwiseTensorProduct(nn.Module):
         return len(self.paths)
 
     def forward(self, x: torch.Tensor, sh: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        n_edges, d_in = x.shape[0], x.shape[-1]
+        n_edges, channels, d_in = x.shape
         coupling = (sh @ self.cg).reshape(n_edges, d_in, self.n_out)  # (E, D_in, P)
         out = torch.bmm(x, coupling) if d_in > 1 else x * coupling  # (E, C, P)
-        return out * weights[:, :, self.path_of_column]
+        # radial weights per path: split + broadcasting (gathers and many overlapping
+        # slices would make the double backward of force training slow)
+        widths = [n * (2 * l + 1) for l, n in enumerate(self.paths_per_l)]
+        weighted = [
+            (block.reshape(n_edges, channels, n, 2 * l + 1) * w[..., None]).reshape(n_edges, channels, -1)
+            for l, (n, block, w) in enumerate(zip(self.paths_per_l, out.split(widths, -1), weights.split(self.paths_per_l, -1)))
+        ]
+        return torch.cat(weighted, dim=-1)
 
     def split_by_l(self, out: torch.Tensor) -> list[torch.Tensor]:
         """(n, C, P) → one (n, C · paths_per_l[l], 2l+1) block per ``l3``."""
-        blocks, start = [], 0
         n, channels = out.shape[0], out.shape[1]
-        for l, n_paths in enumerate(self.paths_per_l):
-            width = n_paths * (2 * l + 1)
-            block = out[:, :, start : start + width].reshape(n, channels, n_paths, 2 * l + 1)
-            blocks.append(block.reshape(n, channels * n_paths, 2 * l + 1))
-            start += width
-        return blocks
+        widths = [k * (2 * l + 1) for l, k in enumerate(self.paths_per_l)]
+        return [
+            block.reshape(n, channels * k, 2 * l + 1)
+            for l, (k, block) in enumerate(zip(self.paths_per_l, out.split(widths, dim=-1)))
+        ]
 
 
 class RadialWeights(nn.Module):
@@ -124,7 +126,7 @@ class EquivariantConvolution(nn.Module):
 
     def forward(self, x, sh, basis, envelope, edge_index) -> list[torch.Tensor]:
         center, neighbor = edge_index
-        weights = self.radial(basis, envelope).reshape(-1, self.tensor_product.n_paths, self.channels)
-        messages = self.tensor_product(x[neighbor], sh, weights.transpose(1, 2))
+        weights = self.radial(basis, envelope).reshape(-1, self.channels, self.tensor_product.n_paths)
+        messages = self.tensor_product(torch.index_select(x, 0, neighbor), sh, weights)
         summed = scatter_sum(messages, center, x.shape[0]) * self.inv_avg_neighbors
         return self.tensor_product.split_by_l(summed)

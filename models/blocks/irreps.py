@@ -47,7 +47,7 @@ def split_blocks(x: torch.Tensor, l_max: int) -> list[torch.Tensor]:
     """(n, channels, (l_max+1)²) → one (n, channels, 2l+1) view per ``l``."""
     if x.shape[-1] != irrep_dim(l_max):
         raise ValueError(f"expected last axis {irrep_dim(l_max)} for l_max={l_max}, got shape {tuple(x.shape)}")
-    return [x[..., irrep_slice(l)] for l in range(l_max + 1)]
+    return list(x.split([2 * l + 1 for l in range(l_max + 1)], dim=-1))
 
 
 def join_blocks(blocks: list[torch.Tensor]) -> torch.Tensor:

@@ -1,9 +1,9 @@
 """The hook through which a long-range head (e.g. CELLI) feeds per-atom values back into a backbone.
 
-``node_extra``: (n_atoms, k) invariant values (for CELLI, charges in e, k = 1). Layers
-``1..layers-1`` (every layer but the first) add a learned linear projection of them to
-their invariant input features. With ``n_extra = 0`` (the default) the hook has no
-parameters and passing ``node_extra`` is an error.
+``node_inputs``: (n_atoms, k) invariant values (for CELLI, charges in e, k = 1). Layers
+``1..layers-1`` (every layer but the first; layer 0 if there is only one) add a learned
+linear projection of them to their invariant input features. With ``n_inputs = 0`` (the default) the hook has no
+parameters and passing ``node_inputs`` is an error.
 """
 
 from __future__ import annotations
@@ -12,27 +12,28 @@ import torch
 from torch import nn
 
 
-class NodeExtraInjection(nn.Module):
-    """``scalars + W_layer · node_extra`` for layers ≥ 1; the identity for layer 0 or no extras."""
+class NodeInputInjection(nn.Module):
+    """``scalars + W_layer · node_inputs`` for layers ≥ ``first_layer``; else the identity."""
 
-    def __init__(self, n_extra: int, channels: int, layers: int):
+    def __init__(self, n_inputs: int, channels: int, layers: int):
         super().__init__()
-        if n_extra < 0:
-            raise ValueError(f"node_extra_features must be >= 0, got {n_extra}")
-        self.n_extra = int(n_extra)
+        if n_inputs < 0:
+            raise ValueError(f"node_input_features must be >= 0, got {n_inputs}")
+        self.n_inputs = int(n_inputs)
+        self.first_layer = 1 if layers > 1 else 0
         self.projections = nn.ModuleList(
-            nn.Linear(n_extra, channels, bias=False) for _ in range(max(layers - 1, 0) if n_extra else 0)
+            nn.Linear(n_inputs, channels, bias=False) for _ in range(layers - self.first_layer if n_inputs else 0)
         )
 
-    def forward(self, scalars: torch.Tensor, node_extra: torch.Tensor | None, layer: int) -> torch.Tensor:
-        """``scalars``: (n_atoms, channels); ``node_extra``: (n_atoms, n_extra) or None."""
-        if node_extra is None or layer == 0:
+    def forward(self, scalars: torch.Tensor, node_inputs: torch.Tensor | None, layer: int) -> torch.Tensor:
+        """``scalars``: (n_atoms, channels); ``node_inputs``: (n_atoms, n_inputs) or None."""
+        if node_inputs is None or layer < self.first_layer:
             return scalars
-        if self.n_extra == 0:
-            raise ValueError("node_extra was passed but the backbone was built with node_extra_features=0")
-        if node_extra.shape != (scalars.shape[0], self.n_extra):
+        if self.n_inputs == 0:
+            raise ValueError("node_inputs was passed but the backbone was built with node_input_features=0")
+        if node_inputs.shape != (scalars.shape[0], self.n_inputs):
             raise ValueError(
-                f"node_extra must have shape (n_atoms, {self.n_extra}) = {(scalars.shape[0], self.n_extra)}, "
-                f"got {tuple(node_extra.shape)}"
+                f"node_inputs must have shape (n_atoms, {self.n_inputs}) = {(scalars.shape[0], self.n_inputs)}, "
+                f"got {tuple(node_inputs.shape)}"
             )
-        return scalars + self.projections[layer - 1](node_extra.to(scalars.dtype))
+        return scalars + self.projections[layer - self.first_layer](node_inputs.to(scalars.dtype))

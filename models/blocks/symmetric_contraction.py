@@ -12,8 +12,7 @@ coupling one irrep at a time with e3nn's Wigner-3j symbols, symmetrising over th
 indices and orthonormalising (``coupling_basis``).
 
 Computation: because ``U`` is symmetric, only the monomials ``A_{i1}···A_{iν}`` with
-``i1 ≤ ... ≤ iν`` are formed (816 instead of 4096 for ν = 3, l ≤ 3), every ν at once,
-and contracted with the stacked ``U`` in one matrix product; the element-dependent
+``i1 ≤ ... ≤ iν`` are kept (816 instead of 4096 for ν = 3, l ≤ 3), every ν at once, and contracted with the stacked ``U`` in one matrix product; the element-dependent
 weights are applied last. Cost per atom and channel: ``n_monomials × Σ_L (2L+1) K_L``.
 """
 
@@ -109,8 +108,12 @@ def coupling_basis(l_in_max: int, l_out: int, nu: int) -> torch.Tensor:
     return torch.stack(basis, dim=-1)
 
 
-def _monomial_index(dim: int, nu: int) -> list[tuple[int, ...]]:
-    return list(itertools.combinations_with_replacement(range(dim), nu))
+def _monomials_colex(dim: int, nu: int) -> list[tuple[int, ...]]:
+    """Index tuples ``i1 ≤ ... ≤ iν``, ordered by the last index, then by the prefix's order."""
+    monomials = [(i,) for i in range(dim)]
+    for _ in range(nu - 1):
+        monomials = [m + (k,) for k in range(dim) for m in monomials if m[-1] <= k]
+    return monomials
 
 
 class SymmetricContraction(nn.Module):
@@ -127,14 +130,13 @@ class SymmetricContraction(nn.Module):
             raise ValueError(f"correlation must be >= 1, got {correlation}")
         self.channels, self.l_in_max, self.l_out_max, self.correlation = channels, l_in_max, l_out_max, correlation
         dim = irrep_dim(l_in_max)
-        monomials = [_monomial_index(dim, nu) for nu in range(1, correlation + 1)]
+        monomials = [_monomials_colex(dim, nu) for nu in range(1, correlation + 1)]
         self.n_monomials = [len(m) for m in monomials]
-        # For degree ν: monomial j = (prefix monomial of degree ν-1) × A[last index].
+        # degree ν = (degree ν-1 monomial) × A_k: positions in the flattened outer product
         for nu in range(2, correlation + 1):
-            prefix = {m: k for k, m in enumerate(monomials[nu - 2])}
-            index = torch.tensor([[prefix[m[:-1]], m[-1]] for m in monomials[nu - 1]], dtype=torch.long)
-            self.register_buffer(f"_prefix_{nu}", index[:, 0].clone())
-            self.register_buffer(f"_last_{nu}", index[:, 1].clone())
+            position = {m: j for j, m in enumerate(monomials[nu - 2])}
+            index = [position[m[:-1]] * dim + m[-1] for m in monomials[nu - 1]]
+            self.register_buffer(f"_select_{nu}", torch.tensor(index, dtype=torch.long), persistent=False)
         # Stack U of every (L, ν) into one (n_monomials_total, columns) matrix.
         blocks = []
         self.k_per_l: list[int] = []
@@ -160,21 +162,25 @@ class SymmetricContraction(nn.Module):
         nn.init.normal_(self.element_weights.weight, std=1.0 / math.sqrt(n_element_features))
 
     def _monomials(self, a: torch.Tensor) -> torch.Tensor:
-        """(N, C, D) → (N, C, Σ_ν n_monomials_ν)."""
+        """(N, C, D) → (N, C, Σ_ν n_monomials_ν), degrees 1..correlation in colex order.
+
+        Each degree is an outer product with ``A`` followed by one ``index_select``
+        (whose backward is a single ``index_add``), cheap under double backward.
+        """
+        n, c, dim = a.shape
         powers = [a]
         for nu in range(2, self.correlation + 1):
-            prefix, last = getattr(self, f"_prefix_{nu}"), getattr(self, f"_last_{nu}")
-            powers.append(powers[-1][..., prefix] * a[..., last])
+            outer = (powers[-1][..., :, None] * a[..., None, :]).reshape(n, c, -1)
+            powers.append(outer.index_select(-1, getattr(self, f"_select_{nu}")))
         return torch.cat(powers, dim=-1)
 
     def forward(self, atomic_basis: torch.Tensor, element_features: torch.Tensor) -> torch.Tensor:
         n, c = atomic_basis.shape[0], atomic_basis.shape[1]
         projected = self._monomials(atomic_basis) @ self.u_matrix  # (N, C, Σ_L (2L+1) K_L)
         weights = self.element_weights(element_features).reshape(n, sum(self.k_per_l), c)
-        out, col, k0 = [], 0, 0
-        for l_out, k in enumerate(self.k_per_l):
-            width = (2 * l_out + 1) * k
-            block = projected[..., col : col + width].reshape(n, c, 2 * l_out + 1, k)
-            out.append(torch.einsum("ncmk,nkc->ncm", block, weights[:, k0 : k0 + k]))
-            col, k0 = col + width, k0 + k
+        widths = [(2 * l + 1) * k for l, k in enumerate(self.k_per_l)]
+        out = []
+        for l_out, (block, w) in enumerate(zip(projected.split(widths, dim=-1), weights.split(self.k_per_l, dim=1))):
+            block = block.reshape(n, c, 2 * l_out + 1, self.k_per_l[l_out])
+            out.append(torch.einsum("ncmk,nkc->ncm", block, w))
         return torch.cat(out, dim=-1)
