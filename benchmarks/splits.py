@@ -153,11 +153,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/splits.json"))
     parser.add_argument("--limit", type=int, default=None, help="only the first N CIFs (smoke runs)")
-    parser.add_argument("--scaling-subset", type=int, default=1500, help="CIFs for the 1 vs 2 worker comparison")
+    parser.add_argument("--scaling-subset", type=int, default=1500,
+                        help="CIFs for the 1 vs 2 worker comparison (0 = skip it)")
     parser.add_argument("--shard-size", type=int, default=100)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--cache", type=Path, default=None,
                         help="descriptor .npz: reuse if present (timings then exclude the descriptor stage)")
+    parser.add_argument("--report-dir", type=Path, default=None,
+                        help="also save the max_separation and cluster splits here and draw their reports")
     args = parser.parse_args()
     try:
         import CoRE_MOF  # noqa: F401
@@ -173,8 +176,8 @@ def main() -> None:
     try:
         entries, t_read = _timed(read_catalogue, SUBSETS, args.limit)
         subset = entries[: args.scaling_subset]
-        scaling = {}
-        for n_workers in (1, 2):
+        scaling = {1: float("nan"), 2: float("nan")}
+        for n_workers in (1, 2) if args.scaling_subset > 0 else ():
             part, seconds = _timed(describe_shards, _shards(subset, args.shard_size), load_cifs, n_workers=n_workers)
             scaling[n_workers] = seconds
             print(f"scaling subset, {n_workers} worker(s): {seconds:.1f} s", flush=True)
@@ -208,6 +211,11 @@ def main() -> None:
             clusters = leaf if split_config.cluster_selection == "leaf" else clustering
             outcome, seconds = _timed(split_parents, space, split_config, "sha256:coremof-2019", clusters)
             stats = outcome.split.statistics
+            if args.report_dir is not None and name in ("max_separation", "cluster"):
+                from farfield.data.split_report import write_split_report
+
+                saved = outcome.save(args.report_dir / f"coremof-{name}.json")
+                write_split_report(saved, args.report_dir / f"coremof-{name}-report")
             splits[name] = {
                 "seconds": seconds, "n": {side: stats[side]["n_parents"] for side in ("train", "val", "test")},
                 "median_nearest_train": stats["nearest_train_distance"]["test"]["q50"],
