@@ -1,0 +1,165 @@
+"""Load an experiment (or one sweep of it) from MLflow into tidy pandas tables.
+
+``load_experiment`` returns an :class:`AnalysisData` with
+
+- ``trials``: one row per finished trial — tags (backbone, long_range, split, hashes),
+  the knobs the diagnostics group by (``seed``, ``layers``, ``channels``,
+  ``loss_charges``), every final ``{train,val,test}/…`` metric and the dummy baseline's
+  test metrics (``baseline_e_mae`` …);
+- ``structures``: one row per (trial, test structure) — the logged prediction errors
+  (signed energy error per atom in meV/atom, force MAE/RMSE in meV/Å, charge MAE in me),
+  parent, size, elements, metals, cluster, nearest-train distance in the joint metric,
+  and the baseline's errors on the same structure;
+- ``charges``: one row per (trial, test atom, charge head) — predicted and reference
+  charges (e), recomputed from the logged checkpoint (see ``charge_predictions``).
+
+A run without predictions is listed in ``skipped`` with the reason instead of failing.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from farfield.analysis import mlflow_queries
+from farfield.analysis.baseline import baseline_errors, baseline_metrics
+from farfield.analysis.charge_predictions import CHARGE_COLUMNS, charges_from_checkpoint
+from farfield.analysis.dataset_context import DatasetContext, open_dataset
+from farfield.analysis.placement import parent_placement
+from farfield.data.splitting import Split
+
+__all__ = ["AnalysisData", "TRIAL_KEYS", "load_experiment", "model_label"]
+
+#: Columns that identify what a trial is; the structure and charge tables carry them too.
+TRIAL_KEYS = ("run_id", "backbone", "long_range", "model", "split", "split_hash", "seed", "layers")
+METRIC_SIDES = ("train", "val", "test")
+METRICS = ("e_mae", "e_rmse", "f_mae", "f_rmse", "q_mae")
+
+
+@dataclass
+class AnalysisData:
+    """Tidy tables of an experiment (see the module docstring) and where they came from."""
+
+    tracking_uri: str
+    experiment: str
+    sweep_id: str | None
+    trials: pd.DataFrame
+    structures: pd.DataFrame
+    charges: pd.DataFrame
+    checkpoints: dict[str, Path] = field(default_factory=dict)
+    contexts: dict[str, DatasetContext] = field(default_factory=dict)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def model_label(backbone: str, long_range: str) -> str:
+    """``painn`` for a short-range model, ``painn+celli`` with a long-range scheme."""
+    return backbone if long_range in ("none", "") else f"{backbone}+{long_range}"
+
+
+def _number(params: dict[str, str], name: str, default: float = float("nan")) -> float:
+    try:
+        return float(params[name])
+    except (KeyError, ValueError):
+        return default
+
+
+def _trial_row(run: mlflow_queries.TrialRun, n_test: int) -> dict:
+    tags, params = run.tags, run.params
+    row = {
+        "run_id": run.run_id, "run_name": run.run_name, "backbone": tags["backbone"],
+        "long_range": tags.get("long_range", "none"),
+        "model": model_label(tags["backbone"], tags.get("long_range", "none")),
+        "split": tags.get("split", params.get("split.strategy", "?")), "split_hash": tags.get("split_hash", ""),
+        "dataset_hash": tags.get("dataset_hash", ""), "sweep_id": tags.get("sweep_id", ""),
+        "seed": int(_number(params, "seed", -1)), "split_seed": int(_number(params, "split.seed", -1)),
+        "layers": int(_number(params, "model.layers", -1)), "channels": int(_number(params, "model.channels", -1)),
+        "loss_charges": _number(params, "training.loss.charges", 0.0), "n_test": n_test,
+        "epochs_run": run.metrics.get("epochs_run", float("nan")),
+    }
+    for side in METRIC_SIDES:
+        for name in METRICS:
+            row[f"{side}/{name}"] = run.metrics.get(f"{side}/{name}", float("nan"))
+    return row
+
+
+def _descriptor_cache(params: dict[str, str], workdir: Path) -> Path:
+    workspace = Path(params.get("workspace", ""))
+    cached = workspace / "descriptors"
+    return cached if cached.is_dir() else workdir / "descriptors"
+
+
+def load_experiment(tracking_uri: str, experiment: str, workdir: str | Path, sweep_id: str | None = None,
+                    dataset: str | Path | None = None, with_charges: bool = True) -> AnalysisData:
+    """Read every finished trial of ``experiment`` (of ``sweep_id`` only, if given).
+
+    ``workdir``: where artifacts are downloaded (checkpoints stay there for the MD probe).
+    ``dataset``: a store directory to use instead of each run's ``data.dataset``.
+    """
+    workdir = Path(workdir)
+    runs = mlflow_queries.find_trial_runs(tracking_uri, experiment, sweep_id)
+    if not runs:
+        where = f"sweep {sweep_id!r} of experiment {experiment!r}" if sweep_id else f"experiment {experiment!r}"
+        raise ValueError(f"{where} has no finished trial runs (runs tagged 'backbone' with status FINISHED)")
+    data = AnalysisData(tracking_uri, experiment, sweep_id, pd.DataFrame(), pd.DataFrame(), pd.DataFrame())
+    trial_rows, structure_parts, charge_parts = [], [], []
+    placements: dict[tuple, pd.DataFrame] = {}
+    baselines: dict[tuple, pd.DataFrame] = {}
+    for run in runs:
+        folder = workdir / run.run_id
+        predictions_path = mlflow_queries.download_artifact(tracking_uri, run.run_id,
+                                                            "predictions/test_predictions.parquet", folder)
+        split_path = mlflow_queries.download_artifact(tracking_uri, run.run_id, "split/split.json", folder)
+        if predictions_path is None or split_path is None:
+            data.skipped.append((run.run_id, "no predictions/test_predictions.parquet or split/split.json artifact"))
+            continue
+        split = Split(**json.loads(split_path.read_text()))
+        context = open_dataset(run.params.get("data.dataset", "bundled"), run.params.get("workspace", "workspace"),
+                               run.tags.get("dataset_hash"), dataset)
+        data.contexts[run.run_id] = context
+        predictions = pd.read_parquet(predictions_path)
+        max_structures = int(_number(run.params, "data.max_structures", 0)) or None
+        key = (context.content_hash, split.content_hash, max_structures)
+        if key not in placements:
+            placements[key] = parent_placement(context, split, run.params, _descriptor_cache(run.params, workdir))
+            baselines[key] = baseline_errors(context, split, predictions["structure_id"].tolist(), max_structures)
+        table = _structure_table(predictions, context, placements[key], baselines[key])
+        row = _trial_row(run, len(table))
+        row.update(baseline_metrics(baselines[key].set_index("structure_id").loc[table["structure_id"]].reset_index()))
+        trial_rows.append(row)
+        for name in TRIAL_KEYS:
+            table.insert(TRIAL_KEYS.index(name), name, row[name])
+        structure_parts.append(table)
+        checkpoint = mlflow_queries.download_artifact(tracking_uri, run.run_id, "checkpoint/model.pt", folder)
+        if checkpoint is not None:
+            data.checkpoints[run.run_id] = checkpoint
+        if with_charges and checkpoint is not None and row["long_range"] != "none":
+            charges = charges_from_checkpoint(checkpoint, context.frames(table["structure_id"].tolist()))
+            for name in reversed(TRIAL_KEYS):
+                charges.insert(0, name, row[name])
+            charge_parts.append(charges)
+    data.trials = pd.DataFrame(trial_rows)
+    data.structures = pd.concat(structure_parts, ignore_index=True) if structure_parts else pd.DataFrame()
+    nonempty = [part for part in charge_parts if len(part)]
+    data.charges = (pd.concat(nonempty, ignore_index=True) if nonempty
+                    else pd.DataFrame(columns=[*TRIAL_KEYS, *CHARGE_COLUMNS]))
+    if data.trials.empty:
+        raise ValueError(f"no usable trial in experiment {experiment!r}: " +
+                         "; ".join(f"{rid}: {why}" for rid, why in data.skipped))
+    return data
+
+
+def _structure_table(predictions: pd.DataFrame, context: DatasetContext, placement: pd.DataFrame,
+                     baseline: pd.DataFrame) -> pd.DataFrame:
+    """Predictions + elements/metals + cluster/distance of the parent + baseline errors."""
+    table = predictions.copy()
+    if "q_mae_me" not in table:
+        table["q_mae_me"] = float("nan")
+    table = table.merge(context.facts(), on="structure_id", how="left")
+    table = table.merge(placement[["parent_id", "cluster", "nearest_train_distance", "nearest_train_parent"]],
+                        on="parent_id", how="left")
+    table = table.merge(baseline.drop(columns=["n_atoms"]), on="structure_id", how="left")
+    table["e_abs_error_mev"] = table["e_error_per_atom_mev"].abs()
+    return table

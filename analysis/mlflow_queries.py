@@ -1,0 +1,112 @@
+"""The thin MLflow layer of the analysis: find trial runs, fetch artifacts, log a report.
+
+This is the only module of ``farfield.analysis`` that imports MLflow (DESIGN.md puts
+"MLflow queries" under ``analysis/``; STYLE.md's "only orchestrator imports MLflow" is
+kept for models and data, see docs/analysis.md). Everything else in the analysis works
+on the plain records and pandas tables this module returns.
+
+Trial runs are the runs that carry a ``backbone`` tag (``orchestrator/trial.py``); the
+sweep's summary run carries ``sweep_summary = "true"`` and ``sweep_id``
+(``orchestrator/sweep_summary.py``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+__all__ = ["TrialRun", "download_artifact", "find_trial_runs", "log_report", "report_target_run"]
+
+SUMMARY_TAG = "sweep_summary"
+SWEEP_TAG = "sweep_id"
+REPORT_TAG = "farfield_report"
+MAX_RUNS = 50_000
+
+
+@dataclass
+class TrialRun:
+    """One finished trial's MLflow record (values as strings/floats, exactly as logged)."""
+
+    run_id: str
+    run_name: str
+    status: str
+    experiment_id: str
+    tags: dict[str, str] = field(default_factory=dict)
+    params: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def _experiment_id(client: MlflowClient, experiment: str) -> str:
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        names = sorted(e.name for e in client.search_experiments())
+        raise ValueError(f"experiment {experiment!r} not found on the tracking server; "
+                         f"known experiments: {', '.join(names) or '(none)'}")
+    return found.experiment_id
+
+
+def find_trial_runs(tracking_uri: str, experiment: str, sweep_id: str | None = None,
+                    include_unfinished: bool = False) -> list[TrialRun]:
+    """Trial runs of ``experiment`` (only those of ``sweep_id`` if given), oldest first.
+
+    Runs without a ``backbone`` tag (summary and report runs) are skipped; so are runs
+    not ``FINISHED`` unless ``include_unfinished``.
+    """
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiment_id = _experiment_id(client, experiment)
+    query = f"tags.{SWEEP_TAG} = '{sweep_id}'" if sweep_id else ""
+    runs = client.search_runs([experiment_id], query, max_results=MAX_RUNS, order_by=["attributes.start_time ASC"])
+    records = []
+    for run in runs:
+        tags = dict(run.data.tags)
+        if "backbone" not in tags or tags.get(SUMMARY_TAG) == "true":
+            continue
+        if run.info.status != "FINISHED" and not include_unfinished:
+            continue
+        records.append(TrialRun(run.info.run_id, run.info.run_name or run.info.run_id, run.info.status,
+                                experiment_id, tags, dict(run.data.params), dict(run.data.metrics)))
+    return records
+
+
+def download_artifact(tracking_uri: str, run_id: str, artifact_path: str, destination: str | Path) -> Path | None:
+    """Download ``artifact_path`` of ``run_id`` into ``destination``; None if the run lacks it."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    client = MlflowClient(tracking_uri=tracking_uri)
+    parent = str(Path(artifact_path).parent) if "/" in artifact_path else None
+    listed = {item.path for item in client.list_artifacts(run_id, parent)}
+    if artifact_path not in listed:
+        return None
+    Path(destination).mkdir(parents=True, exist_ok=True)
+    return Path(client.download_artifacts(run_id, artifact_path, str(destination)))
+
+
+def report_target_run(tracking_uri: str, experiment: str, sweep_id: str | None = None) -> tuple[str, bool]:
+    """``(run_id, is_summary)``: the sweep summary run to attach a report to.
+
+    With ``sweep_id``: that sweep's summary run (an error if it has none). Without: the
+    most recent summary run of the experiment; if the experiment has no sweep (plain
+    ``farfield train`` trials), a run tagged ``farfield_report = "true"`` is created.
+    """
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiment_id = _experiment_id(client, experiment)
+    query = f"tags.{SUMMARY_TAG} = 'true'" + (f" and tags.{SWEEP_TAG} = '{sweep_id}'" if sweep_id else "")
+    summaries = client.search_runs([experiment_id], query, max_results=1, order_by=["attributes.start_time DESC"])
+    if summaries:
+        return summaries[0].info.run_id, True
+    if sweep_id:
+        raise ValueError(f"sweep {sweep_id!r} of experiment {experiment!r} has no summary run "
+                         f"(tag {SUMMARY_TAG} = 'true'); did the sweep finish?")
+    run = client.create_run(experiment_id, run_name="analysis report", tags={REPORT_TAG: "true"})
+    client.set_terminated(run.info.run_id, status="FINISHED")
+    return run.info.run_id, False
+
+
+def log_report(tracking_uri: str, run_id: str, folder: str | Path, artifact_path: str = "report") -> None:
+    """Log every file under ``folder`` as artifacts of ``run_id`` under ``artifact_path``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"report folder not found: {folder}")
+    MlflowClient(tracking_uri=tracking_uri).log_artifacts(run_id, str(folder), artifact_path)
