@@ -1,0 +1,148 @@
+"""The report: diagnostics + findings + figures of an experiment, written to a folder.
+
+``make_report`` is the Python API behind ``farfield report``: load the experiment from
+MLflow, compute every diagnostic, derive the findings, optionally run the MD stability
+probe, and write
+
+    OUT/index.html        self-contained page (figures inlined)
+    OUT/report.md         Markdown summary linking figures/ and tables/
+    OUT/findings.json     the findings with their numbers, tests and p-values
+    OUT/figures/*.png     the figures
+    OUT/tables/*.csv|json every table (tidy; JSON as records)
+
+and, with ``log_to_mlflow``, log the folder as ``report/`` artifacts of the sweep's
+summary run (see ``mlflow_queries.report_target_run``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+from farfield.analysis import mlflow_queries, plots
+from farfield.analysis.diagnostics import Diagnostics, compute_diagnostics
+from farfield.analysis.findings import Finding, derive_findings
+from farfield.analysis.loading import AnalysisData, load_experiment
+from farfield.analysis.render import render_html, render_markdown
+
+__all__ = ["Report", "ReportOptions", "build_report", "make_report", "write_report"]
+
+
+@dataclass
+class ReportOptions:
+    """What ``make_report`` does beyond the diagnostics.
+
+    ``md_trials``: run ids for the MD probe, ``"best"`` (the best trial per model on
+    each split), or empty (no probe). ``md_steps``/``md_timestep_fs``/``md_temperature_k``/
+    ``md_structures``: the probe's trajectories (see ``md_probe``).
+    """
+
+    sweep_id: str | None = None
+    dataset: str | None = None
+    with_charges: bool = True
+    log_to_mlflow: bool = True
+    md_trials: list[str] | str = field(default_factory=list)
+    md_steps: int = 200
+    md_timestep_fs: float = 0.5
+    md_temperature_k: float = 300.0
+    md_structures: int = 2
+    n_distance_bins: int = 5
+
+
+@dataclass
+class Report:
+    title: str
+    header: list[str]
+    diagnostics: Diagnostics
+    findings: list[Finding]
+    figures: dict[str, bytes | None]
+
+
+def build_report(data: AnalysisData, md_probe: pd.DataFrame | None = None, n_distance_bins: int = 5) -> Report:
+    """Diagnostics, findings and figures of ``data`` (``md_probe``: rows of ``md_probe.run_probe``)."""
+    diagnostics = compute_diagnostics(data, n_distance_bins)
+    if md_probe is not None:
+        diagnostics.md_probe = md_probe
+    d = diagnostics
+    figures = {
+        "summary": plots.summary_figure(d.summary), "parity": plots.parity_figure(d.structures),
+        "distance": plots.distance_figure(d.distance_curves, d.structures),
+        "clusters": plots.cluster_bias_figure(d.buckets["cluster"]), "charges": plots.charge_figure(d.charges),
+        "depth": plots.depth_figure(d.depth), "long_range": plots.long_range_figure(d.pair_differences),
+        "md_probe": plots.md_probe_figure(d.md_probe),
+    }
+    source = f"sweep {data.sweep_id} of experiment {data.experiment}" if data.sweep_id else \
+        f"experiment {data.experiment}"
+    header = [f"source: {source} on {data.tracking_uri}",
+              f"{len(d.trials)} finished trials, {d.structures['structure_id'].nunique()} distinct test structures, "
+              f"splits: {', '.join(sorted(d.trials['split'].unique()))}",
+              f"generated {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}"]
+    header += [f"skipped run {run_id}: {why}" for run_id, why in data.skipped]
+    return Report(f"farfield report: {data.experiment}", header, diagnostics, derive_findings(diagnostics), figures)
+
+
+def _json_ready(table: pd.DataFrame) -> list[dict]:
+    records = json.loads(table.to_json(orient="records", double_precision=10))
+    return records
+
+
+def write_report(report: Report, out: str | Path) -> dict[str, Path]:
+    """Write the report folder (see the module docstring); returns the main paths."""
+    out = Path(out)
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    (out / "tables").mkdir(parents=True, exist_ok=True)
+    tables = report.diagnostics.tables()
+    for name, table in tables.items():
+        table.to_csv(out / "tables" / f"{name}.csv", index=False)
+        (out / "tables" / f"{name}.json").write_text(json.dumps(_json_ready(table), indent=1))
+    figure_files = {}
+    for name, image in report.figures.items():
+        if image is not None:
+            (out / "figures" / f"{name}.png").write_bytes(image)
+            figure_files[name] = f"figures/{name}.png"
+    findings = [f.to_dict() for f in report.findings]
+    (out / "findings.json").write_text(json.dumps(findings, indent=1, default=_json_default))
+    (out / "index.html").write_text(render_html(report.title, report.header, report.findings, tables,
+                                                report.figures), encoding="utf-8")
+    (out / "report.md").write_text(render_markdown(report.title, report.header, report.findings, tables,
+                                                   figure_files), encoding="utf-8")
+    return {"html": out / "index.html", "markdown": out / "report.md", "findings": out / "findings.json",
+            "tables": out / "tables", "figures": out / "figures"}
+
+
+def _json_default(value):
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value if isinstance(value, (int, float, str, bool)) else str(value)
+
+
+def make_report(tracking_uri: str, experiment: str, out: str | Path,
+                options: ReportOptions | None = None) -> tuple[Report, dict[str, Path], str | None]:
+    """Load, diagnose, (probe,) write and (log) a report; returns ``(report, paths, mlflow run id or None)``."""
+    from farfield.analysis.md_probe import ProbeSettings, probe_trials, select_probe_trials
+
+    options = options or ReportOptions()
+    with tempfile.TemporaryDirectory(prefix="farfield-report-") as workdir:
+        data = load_experiment(tracking_uri, experiment, workdir, options.sweep_id, options.dataset,
+                               options.with_charges)
+        probe = None
+        if options.md_trials:
+            run_ids = select_probe_trials(data, options.md_trials)
+            settings = ProbeSettings(steps=options.md_steps, timestep_fs=options.md_timestep_fs,
+                                     temperature_k=options.md_temperature_k, n_structures=options.md_structures)
+            probe = probe_trials(data, run_ids, settings)
+        report = build_report(data, probe, options.n_distance_bins)
+    paths = write_report(report, out)
+    run_id = None
+    if options.log_to_mlflow:
+        run_id, _ = mlflow_queries.report_target_run(tracking_uri, experiment, options.sweep_id)
+        mlflow_queries.log_report(tracking_uri, run_id, out)
+    return report, paths, run_id
