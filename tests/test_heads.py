@@ -77,7 +77,7 @@ def test_celli_dense_cg_and_numpy_solutions_agree(water_dimer, nacl_cell):
         torch.testing.assert_close(out_cg["energy"], out_dense["energy"], rtol=1e-9, atol=1e-12)
     # independent: Qeq of the water dimer built and solved in numpy
     graph = _graph(_charged(water_dimer, 0.5))
-    chi = dense.electronegativity(_Features()(graph).node_features).squeeze(-1).detach().numpy()
+    chi = _run(dense, graph)["electronegativity"].detach().numpy()
     hardness = dense.hardness(graph.numbers).detach().numpy()
     sigma = dense.widths(graph.numbers).detach().numpy()
     pos, n = graph.positions.numpy(), len(chi)

@@ -1,7 +1,8 @@
 """CELLI: charge equilibration layer (Fuchs, Sanocki, Zavadlav) on any backbone.
 
 Each atom gets an environment-dependent electronegativity ``χ_i`` (eV/e, an MLP of the
-backbone's invariant features), a per-element hardness ``J_Z > 0`` (eV/e²) and a
+backbone's invariant features times ``initial_hardness``, so that order-one network
+outputs give order-one charges), a per-element hardness ``J_Z > 0`` (eV/e²) and a
 per-element Gaussian width ``σ_Z > 0`` (Å), both learnable through softplus. The
 charges minimise
 
@@ -10,8 +11,13 @@ charges minimise
 
 subject to ``Σ_i q_i = Q_total`` of each structure (a Lagrange multiplier; dense or
 conjugate-gradient solve, see ``farfield.models.electrostatics.solvers``), periodic
-images included by Ewald/PME. The head adds ``E_elec`` of the equilibrated charges to
-the energy; forces differentiate through the solve.
+images included by Ewald/PME. The head adds the electrostatic energy of the
+equilibrated charges to the energy, by default (``energy="coulomb"``) their pair
+interaction ``½ Σ' q_i q_j erf(..)/r`` only; ``"electrostatic"`` adds the Gaussian
+self-energies (as 4G-HDNNP) and ``"qeq"`` the whole minimised ``E_Qeq``. (On the toy
+Coulomb system of tests/test_long_range_fit.py "coulomb" fits best: self-energies make
+the energy first-order sensitive to small charge fluctuations.) Forces differentiate
+through the solve.
 
 Reads ``features.node_features``; returns ``energy`` (n_graphs,) eV, ``charges``
 (n_atoms,) e, ``electronegativity`` (n_atoms,) eV/e.
@@ -77,7 +83,7 @@ class CelliHead(nn.Module):
     def forward(
         self, graph: AtomicGraph, features: BackboneOutput, positions: torch.Tensor, cell: torch.Tensor
     ) -> dict[str, torch.Tensor]:
-        chi = self.electronegativity(features.node_features).squeeze(-1)
+        chi = self.electronegativity(features.node_features).squeeze(-1) * self.config.initial_hardness
         widths = self.widths(graph.numbers)
         self_coefficient = COULOMB_CONSTANT * gaussian_self_coefficient(widths)  # eV/e²
         diagonal = self.hardness(graph.numbers) + self_coefficient
@@ -85,7 +91,12 @@ class CelliHead(nn.Module):
         for structure in iter_structures(graph, positions, cell, "celli"):
             a = structure.atoms
             q, coulomb = self._solve(structure, chi[a], diagonal[a], widths[a], graph.total_charge[structure.index])
-            energies.append(coulomb + 0.5 * (self_coefficient[a] * q * q).sum())
+            energy = coulomb
+            if self.config.energy in ("electrostatic", "qeq"):
+                energy = energy + 0.5 * (self_coefficient[a] * q * q).sum()
+            if self.config.energy == "qeq":
+                energy = energy + (chi[a] * q).sum() + 0.5 * (self.hardness(graph.numbers[a]) * q * q).sum()
+            energies.append(energy)
             charges.append(q)
         return {"energy": torch.stack(energies), "charges": torch.cat(charges), "electronegativity": chi}
 
