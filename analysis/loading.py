@@ -85,18 +85,28 @@ def _trial_row(run: mlflow_queries.TrialRun, n_test: int) -> dict:
     return row
 
 
-def _descriptor_cache(params: dict[str, str], workdir: Path) -> Path:
-    workspace = Path(params.get("workspace", ""))
+def _descriptor_cache(workspace: Path, workdir: Path) -> Path:
     cached = workspace / "descriptors"
     return cached if cached.is_dir() else workdir / "descriptors"
 
 
+def _workspace(params: dict[str, str], fallback: str | Path | None) -> Path:
+    """The run's recorded workspace if it exists from here, else ``fallback`` (if given)."""
+    recorded = Path(params.get("workspace", "workspace"))
+    if recorded.is_dir() or fallback is None:
+        return recorded
+    return Path(fallback)
+
+
 def load_experiment(tracking_uri: str, experiment: str, workdir: str | Path, sweep_id: str | None = None,
-                    dataset: str | Path | None = None, with_charges: bool = True) -> AnalysisData:
+                    dataset: str | Path | None = None, with_charges: bool = True,
+                    workspace: str | Path | None = None) -> AnalysisData:
     """Read every finished trial of ``experiment`` (of ``sweep_id`` only, if given).
 
     ``workdir``: where artifacts are downloaded (checkpoints stay there for the MD probe).
     ``dataset``: a store directory to use instead of each run's ``data.dataset``.
+    ``workspace``: used for runs whose recorded workspace does not exist from here (e.g. a
+    relative path recorded elsewhere); the bundled dataset and descriptor cache live there.
     """
     workdir = Path(workdir)
     runs = mlflow_queries.find_trial_runs(tracking_uri, experiment, sweep_id)
@@ -116,14 +126,15 @@ def load_experiment(tracking_uri: str, experiment: str, workdir: str | Path, swe
             data.skipped.append((run.run_id, "no predictions/test_predictions.parquet or split/split.json artifact"))
             continue
         split = Split(**json.loads(split_path.read_text()))
-        context = open_dataset(run.params.get("data.dataset", "bundled"), run.params.get("workspace", "workspace"),
+        run_workspace = _workspace(run.params, workspace)
+        context = open_dataset(run.params.get("data.dataset", "bundled"), run_workspace,
                                run.tags.get("dataset_hash"), dataset)
         data.contexts[run.run_id] = context
         predictions = pd.read_parquet(predictions_path)
         max_structures = int(_number(run.params, "data.max_structures", 0)) or None
         key = (context.content_hash, split.content_hash, max_structures)
         if key not in placements:
-            placements[key] = parent_placement(context, split, run.params, _descriptor_cache(run.params, workdir))
+            placements[key] = parent_placement(context, split, run.params, _descriptor_cache(run_workspace, workdir))
             baselines[key] = baseline_errors(context, split, predictions["structure_id"].tolist(), max_structures)
         table = _structure_table(predictions, context, placements[key], baselines[key])
         row = _trial_row(run, len(table))

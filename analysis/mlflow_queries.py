@@ -18,7 +18,8 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-__all__ = ["TrialRun", "download_artifact", "find_trial_runs", "log_report", "report_target_run"]
+__all__ = ["TrialRun", "artifact_location", "download_artifact", "find_trial_runs", "log_report",
+           "report_target_run", "resolve_sweep_id"]
 
 SUMMARY_TAG = "sweep_summary"
 SWEEP_TAG = "sweep_id"
@@ -88,7 +89,7 @@ def report_target_run(tracking_uri: str, experiment: str, sweep_id: str | None =
 
     With ``sweep_id``: that sweep's summary run (an error if it has none). Without: the
     most recent summary run of the experiment; if the experiment has no sweep (plain
-    ``farfield train`` trials), a run tagged ``farfield_report = "true"`` is created.
+    ``farfield train`` trials), the run tagged ``farfield_report = "true"`` (created once).
     """
     client = MlflowClient(tracking_uri=tracking_uri)
     experiment_id = _experiment_id(client, experiment)
@@ -99,6 +100,10 @@ def report_target_run(tracking_uri: str, experiment: str, sweep_id: str | None =
     if sweep_id:
         raise ValueError(f"sweep {sweep_id!r} of experiment {experiment!r} has no summary run "
                          f"(tag {SUMMARY_TAG} = 'true'); did the sweep finish?")
+    previous = client.search_runs([experiment_id], f"tags.{REPORT_TAG} = 'true'", max_results=1,
+                                  order_by=["attributes.start_time DESC"])
+    if previous:
+        return previous[0].info.run_id, False
     run = client.create_run(experiment_id, run_name="analysis report", tags={REPORT_TAG: "true"})
     client.set_terminated(run.info.run_id, status="FINISHED")
     return run.info.run_id, False
@@ -110,3 +115,23 @@ def log_report(tracking_uri: str, run_id: str, folder: str | Path, artifact_path
     if not folder.is_dir():
         raise FileNotFoundError(f"report folder not found: {folder}")
     MlflowClient(tracking_uri=tracking_uri).log_artifacts(run_id, str(folder), artifact_path)
+
+
+def artifact_location(tracking_uri: str, experiment: str) -> str:
+    """Artifact root of ``experiment`` (``mlflow-artifacts:/…`` means: read through a server)."""
+    client = MlflowClient(tracking_uri=tracking_uri)
+    return client.get_experiment(_experiment_id(client, experiment)).artifact_location
+
+
+def resolve_sweep_id(tracking_uri: str, experiment: str, sweep: str) -> str:
+    """``sweep`` as a sweep id, or the most recent sweep id of the sweep named ``sweep``."""
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiment_id = _experiment_id(client, experiment)
+    for tag in (SWEEP_TAG, "sweep_name"):
+        runs = client.search_runs([experiment_id], f"tags.{tag} = '{sweep}'", max_results=1,
+                                  order_by=["attributes.start_time DESC"])
+        if runs:
+            return runs[0].data.tags[SWEEP_TAG]
+    known = {r.data.tags.get(SWEEP_TAG) for r in client.search_runs([experiment_id], f"tags.{SUMMARY_TAG} = 'true'")}
+    raise ValueError(f"experiment {experiment!r} has no sweep with id or name {sweep!r}; "
+                     f"known sweep ids: {', '.join(sorted(k for k in known if k)) or '(none)'}")

@@ -40,11 +40,13 @@ class ReportOptions:
 
     ``md_trials``: run ids for the MD probe, ``"best"`` (the best trial per model on
     each split), or empty (no probe). ``md_steps``/``md_timestep_fs``/``md_temperature_k``/
-    ``md_structures``: the probe's trajectories (see ``md_probe``).
+    ``md_structures``: the probe's trajectories (see ``md_probe``). ``workspace``: fallback
+    workspace for runs whose recorded one is not found (see ``load_experiment``).
     """
 
     sweep_id: str | None = None
     dataset: str | None = None
+    workspace: str | None = None
     with_charges: bool = True
     log_to_mlflow: bool = True
     md_trials: list[str] | str = field(default_factory=list)
@@ -132,7 +134,7 @@ def make_report(tracking_uri: str, experiment: str, out: str | Path,
     options = options or ReportOptions()
     with tempfile.TemporaryDirectory(prefix="farfield-report-") as workdir:
         data = load_experiment(tracking_uri, experiment, workdir, options.sweep_id, options.dataset,
-                               options.with_charges)
+                               options.with_charges, options.workspace)
         probe = None
         if options.md_trials:
             run_ids = select_probe_trials(data, options.md_trials)

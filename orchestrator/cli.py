@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from farfield.orchestrator.cli_data import data_app
+from farfield.orchestrator.cli_report import report as report_command
 from farfield.orchestrator.cli_split import split_app
 from farfield.orchestrator.cli_sweep import register as register_sweep_commands
 from farfield.orchestrator.config import ConfigError, TrialConfig, load_trial_config
@@ -29,6 +30,7 @@ app = typer.Typer(
 app.add_typer(data_app, name="data")
 app.add_typer(split_app, name="split")
 register_sweep_commands(app)
+app.command(name="report")(report_command)
 console = Console()
 err_console = Console(stderr=True)
 

@@ -1,0 +1,90 @@
+"""``farfield report``: parse, find the tracking server, call ``farfield.analysis.report.make_report``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from farfield.orchestrator.config import ConfigError
+
+console = Console()
+err_console = Console(stderr=True)
+USER_ERRORS = (ConfigError, ValueError, FileNotFoundError, TypeError)
+
+
+def _fail(err: BaseException) -> None:
+    err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
+
+
+def _tracking(workspace: Path, tracking_uri: str | None, experiment: str):
+    """``(uri, server or None)``: the explicit URI, ``MLFLOW_TRACKING_URI``, the workspace's live
+    server, or its SQLite store — through a managed server when the experiment's artifacts
+    are proxied (``mlflow-artifacts:/``, as a sweep's are)."""
+    from farfield.analysis.mlflow_queries import artifact_location
+    from farfield.orchestrator.mlflow_server import ensure_server, running_server
+
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or running_server(workspace)
+    if uri:
+        return uri, None
+    database = workspace / "mlflow.db"
+    if not database.is_file():
+        raise FileNotFoundError(f"{database} not found: pass --workspace where the trials ran, or --tracking-uri")
+    uri = f"sqlite:///{database.resolve().as_posix()}"
+    if artifact_location(uri, experiment).startswith("mlflow-artifacts:"):
+        return ensure_server(workspace)
+    return uri, None
+
+
+def report(
+    experiment: str = typer.Option(..., "--experiment", help="MLflow experiment whose trials to analyse."),
+    out: Path = typer.Option(..., "--out", help="Folder for index.html, report.md, findings.json, tables/, figures/."),
+    workspace: Path = typer.Option(Path("workspace"), help="Workspace of the runs (its MLflow store or server)."),
+    tracking_uri: str | None = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (overrides --workspace)."),
+    sweep: str | None = typer.Option(None, "--sweep", help="Only this sweep's trials (sweep id or sweep name)."),
+    dataset: str | None = typer.Option(None, help="Dataset store to use instead of each run's data.dataset."),
+    md_probe: str | None = typer.Option(None, "--md-probe",
+                                        help="MD stability probe: 'best' (best trial per model and split) or "
+                                             "comma-separated run ids; default: no probe."),
+    md_steps: int = typer.Option(200, help="NVE steps per probe trajectory."),
+    md_timestep: float = typer.Option(0.5, help="MD time step (fs)."),
+    md_temperature: float = typer.Option(300.0, help="Initial temperature of the probe (K)."),
+    md_structures: int = typer.Option(2, help="Held-out MOFs probed per trial."),
+    charges: bool = typer.Option(True, "--charges/--no-charges", help="Recompute per-atom charges of charge heads."),
+    log: bool = typer.Option(True, "--log/--no-log", help="Log the report to the sweep's summary run in MLflow."),
+) -> None:
+    """Write the failure-diagnosis report of an experiment (or one sweep of it).
+
+    Reads every finished trial from MLflow and writes a self-contained HTML page, a Markdown
+    summary, findings with their significance tests, and every table as CSV/JSON; then logs the
+    folder as `report/` artifacts of the sweep's summary run.
+
+    Example:  farfield report --experiment quickstart --workspace workspace --out workspace/report
+    """
+    from farfield.analysis.mlflow_queries import resolve_sweep_id
+    from farfield.analysis.report import ReportOptions, make_report
+
+    server = None
+    try:
+        uri, server = _tracking(workspace, tracking_uri, experiment)
+        sweep_id = resolve_sweep_id(uri, experiment, sweep) if sweep else None
+        probe = md_probe if md_probe in (None, "best") else [r.strip() for r in md_probe.split(",") if r.strip()]
+        options = ReportOptions(sweep_id=sweep_id, dataset=dataset, workspace=str(workspace), with_charges=charges, log_to_mlflow=log,
+                                md_trials=probe or [], md_steps=md_steps, md_timestep_fs=md_timestep,
+                                md_temperature_k=md_temperature, md_structures=md_structures)
+        result, paths, run_id = make_report(uri, experiment, out, options)
+    except USER_ERRORS as err:
+        _fail(err)
+    finally:
+        if server is not None:
+            server.stop()
+    console.print(f"[bold]{len(result.findings)} findings[/] from {len(result.diagnostics.trials)} trials:")
+    for finding in result.findings:
+        console.print(f"  - {finding.text}", highlight=False, soft_wrap=True)
+    console.print(f"report         : {paths['html']}")
+    console.print(f"summary        : {paths['markdown']}")
+    if run_id is not None:
+        console.print(f"logged to MLflow run {run_id} (artifacts report/)")
