@@ -26,6 +26,7 @@ from farfield.data.splits import SIDES, Split, random_split
 from farfield.data.splitting import make_split as make_chemspace_split
 from farfield.data.store import DatasetStore
 from farfield.models.blocks.readout import fit_reference_energies
+from farfield.models.heads.report import head_report
 from farfield.models.registry import build_potential
 from farfield.models.training import (
     METRIC_NAMES,
@@ -201,9 +202,24 @@ def _train_and_log(
                 path = Path(tmp) / "test_predictions.parquet"
                 table.to_parquet(path, index=False)
                 client.log_artifact(run_id, str(path), "predictions")
+                metrics.update(_log_head_predictions(client, run_id, trainer.potential, graphs[side], Path(tmp)))
         checkpoint = save_checkpoint(Path(tmp) / "model.pt", trainer.potential.cpu(), config.model_dump(mode="json"))
         client.log_artifact(run_id, str(checkpoint), "checkpoint")
     client.log_batch(
         run_id, metrics=[mlflow.entities.Metric(k, float(v), now_ms(), 0) for k, v in metrics.items()]
     )
     return TrialResult(run_id, "", "", metrics, fit.best_epoch, len(fit.history))
+
+
+def _log_head_predictions(client: MlflowClient, run_id: str, potential, graphs: list, tmp: Path) -> dict[str, float]:
+    """Learned charges (``charges/<structure_id>.parquet``, one per test structure) and the
+    heads' metrics (``test/q_std``, ``test/lr_energy_share``, per head ``..._<head>``)."""
+    report = head_report(potential, graphs)
+    if report.charges:
+        folder = tmp / "charges"
+        folder.mkdir(exist_ok=True)
+        for structure_id, table in report.charges.items():
+            safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in structure_id)
+            table.to_parquet(folder / f"{safe}.parquet", index=False)
+        client.log_artifacts(run_id, str(folder), "charges")
+    return {f"test/{name}": value for name, value in report.metrics.items()}

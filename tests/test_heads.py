@@ -320,3 +320,63 @@ def test_heads_report_their_predictions(nacl_cell):
     for key in ("energy_celli", "charges_celli", "energy_les", "charges_les", "energy_efa", "charges"):
         assert key in out, key
     torch.testing.assert_close(out["charges"], out["charges_celli"])
+
+
+# --- per-head reporting -------------------------------------------------------------------
+
+
+def _reporting_potential():
+    config = ModelConfig(channels=8, layers=1, cutoff=CUTOFF, long_range=["celli", "les", "d3"], dtype="float64")
+    return build_potential(config, energy_scale=0.5)
+
+
+def test_head_report_tables_and_metrics(nacl_cell, water_dimer):
+    from farfield.models.heads.report import head_report
+
+    nacl, water = nacl_cell.copy(), water_dimer.copy()
+    nacl.info["structure_id"], water.info["structure_id"] = "nacl", "water"
+    graphs = [AtomicGraph.from_atoms(a, CUTOFF) for a in (nacl, water)]
+    potential = _reporting_potential()
+    report = head_report(potential, graphs, batch_size=1)
+    assert set(report.charges) == {"nacl", "water"}
+    assert set(report.charges["nacl"]["head"]) == {"celli", "les"}
+    assert len(report.charges["water"]) == 2 * len(water)
+    assert report.metrics["q_std_celli"] > 0 and report.metrics["q_std_les"] > 0
+    for name in ("celli", "les", "d3"):
+        assert 0 < report.metrics[f"lr_energy_share_{name}"] < 1
+    # LES charges collapsed to zero are visible
+    les = potential.heads["les"].latent_charges
+    with torch.no_grad():
+        les[-1].weight.zero_()
+        les[-1].bias.zero_()
+    collapsed = head_report(potential, graphs)
+    assert collapsed.metrics["q_std_les"] == 0.0 and collapsed.metrics["lr_energy_share_les"] == 0.0
+
+
+class _RecordingClient:
+    """Stands in for ``MlflowClient``: records which files each ``log_artifacts`` call uploads."""
+
+    def __init__(self):
+        self.logged: dict[str, list[str]] = {}
+
+    def log_artifacts(self, run_id, local_dir, artifact_path=None):
+        from pathlib import Path
+
+        self.logged[artifact_path] = sorted(p.name for p in Path(local_dir).iterdir())
+
+
+def test_trial_logs_head_predictions(tmp_path, nacl_cell):
+    import pandas as pd
+
+    from farfield.orchestrator.trial import _log_head_predictions
+
+    client = _RecordingClient()
+    atoms = nacl_cell.copy()
+    atoms.info["structure_id"] = "nacl/rattled 1"
+    graphs = [AtomicGraph.from_atoms(atoms, CUTOFF)]
+    metrics = _log_head_predictions(client, "run", _reporting_potential(), graphs, tmp_path)
+    assert metrics["test/q_std"] == metrics["test/q_std_celli"] > 0
+    assert "test/lr_energy_share" in metrics
+    assert client.logged == {"charges": ["nacl_rattled_1.parquet"]}
+    table = pd.read_parquet(tmp_path / "charges" / "nacl_rattled_1.parquet")
+    assert list(table.columns) == ["atom", "number", "head", "charge", "reference_charge"]
