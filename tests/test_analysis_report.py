@@ -1,0 +1,191 @@
+"""The report on real trial outputs: four tiny trials of a tagged 'sweep' (tests/analysis_runs.py).
+
+Checks that loading gives one row per trial and per test structure (matching the logged
+predictions), that every table has the rows the trial design implies, that distances
+agree with the split file's own statistics, that the baseline matches an independent
+least-squares fit, that a potential whose charges are made to collapse is flagged, that
+the report is written and logged to the sweep's summary run, and the CLI.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+from typer.testing import CliRunner
+
+from tests.analysis_runs import EXPERIMENT, SWEEP_ID, TRIALS, real_report
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def real(tmp_path_factory):
+    return real_report(tmp_path_factory)
+
+
+def _label(spec: dict) -> str:
+    return "painn" if not spec["long_range"] else "painn+" + ",".join(spec["long_range"])
+
+
+def test_one_row_per_trial_and_per_test_structure(real, tmp_path):
+    d = real.report.diagnostics
+    assert sorted(d.trials["run_id"]) == sorted(r.run_id for r in real.results)
+    client = MlflowClient(real.tracking_uri)
+    for result in real.results:
+        logged = pd.read_parquet(client.download_artifacts(result.run_id, "predictions/test_predictions.parquet",
+                                                           str(tmp_path)))
+        mine = d.structures[d.structures["run_id"] == result.run_id].set_index("structure_id")
+        assert sorted(mine.index) == sorted(logged["structure_id"])
+        np.testing.assert_allclose(mine.loc[logged["structure_id"], "e_error_per_atom_mev"],
+                                   logged["e_error_per_atom_mev"])
+        np.testing.assert_allclose(mine.loc[logged["structure_id"], "f_mae_mev"], logged["f_mae_mev"])
+        row = d.trials.set_index("run_id").loc[result.run_id]
+        assert row["test/f_mae"] == pytest.approx(result.metrics["test/f_mae"])
+    required = ["parent_id", "n_atoms", "elements", "metals", "cluster", "nearest_train_distance",
+                "baseline_e_error_per_atom_mev", "baseline_f_mae_mev"]
+    assert d.structures[required].notna().all().all()
+
+
+def test_tables_have_the_rows_the_design_implies(real):
+    d = real.report.diagnostics
+    configs = {(_label(s), s["layers"], s["split"]) for s in TRIALS}
+    assert set(zip(d.summary["model"], d.summary["layers"], d.summary["split"])) == configs
+    # only painn (1 layer) has both a random and a biased split
+    assert list(zip(d.gap["model"], d.gap["layers"], d.gap["split"])) == [("painn", 1, "cluster")]
+    # les is paired with painn on the same cluster split, once per metric
+    assert set(zip(d.pair_summary["model"], d.pair_summary["reference_model"], d.pair_summary["split"])) == {
+        ("painn+les", "painn", "cluster")}
+    assert set(d.pair_summary["metric"]) == {"f_mae_mev", "e_abs_error_mev"}
+    les_tests = d.structures[d.structures["model"] == "painn+les"]["structure_id"]
+    assert d.pair_summary["n"].max() == les_tests.nunique()
+    # depth: short-range random trials at 1 and 2 layers
+    assert sorted(d.depth.loc[d.depth["split"] == "random", "layers"]) == [1, 2]
+    # one distance-slope row per model and metric
+    assert len(d.distance_slopes) == 2 * d.trials["model"].nunique()
+    for kind, table in d.buckets.items():
+        assert len(table), kind
+        assert set(zip(table["model"], table["split"])) == set(zip(d.structures["model"], d.structures["split"]))
+    clusters = d.buckets["cluster"]
+    for (model, split), group in d.structures.groupby(["model", "split"]):
+        shown = clusters[(clusters["model"] == model) & (clusters["split"] == split)]
+        assert set(shown["bucket"]) == {str(c) for c in group["cluster"].unique()}
+    # charges only for the les trial (latent charges of every test atom)
+    les_run = real.results[3].run_id
+    assert set(d.charge_summary["run_id"]) == {les_run}
+    atoms = d.structures.loc[d.structures["run_id"] == les_run, "n_atoms"].sum()
+    assert len(d.charges) == atoms
+
+
+def test_distances_match_the_split_file_statistics(real, tmp_path):
+    client = MlflowClient(real.tracking_uri)
+    cluster_run = real.results[2].run_id
+    split = json.loads(open(client.download_artifacts(cluster_run, "split/split.json", str(tmp_path))).read())
+    recorded = split["statistics"]["nearest_train_distance"]["test"]
+    d = real.report.diagnostics.structures
+    per_parent = d[d["run_id"] == cluster_run].drop_duplicates("parent_id")["nearest_train_distance"]
+    assert sorted(d.loc[d["run_id"] == cluster_run, "parent_id"].unique()) == sorted(split["test"])
+    assert per_parent.min() == pytest.approx(recorded["q0"], rel=1e-5)
+    assert per_parent.median() == pytest.approx(recorded["q50"], rel=1e-5)
+    assert per_parent.max() == pytest.approx(recorded["q100"], rel=1e-5)
+
+
+def test_baseline_matches_an_independent_least_squares_fit(real, tmp_path):
+    from farfield.data.datasets import bundled_store
+
+    index = bundled_store(real.workspace).index
+    run = real.results[0].run_id
+    client = MlflowClient(real.tracking_uri)
+    split = json.loads(open(client.download_artifacts(run, "split/split.json", str(tmp_path))).read())
+    counts = pd.DataFrame([json.loads(c) for c in index["element_counts"]]).fillna(0.0).to_numpy()
+    n_atoms = index["n_atoms"].to_numpy(dtype=float)
+    energy = index["energy_per_atom"].to_numpy() * n_atoms
+    train = index["parent_id"].isin(split["train"]).to_numpy()
+    solution, *_ = np.linalg.lstsq(counts[train] / n_atoms[train, None], energy[train] / n_atoms[train], rcond=None)
+    test = index["parent_id"].isin(split["test"]).to_numpy()
+    expected = 1e3 * (counts[test] @ solution - energy[test]) / n_atoms[test]
+    structures = real.report.diagnostics.structures
+    mine = structures[structures["run_id"] == run].set_index("structure_id")
+    got = mine.loc[index.loc[test, "structure_id"], "baseline_e_error_per_atom_mev"]
+    np.testing.assert_allclose(got, expected, rtol=1e-3, atol=0.1)  # meV/atom; the fit has a tiny ridge
+
+
+def test_collapsed_charges_of_a_real_potential_are_flagged(real):
+    from farfield.analysis.charge_predictions import predict_charges
+    from farfield.analysis.charges import charge_summary
+    from farfield.models.training import load_checkpoint
+
+    client = MlflowClient(real.tracking_uri)
+    les_run = real.results[3].run_id
+    checkpoint = client.download_artifacts(les_run, "checkpoint/model.pt", str(real.workspace / "ckpt"))
+    potential, _ = load_checkpoint(checkpoint)
+    potential = potential.to(torch.float32)
+    from farfield.data.datasets import bundled_store
+
+    tests = real.report.diagnostics.structures
+    ids = tests.loc[tests["run_id"] == les_run, "structure_id"].tolist()
+    frames = bundled_store(real.workspace).read(ids)
+    trained = predict_charges(potential, frames)
+    with torch.no_grad():  # a latent-charge head that outputs zero on every atom: collapsed by construction
+        last = [m for m in potential.heads["les"].latent_charges.modules() if isinstance(m, torch.nn.Linear)][-1]
+        last.weight.zero_()
+        last.bias.fill_(0.001)
+    collapsed = predict_charges(potential, frames)
+    keys = {"run_id": les_run, "model": "painn+les", "split": "cluster", "seed": 0, "layers": 1}
+    table = pd.concat([trained.assign(**keys), collapsed.assign(**{**keys, "run_id": "zeroed"})])
+    summary = charge_summary(table).set_index("run_id")
+    assert bool(summary.loc["zeroed", "collapsed"])
+    assert summary.loc["zeroed", "pred_std"] < 1e-6
+    assert summary.loc[les_run, "ref_std"] > 0.1
+    # the trained head's verdict in the report is the same as recomputed here
+    reported = real.report.diagnostics.charge_summary.set_index("run_id")
+    assert bool(reported.loc[les_run, "collapsed"]) == bool(summary.loc[les_run, "collapsed"])
+    assert reported.loc[les_run, "pred_std"] == pytest.approx(summary.loc[les_run, "pred_std"], rel=1e-5)
+
+
+def test_report_files_findings_and_mlflow_artifacts(real):
+    paths = real.paths
+    html = paths["html"].read_text()
+    assert html.count("<img") == sum(1 for image in real.report.figures.values() if image is not None) >= 6
+    assert "src='data:image/png;base64," in html and "http" not in html.split("<body>")[1].split("source:")[0]
+    for name, table in real.report.diagnostics.tables().items():
+        assert len(pd.read_csv(paths["tables"] / f"{name}.csv")) == len(table), name
+        assert len(json.loads((paths["tables"] / f"{name}.json").read_text())) == len(table), name
+    findings = json.loads(paths["findings"].read_text())
+    assert findings and all(f["text"] and f["test"] for f in findings)
+    kinds = {f["kind"] for f in findings}
+    assert {"best_model", "long_range_helps", "split_gap", "distance_slope", "charge_collapse"} <= kinds
+    assert all(f["significant"] == (f["p_value"] < 0.05) for f in findings if f["p_value"] is not None)
+    assert "## Findings" in paths["markdown"].read_text()
+    probe = real.report.diagnostics.md_probe
+    assert set(probe["model"]) == {"painn", "painn+les"} and (probe["steps_done"] <= 8).all()
+    assert real.logged_run_id == real.summary_run_id
+    listed = {a.path for a in MlflowClient(real.tracking_uri).list_artifacts(real.summary_run_id, "report")}
+    assert {"report/index.html", "report/report.md", "report/findings.json"} <= listed
+
+
+def test_cli_report_writes_a_report_for_a_sweep_by_name(real, tmp_path):
+    from farfield.orchestrator.cli import app
+
+    out = tmp_path / "cli-report"
+    result = CliRunner().invoke(app, ["report", "--experiment", EXPERIMENT, "--workspace", str(real.workspace),
+                                      "--out", str(out), "--sweep", "analysis-test", "--no-charges", "--no-log"])
+    assert result.exit_code == 0, result.output
+    assert (out / "index.html").is_file() and (out / "tables" / "summary.csv").is_file()
+    assert len(pd.read_csv(out / "tables" / "trials.csv")) == len(TRIALS)
+    assert SWEEP_ID in (out / "report.md").read_text()
+
+
+def test_cli_report_errors_name_the_problem(real, tmp_path):
+    from farfield.orchestrator.cli import app
+
+    result = CliRunner().invoke(app, ["report", "--experiment", "nope", "--workspace", str(real.workspace),
+                                      "--out", str(tmp_path / "r")])
+    assert result.exit_code == 1 and "experiment 'nope' not found" in result.output
+    result = CliRunner().invoke(app, ["report", "--experiment", EXPERIMENT, "--workspace", str(real.workspace),
+                                      "--out", str(tmp_path / "r"), "--sweep", "no-such-sweep"])
+    assert result.exit_code == 1 and "no sweep with id or name 'no-such-sweep'" in result.output
