@@ -15,6 +15,7 @@ retries it up to ``sweep.max_failures`` times.
 from __future__ import annotations
 
 import math
+import os
 import tempfile
 from pathlib import Path
 
@@ -99,6 +100,7 @@ def close_open_runs(client: MlflowClient, experiment_id: str, sweep_id: str, tri
 
 def sweep_trainable(suggestion: dict, sweep: dict, meta: dict) -> None:
     """Ray Tune function trainable for one sweep trial (``sweep``: the SweepConfig as JSON data)."""
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     sweep_config = SweepConfig.model_validate(sweep)
     trial_id = tune.get_context().get_trial_id()
     config = sweep_trial_config(sweep_config, suggestion, meta, trial_id)
@@ -117,7 +119,7 @@ def sweep_trainable(suggestion: dict, sweep: dict, meta: dict) -> None:
     try:
         result = run_trial(config, progress=False, reporters=[reporter], tags=tags)
     except NonFiniteLossError as err:
-        tune.report({TRIAL_FAILED: 1, "failure_reason": f"{type(err).__name__}: {err}"[:1000],
+        tune.report({sweep_config.sweep.metric: math.nan, TRIAL_FAILED: 1, "failure_reason": f"{type(err).__name__}: {err}"[:1000],
                      "epoch": len(reporter.rows)})
         return
     final = dict(reporter.rows[result.best_epoch]) if 0 <= result.best_epoch < len(reporter.rows) else {}

@@ -1,0 +1,134 @@
+"""A real (tiny) sweep on an in-process Ray, logged over HTTP to a managed MLflow server.
+
+Two trials of one grid cell; TPE picks the learning rate from two choices, one of which
+(1e12) blows the loss up. The seeded sampler is checked to give one of each, and each
+trial's expected fate follows from the learning rate it actually got.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from farfield.models.training import load_checkpoint
+from farfield.orchestrator.mlflow_server import RECORD, ManagedServer
+from farfield.orchestrator.sweep_config import SweepConfig
+
+pytestmark = pytest.mark.integration
+
+BLOW_UP_LR = 1.0e12
+
+
+def tiny_sweep(workspace: Path, name: str = "tiny", **sweep) -> SweepConfig:
+    """A sweep of small fast trials on the bundled data (used by the other sweep tests too)."""
+    return SweepConfig.model_validate({
+        "name": name,
+        "workspace": str(workspace),
+        "data": {"dataset": "bundled", "max_structures": 24},
+        "split": {"train": 0.6, "val": 0.2, "test": 0.2},
+        "model": {"channels": 8, "layers": 1, "cutoff": 4.0, "n_radial": 4},
+        "training": {"epochs": 2, "batch_size": 8, "ema_decay": None, "lr": 0.003},
+        "tracking": {"experiment": name},
+        "resources": {"num_cpus": 1},
+        "sweep": {"max_concurrent": 2, **sweep},
+    })
+
+
+@pytest.fixture(scope="module")
+def local_ray(isolated_home):
+    import ray
+
+    temp_dir = tempfile.mkdtemp(prefix="ray")
+    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=temp_dir, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def served_workspace(tmp_path_factory):
+    """A workspace whose MLflow server is already running (as `farfield mlflow-server` leaves it)."""
+    workspace = tmp_path_factory.mktemp("ws")
+    with ManagedServer.start(workspace) as server:
+        yield workspace, server
+
+
+@pytest.fixture(scope="module")
+def finished_sweep(local_ray, served_workspace):
+    from farfield.orchestrator.sweep import run_sweep
+
+    workspace, server = served_workspace
+    config = tiny_sweep(workspace, ranges={"training.lr": {"choices": [0.003, BLOW_UP_LR]}}, samples_per_cell=2,
+                        search_seed=0)
+    return config, run_sweep(config, progress_every_s=600)
+
+
+def _trial_runs(result) -> list:
+    client = MlflowClient(result.tracking_uri)
+    runs = client.search_runs([result.experiment_id], f"tags.sweep_id = '{result.sweep_id}'")
+    return [r for r in runs if "tune_trial_id" in r.data.tags]
+
+
+def test_one_tagged_run_per_trial_logged_through_the_server(finished_sweep):
+    config, result = finished_sweep
+    assert result.tracking_uri.startswith("http://127.0.0.1:")
+    runs = _trial_runs(result)
+    assert sorted(r.data.tags["tune_trial_id"] for r in runs) == sorted(result.trials["trial_id"])
+    for run in runs:
+        tags = run.data.tags
+        assert tags["sweep_name"] == "tiny" and tags["backbone"] == "painn" and tags["long_range"] == "none"
+        assert tags["split"] == "random"
+        assert tags["dataset_hash"].startswith("sha256:") and tags["split_hash"].startswith("sha256:")
+        assert run.info.artifact_uri.startswith("mlflow-artifacts:/")  # uploaded through the server
+    hashes = {r.data.tags["split_hash"] for r in runs}
+    assert len(hashes) == 1  # the split was made once, on the driver
+
+
+def test_blown_up_trial_fails_with_reason_and_the_other_finishes(finished_sweep):
+    config, result = finished_sweep
+    runs = _trial_runs(result)
+    lrs = sorted(float(r.data.params["training.lr"]) for r in runs)
+    assert lrs == [0.003, BLOW_UP_LR], "the seeded sampler no longer gives one of each choice"
+    for run in runs:
+        if float(run.data.params["training.lr"]) == BLOW_UP_LR:
+            assert run.info.status == "FAILED"
+            assert "NonFiniteLossError" in run.data.tags["failure_reason"]
+            assert run.data.tags["sweep_outcome"] == "failed"
+        else:
+            assert run.info.status == "FINISHED"
+            assert run.data.metrics["test/f_mae"] > 0
+            assert run.data.tags["sweep_outcome"] == "complete"
+    outcomes = dict(zip(result.trials["trial_id"], result.trials["outcome"]))
+    assert sorted(outcomes.values()) == ["complete", "failed"]
+
+
+def test_summary_run_names_the_best_trial_and_holds_the_table(finished_sweep, tmp_path):
+    config, result = finished_sweep
+    client = MlflowClient(result.tracking_uri)
+    summary = client.get_run(result.summary_run_id)
+    assert summary.data.tags["sweep_summary"] == "true" and summary.info.status == "FINISHED"
+    finished = [r for r in _trial_runs(result) if r.info.status == "FINISHED"]
+    assert summary.data.tags["best_run_id"] == finished[0].info.run_id
+    assert summary.data.metrics["n_complete"] == 1 and summary.data.metrics["n_failed"] == 1
+    table = pd.read_csv(client.download_artifacts(result.summary_run_id, "sweep/trials.csv", str(tmp_path)))
+    assert len(table) == 2 and set(table["mlflow_status"]) == {"FINISHED", "FAILED"}
+    best_val = finished[0].data.metrics["val/f_mae"]
+    assert summary.data.metrics["best_val_f_mae"] == pytest.approx(best_val, rel=1e-6)
+
+
+def test_trials_checkpoint_each_epoch_and_checkpoints_reload(finished_sweep):
+    config, result = finished_sweep
+    checkpoints = sorted(Path(result.experiment_path).glob("*/checkpoint_*/model.pt"))
+    assert checkpoints, "no Tune checkpoints written"
+    potential, trial_config = load_checkpoint(checkpoints[-1])
+    assert trial_config["model"]["channels"] == 8 and sum(p.numel() for p in potential.parameters()) > 0
+
+
+def test_sweep_reuses_the_running_server_of_its_workspace(finished_sweep, served_workspace):
+    config, result = finished_sweep
+    workspace, server = served_workspace
+    assert result.tracking_uri == server.uri
+    assert (workspace / RECORD).exists() and server.process.poll() is None  # left running: not the sweep's
