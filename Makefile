@@ -36,6 +36,7 @@ test-slow: dev-venv
 bench: venv
 	$(BIN)/python benchmarks/train_step.py --out benchmarks/results/train_step.json
 	$(BIN)/python benchmarks/splits.py --out benchmarks/results/splits.json
+	$(BIN)/python benchmarks/heads.py --threads 1 --out benchmarks/results/heads.json
 
 ui: venv
 	$(BIN)/farfield ui --workspace $(WORKSPACE)

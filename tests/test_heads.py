@@ -227,17 +227,19 @@ def test_d3_matches_dftd3(nacl_cell, water_dimer):
     from dftd3.interface import DispersionModel, RationalDampingParam
 
     bohr, hartree = 0.529177210903, 27.211386245988
+    cutoffs = {"cutoff": 12.0, "three_body_cutoff": 8.0, "coordination_cutoff": 8.0}
     for atoms in (nacl_cell, water_dimer):
         periodic = bool(atoms.pbc.all())
         for three_body in (False, True):
             graph = _graph(atoms)
             positions = graph.positions.clone().requires_grad_(True)
-            energy = D3Head(config=D3Config(three_body=three_body))(graph, None, positions, graph.cell)["energy"]
+            energy = D3Head(config=D3Config(three_body=three_body, **cutoffs))(graph, None, positions, graph.cell)["energy"]
             (grad,) = torch.autograd.grad(energy.sum(), positions)
             model = DispersionModel(
                 atoms.numbers, atoms.positions / bohr, atoms.cell.array / bohr if periodic else None,
                 np.array([True] * 3) if periodic else None,
             )
+            model.set_realspace_cutoff(12.0 / bohr, 8.0 / bohr, 8.0 / bohr)
             ref = model.get_dispersion(RationalDampingParam(method="pbe", atm=three_body), grad=True)
             assert float(energy.detach()) == pytest.approx(ref["energy"] * hartree, rel=1e-12)
             np.testing.assert_allclose(grad.numpy(), ref["gradient"] * hartree / bohr, rtol=1e-10, atol=1e-12)

@@ -1,0 +1,127 @@
+"""Cost of the long-range heads and of the electrostatics core → JSON.
+
+Measures on supercells of the smallest bundled MOF (13 atoms; ~100, ~300, ~1000,
+~5000 atoms):
+  * per head: time of one energy + forces evaluation of PaiNN + head, and its overhead
+    relative to PaiNN alone (``overhead = t_head / t_backbone − 1``);
+  * CELLI dense vs conjugate-gradient solver (same model), to find the crossover;
+  * Ewald (k-sum) vs PME energy + forces of random charges at relative accuracy 1e-6
+    (parameters from ``tune``), to find the crossover (``PME_MIN_ATOMS``).
+Medians of ``--repeats`` runs after one warm-up; never asserts on timings.
+
+    python benchmarks/heads.py --out benchmarks/results/heads.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import ase.io
+import numpy as np
+import torch
+
+from farfield.models import AtomicGraph, ModelConfig, build_potential
+from farfield.models.electrostatics import energy_and_forces, tune
+
+FIXTURE = Path(__file__).resolve().parents[1] / "tests" / "data" / "mof_small.extxyz"
+REPEATS = {"~100": (2, 2, 2), "~300": (2, 3, 4), "~1000": (4, 4, 5), "~5000": (8, 8, 6)}
+HEADS = ("celli", "les", "efa", "d3")
+
+
+def _timed(fn, repeats: int, device) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _potential_time(graph, long_range, heads, device, dtype, repeats) -> float:
+    torch.manual_seed(0)
+    config = ModelConfig(long_range=long_range, heads=heads, dtype=dtype)
+    potential = build_potential(config).to(device)
+    batch = graph.to(device, next(potential.parameters()).dtype)
+    return _timed(lambda: potential(batch, compute_forces=True), repeats, device)
+
+
+def bench_heads(atoms, device, dtype: str, repeats: int, max_dense: int) -> dict:
+    graph = AtomicGraph.from_atoms(atoms, ModelConfig().cutoff)
+    row = {"n_atoms": len(atoms)}
+    base = _potential_time(graph, [], {}, device, dtype, repeats)
+    row["backbone_s"] = base
+    for head in HEADS:
+        try:
+            t = _potential_time(graph, [head], {}, device, dtype, repeats)
+            row[f"{head}_s"], row[f"{head}_overhead"] = t, t / base - 1
+        except (RuntimeError, MemoryError) as err:  # e.g. out of memory at the largest size
+            row[f"{head}_error"] = f"{type(err).__name__}: {str(err)[:200]}"
+    for solver in ("dense", "cg"):
+        if solver == "dense" and len(atoms) > max_dense:
+            row["celli_dense_s"] = None
+            continue
+        row[f"celli_{solver}_s"] = _potential_time(
+            graph, ["celli"], {"celli": {"solver": solver, "method": "ewald"}}, device, dtype, repeats
+        )
+    return row
+
+
+def bench_ewald_pme(atoms, device, repeats: int, accuracy: float) -> dict:
+    rng = np.random.default_rng(0)
+    charges = rng.normal(size=len(atoms))
+    charges -= charges.mean()
+    positions = torch.tensor(atoms.positions, device=device)
+    cell = torch.tensor(atoms.cell.array, device=device)
+    q = torch.tensor(charges, device=device)
+    row = {"n_atoms": len(atoms), "accuracy": accuracy}
+    for method in ("ewald", "pme"):
+        params = tune(cell, len(atoms), accuracy, method)
+        row[f"{method}_s"] = _timed(lambda: energy_and_forces(positions, cell, q, None, params, method), repeats, device)
+        row[f"{method}_parameters"] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in params.__dict__.items()}
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/heads.json"))
+    parser.add_argument("--sizes", nargs="*", default=list(REPEATS), choices=list(REPEATS))
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    parser.add_argument("--max-dense", type=int, default=1500, help="largest structure for the dense CELLI solve")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.set_default_dtype(torch.float64)
+    cell = ase.io.read(FIXTURE)
+    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    results = {
+        "benchmark": "heads", "torch": torch.__version__, "platform": platform.platform(),
+        "cpu_threads": torch.get_num_threads(), "model_dtype": args.dtype, "structure": FIXTURE.name, "runs": [],
+    }
+    for device in devices:
+        for size in args.sizes:
+            atoms = cell.repeat(REPEATS[size])
+            print(f"[{device}] {size}: {len(atoms)} atoms", flush=True)
+            run = {"device": str(device), "size": size}
+            run["heads"] = bench_heads(atoms, device, args.dtype, args.repeats, args.max_dense)
+            run["ewald_vs_pme"] = bench_ewald_pme(atoms, device, args.repeats, 1e-6)
+            print(json.dumps(run), flush=True)
+            results["runs"].append(run)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
