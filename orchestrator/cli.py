@@ -100,25 +100,20 @@ def train(
 def quickstart(
     workspace: Path = typer.Option(Path("workspace"), help="Folder for the dataset store, splits and MLflow."),
     epochs: int | None = typer.Option(None, help="Override the number of training epochs."),
+    single_trial: bool = typer.Option(False, "--single-trial", help="Train only the quickstart trial, no sweep."),
 ) -> None:
-    """Run the main job on the embedded default: local Ray, local MLflow, bundled MOF data.
+    """Run the main job on the embedded default: local Ray, a local MLflow server, bundled MOF data.
 
-    Trains the quickstart trial (PaiNN on real CoRE MOF structures with GFN1-xTB labels,
-    random split) and prints the metrics, where they are, and how to open the MLflow UI.
+    A small real sweep (configs/sweep-quickstart.yaml): two backbones x with/without a
+    long-range head x a random and a biased split on real CoRE MOF structures with
+    GFN1-xTB labels; prints the trials, the best one, and how to open the MLflow UI.
+    --single-trial trains configs/quickstart-trial.yaml instead.
 
     Example:  farfield quickstart --workspace workspace
     """
-    from farfield.orchestrator.launch import run_trial_on_ray
-    from farfield.orchestrator.quickstart import quickstart_config
+    from farfield.orchestrator.cli_sweep import run_quickstart
 
-    try:
-        config = quickstart_config(workspace)
-        if epochs is not None:
-            config.training.epochs = epochs
-        result = run_trial_on_ray(config)
-    except USER_ERRORS as err:
-        _fail(err)
-    print_result(config, result)
+    run_quickstart(workspace, epochs, single_trial)
 
 
 @app.command()

@@ -145,6 +145,32 @@ def mlflow_server(
         raise typer.Exit(server.process.returncode)
 
 
+def run_quickstart(workspace: Path, epochs: int | None, single_trial: bool) -> None:
+    """``farfield quickstart``: the quickstart sweep (a fresh name each run), or the single trial."""
+    from datetime import datetime
+
+    from farfield.orchestrator.cli import print_result
+    from farfield.orchestrator.launch import run_trial_on_ray
+    from farfield.orchestrator.quickstart import quickstart_config, quickstart_sweep_config
+    from farfield.orchestrator.sweep import run_sweep
+
+    try:
+        if single_trial:
+            config = quickstart_config(workspace)
+            if epochs is not None:
+                config.training.epochs = epochs
+            print_result(config, run_trial_on_ray(config))
+            return
+        config = quickstart_sweep_config(workspace)
+        config.name = f"{config.name}-{datetime.now():%Y%m%d-%H%M%S}"
+        if epochs is not None:
+            config.training.epochs = epochs
+        result = run_sweep(config)
+    except USER_ERRORS as err:
+        _fail(err)
+    print_sweep(result, config)
+
+
 def register(app: typer.Typer) -> None:
     """Add ``sweep`` and ``mlflow-server`` to the ``farfield`` app."""
     app.command()(sweep)

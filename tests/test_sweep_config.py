@@ -134,3 +134,13 @@ def test_example_sweep_configs_validate_and_their_trials_too():
         assert isinstance(config, SweepConfig)
         assert isinstance(config.base_trial(), TrialConfig)
     assert load_trial_config(REPO / "configs" / "quickstart-trial.yaml").name == "quickstart-painn-random"
+
+
+def test_quickstart_sweep_yaml_equals_builtin_and_crosses_a_random_and_a_biased_split():
+    from farfield.orchestrator.quickstart import quickstart_sweep_config
+
+    from_file = load_sweep_config(REPO / "configs" / "sweep-quickstart.yaml")
+    assert from_file == quickstart_sweep_config("workspace")
+    grid = from_file.sweep.grid
+    assert len(grid.backbone) >= 2 and [] in grid.long_range and len(grid.long_range) >= 2
+    assert "random" in grid.split and any(s != "random" for s in grid.split)
