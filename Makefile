@@ -20,9 +20,10 @@ venv: $(BIN)/python
 dev-venv: $(BIN)/python
 	$(BIN)/pip install --quiet -e ".[dev]"
 
-## make quickstart: the main job on the embedded default (local Ray, local MLflow, bundled MOFs)
+## make quickstart: the main job on the embedded default (local Ray, local MLflow, bundled MOFs), then its report
 quickstart: venv
 	$(BIN)/farfield quickstart --workspace $(WORKSPACE)
+	$(BIN)/farfield report --experiment quickstart --workspace $(WORKSPACE) --out $(WORKSPACE)/report
 
 ## make test: the default suite (slow tests excluded)
 test: dev-venv
