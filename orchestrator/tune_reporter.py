@@ -105,6 +105,12 @@ def sweep_trainable(suggestion: dict, sweep: dict, meta: dict) -> None:
     trial_id = tune.get_context().get_trial_id()
     config = sweep_trial_config(sweep_config, suggestion, meta, trial_id)
     client = MlflowClient(tracking_uri=meta["tracking_uri"])
+    finished = _finished_run(client, meta, trial_id)
+    if finished is not None:  # finished before the driver was lost: report it again, never re-train
+        tune.report(_final_report(finished.data.metrics, finished.info.run_id,
+                                  int(finished.data.metrics.get("epochs_run", 0)),
+                                  int(finished.data.metrics.get("best_epoch", -1)), {}))
+        return
     close_open_runs(client, meta["experiment_id"], meta["sweep_id"], trial_id, "KILLED",
                     "attempt interrupted (process, node or driver lost); the trial was restarted")
     tags = {
@@ -122,10 +128,24 @@ def sweep_trainable(suggestion: dict, sweep: dict, meta: dict) -> None:
         tune.report({sweep_config.sweep.metric: math.nan, TRIAL_FAILED: 1, "failure_reason": f"{type(err).__name__}: {err}"[:1000],
                      "epoch": len(reporter.rows)})
         return
-    final = dict(reporter.rows[result.best_epoch]) if 0 <= result.best_epoch < len(reporter.rows) else {}
-    for key, value in result.metrics.items():
+    best_row = reporter.rows[result.best_epoch] if 0 <= result.best_epoch < len(reporter.rows) else {}
+    tune.report(_final_report(result.metrics, result.run_id, result.epochs_run, result.best_epoch, best_row))
+
+
+def _finished_run(client: MlflowClient, meta: dict, trial_id: str):
+    runs = client.search_runs(
+        [meta["experiment_id"]],
+        f"tags.sweep_id = '{meta['sweep_id']}' and tags.tune_trial_id = '{trial_id}' and "
+        "attributes.status = 'FINISHED'",
+    )
+    return runs[0] if runs else None
+
+
+def _final_report(metrics: dict, run_id: str, epochs_run: int, best_epoch: int, best_row: dict) -> dict:
+    """The last Tune result: the best epoch's row, then final ``{side}/{metric}`` as ``{side}_{metric}``."""
+    final = dict(best_row)
+    for key, value in metrics.items():
         if "/" in key and math.isfinite(value):
             final[key.replace("/", "_")] = value
-    final.update({TRIAL_COMPLETE: 1, "epoch": result.epochs_run, "best_epoch": result.best_epoch,
-                  "mlflow_run_id": result.run_id})
-    tune.report(final)
+    final.update({TRIAL_COMPLETE: 1, "epoch": epochs_run, "best_epoch": best_epoch, "mlflow_run_id": run_id})
+    return final
