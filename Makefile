@@ -38,6 +38,7 @@ bench: venv
 	$(BIN)/python benchmarks/train_step.py --out benchmarks/results/train_step.json
 	$(BIN)/python benchmarks/splits.py --out benchmarks/results/splits.json
 	$(BIN)/python benchmarks/heads.py --threads 1 --out benchmarks/results/heads.json
+	$(BIN)/python benchmarks/orchestration.py --out benchmarks/results/orchestration.json
 
 ui: venv
 	$(BIN)/farfield ui --workspace $(WORKSPACE)
