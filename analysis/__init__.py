@@ -1,0 +1,14 @@
+"""OOD diagnostics of farfield experiments: MLflow runs → tidy tables → diagnostics → report.
+
+    mlflow_queries   the only module that talks to MLflow (find runs, fetch artifacts, log)
+    loading          tidy tables: trials, test structures, per-atom charges
+    dataset_context / placement / baseline / charge_predictions   what loading adds to a run
+    stats            CIs, slopes, paired / one-sample / Welch tests, BH correction
+    summary / distance / buckets / charges / depth / pairing     the diagnostics
+    diagnostics      all of them at once; findings: plain-language statements with tests
+    plots / render / report   figures, HTML + Markdown, the report folder (``farfield report``)
+    md_probe         NVE stability probe through the ASE calculator
+
+Only ``mlflow_queries`` (and the modules that load runs through it: ``loading``,
+``report``) import MLflow; see docs/analysis.md.
+"""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -10,11 +11,13 @@ from farfield.analysis.buckets import BUCKETS, bucket_table
 from farfield.analysis.charges import charge_by_element, charge_summary
 from farfield.analysis.depth import depth_slopes, depth_table
 from farfield.analysis.distance import distance_curves, distance_slopes
-from farfield.analysis.loading import AnalysisData
 from farfield.analysis.pairing import help_by_bucket, paired_differences, paired_summary
 from farfield.analysis.summary import split_gap, summary_table, with_skill
 
 __all__ = ["Diagnostics", "compute_diagnostics"]
+
+if TYPE_CHECKING:
+    from farfield.analysis.loading import AnalysisData
 
 
 @dataclass

@@ -19,6 +19,7 @@ stops early with ``status = "exploded"``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -27,9 +28,10 @@ from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
 from ase.md.verlet import VelocityVerlet
 from ase.neighborlist import natural_cutoffs, neighbor_list
 
-from farfield.analysis.loading import AnalysisData
-
 __all__ = ["ProbeSettings", "bonds_intact", "probe_structure", "probe_trials", "select_probe_trials"]
+
+if TYPE_CHECKING:
+    from farfield.analysis.loading import AnalysisData
 
 
 @dataclass

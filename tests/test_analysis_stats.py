@@ -168,3 +168,17 @@ def test_summary_gap_and_depth_on_known_numbers():
     assert list(table["layers"]) == [1, 2, 3, 4] and list(table["gap"]) == [3.0, 6.0, 9.0, 12.0]
     slope = depth_slopes(depth).iloc[0]
     assert slope["gap_slope"] == pytest.approx(3.0) and slope["test_slope"] == pytest.approx(2.0)
+
+
+def test_diagnostic_modules_do_not_import_mlflow():
+    """Only mlflow_queries (and loading/report through it) talk to MLflow (docs/analysis.md)."""
+    import subprocess
+    import sys
+
+    modules = ["stats", "summary", "distance", "buckets", "charges", "depth", "pairing", "diagnostics", "findings",
+               "plots", "render", "md_probe", "placement", "baseline", "charge_predictions", "dataset_context"]
+    code = ("import sys; " + "; ".join(f"import farfield.analysis.{m}" for m in modules) +
+            "; print([m for m in ('mlflow', 'ray') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
