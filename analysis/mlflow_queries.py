@@ -124,9 +124,16 @@ def artifact_location(tracking_uri: str, experiment: str) -> str:
 
 
 def resolve_sweep_id(tracking_uri: str, experiment: str, sweep: str) -> str:
-    """``sweep`` as a sweep id, or the most recent sweep id of the sweep named ``sweep``."""
+    """``sweep`` as a sweep id, or the most recent sweep id of the sweep named ``sweep``;
+    ``"latest"``: the sweep of the experiment's most recent summary run."""
     client = MlflowClient(tracking_uri=tracking_uri)
     experiment_id = _experiment_id(client, experiment)
+    if sweep == "latest":
+        runs = client.search_runs([experiment_id], f"tags.{SUMMARY_TAG} = 'true'", max_results=1,
+                                  order_by=["attributes.start_time DESC"])
+        if not runs:
+            raise ValueError(f"--sweep latest: experiment {experiment!r} has no sweep summary run")
+        return runs[0].data.tags[SWEEP_TAG]
     for tag in (SWEEP_TAG, "sweep_name"):
         runs = client.search_runs([experiment_id], f"tags.{tag} = '{sweep}'", max_results=1,
                                   order_by=["attributes.start_time DESC"])

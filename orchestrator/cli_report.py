@@ -44,7 +44,7 @@ def report(
     out: Path = typer.Option(..., "--out", help="Folder for index.html, report.md, findings.json, tables/, figures/."),
     workspace: Path = typer.Option(Path("workspace"), help="Workspace of the runs (its MLflow store or server)."),
     tracking_uri: str | None = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (overrides --workspace)."),
-    sweep: str | None = typer.Option(None, "--sweep", help="Only this sweep's trials (sweep id or sweep name)."),
+    sweep: str | None = typer.Option(None, "--sweep", help="Only this sweep's trials: sweep id, sweep name, or 'latest'."),
     dataset: str | None = typer.Option(None, help="Dataset store to use instead of each run's data.dataset."),
     md_probe: str | None = typer.Option(None, "--md-probe",
                                         help="MD stability probe: 'best' (best trial per model and split) or "
@@ -62,7 +62,8 @@ def report(
     summary, findings with their significance tests, and every table as CSV/JSON; then logs the
     folder as `report/` artifacts of the sweep's summary run.
 
-    Example:  farfield report --experiment quickstart --workspace workspace --out workspace/report
+    Examples: farfield report --experiment quickstart-sweep --sweep latest --out workspace/report
+              farfield report --experiment quickstart --workspace workspace --out report --md-probe best
     """
     from farfield.analysis.mlflow_queries import resolve_sweep_id
     from farfield.analysis.report import ReportOptions, make_report

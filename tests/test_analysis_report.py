@@ -189,3 +189,10 @@ def test_cli_report_errors_name_the_problem(real, tmp_path):
     result = CliRunner().invoke(app, ["report", "--experiment", EXPERIMENT, "--workspace", str(real.workspace),
                                       "--out", str(tmp_path / "r"), "--sweep", "no-such-sweep"])
     assert result.exit_code == 1 and "no sweep with id or name 'no-such-sweep'" in result.output
+
+
+def test_latest_sweep_resolves_to_the_summary_runs_sweep(real):
+    from farfield.analysis.mlflow_queries import resolve_sweep_id
+
+    assert resolve_sweep_id(real.tracking_uri, EXPERIMENT, "latest") == SWEEP_ID
+    assert resolve_sweep_id(real.tracking_uri, EXPERIMENT, SWEEP_ID) == SWEEP_ID
