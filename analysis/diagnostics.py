@@ -50,6 +50,9 @@ class Diagnostics:
                  "long_range_paired": self.pair_summary, "long_range_by_cluster": self.help_by_cluster}
         named.update({f"by_{kind}": table for kind, table in self.buckets.items()})
         if not self.md_probe.empty:
+            from farfield.analysis.md_probe import probe_summary
+
+            named["md_probe_summary"] = probe_summary(self.md_probe)
             named["md_probe"] = self.md_probe
         return named
 

@@ -11,7 +11,8 @@ made a test impossible (said in the text, never hidden). Rules, in report order:
 5. charge collapse (variance-ratio F-test against the reference spread);
 6. depth: the train→test gap per extra layer of short-range models;
 7. models no better than the reference-energy baseline;
-8. clusters with a significant systematic energy bias.
+8. clusters with a significant systematic energy bias;
+9. MD stability per scheme (descriptive, no test: a handful of trajectories).
 """
 
 from __future__ import annotations
@@ -215,8 +216,26 @@ def _biased_clusters(d: Diagnostics) -> list[Finding]:
     return findings
 
 
+def _md_probe(d: Diagnostics) -> list[Finding]:
+    if d.md_probe.empty:
+        return []
+    from farfield.analysis.md_probe import probe_summary
+
+    findings = []
+    for _, row in probe_summary(d.md_probe).iterrows():
+        findings.append(Finding(
+            "md_stability",
+            f"In short NVE runs on held-out MOFs, {row['model']} (probed trials of the {row['split']} split) kept "
+            f"{100 * row['fraction_intact']:.0f} % of {int(row['n_trajectories'])} structures intact "
+            f"({100 * row['fraction_exploded']:.0f} % exploded); median |energy drift| "
+            f"{row['median_abs_drift_mev_per_atom_ps']:.3g} meV/atom/ps. Descriptive: too few trajectories for a test.",
+            {k: row[k] for k in ("model", "split", "n_trajectories", "fraction_intact", "fraction_exploded",
+                                 "median_abs_drift_mev_per_atom_ps")}, "none (descriptive)"))
+    return findings
+
+
 RULES = (_best_per_split, _long_range_helps, _split_gap, _distance_slopes, _charge_collapse, _depth, _baseline,
-         _biased_clusters)
+         _biased_clusters, _md_probe)
 
 
 def derive_findings(diagnostics: Diagnostics) -> list[Finding]:

@@ -28,7 +28,7 @@ from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
 from ase.md.verlet import VelocityVerlet
 from ase.neighborlist import natural_cutoffs, neighbor_list
 
-__all__ = ["ProbeSettings", "bonds_intact", "probe_structure", "probe_trials", "select_probe_trials"]
+__all__ = ["ProbeSettings", "bonds_intact", "probe_structure", "probe_summary", "probe_trials", "select_probe_trials"]
 
 if TYPE_CHECKING:
     from farfield.analysis.loading import AnalysisData
@@ -141,3 +141,22 @@ def probe_trials(data: AnalysisData, run_ids: list[str], settings: ProbeSettings
             rows.append({"run_id": run_id, "model": trial["model"], "split": trial["split"],
                          "layers": trial["layers"], **row})
     return pd.DataFrame(rows)
+
+
+def probe_summary(probe: pd.DataFrame) -> pd.DataFrame:
+    """Per scheme (model, split): trajectories, fraction intact and exploded, median |drift|
+    (meV/atom/ps) over the trajectories that ran to the end."""
+    columns = ["model", "split", "n_trajectories", "fraction_intact", "fraction_exploded",
+               "median_abs_drift_mev_per_atom_ps", "max_deviation_mev_per_atom"]
+    if probe.empty:
+        return pd.DataFrame(columns=columns)
+    rows = []
+    for (model, split), group in probe.groupby(["model", "split"], sort=True):
+        finished = group[group["status"] == "ok"]
+        rows.append({"model": model, "split": split, "n_trajectories": len(group),
+                     "fraction_intact": float(group["intact"].mean()),
+                     "fraction_exploded": float((group["status"] == "exploded").mean()),
+                     "median_abs_drift_mev_per_atom_ps": float(finished["drift_mev_per_atom_ps"].abs().median())
+                     if len(finished) else float("nan"),
+                     "max_deviation_mev_per_atom": float(group["max_deviation_mev_per_atom"].max())})
+    return pd.DataFrame(rows, columns=columns)

@@ -40,7 +40,8 @@ SECTIONS = (
     ("Where long-range helps", "long_range", [("long_range_paired", "paired per-structure differences", None, 60),
                                               ("long_range_by_cluster", "per cluster", None, 60)],
      "Difference = long-range − short-range twin error on the same structure; negative = long-range helps."),
-    ("MD stability probe", "md_probe", [("md_probe", "short NVE trajectories on held-out MOFs", None, 60)],
+    ("MD stability probe", "md_probe", [("md_probe_summary", "per scheme", None, 60),
+                                        ("md_probe", "short NVE trajectories on held-out MOFs", None, 60)],
      "Energy drift of the total energy (meV/atom/ps) and whether every bond of the start survived."),
 )
 

@@ -163,6 +163,7 @@ def test_report_files_findings_and_mlflow_artifacts(real):
     assert "## Findings" in paths["markdown"].read_text()
     probe = real.report.diagnostics.md_probe
     assert set(probe["model"]) == {"painn", "painn+les"} and (probe["steps_done"] <= 8).all()
+    assert "md_stability" in kinds and "md_probe_summary" in real.report.diagnostics.tables()
     assert real.logged_run_id == real.summary_run_id
     listed = {a.path for a in MlflowClient(real.tracking_uri).list_artifacts(real.summary_run_id, "report")}
     assert {"report/index.html", "report/report.md", "report/findings.json"} <= listed
