@@ -224,3 +224,18 @@ def test_cli_make_and_report(workspace, tmp_path):
     bad = runner.invoke(app, ["split", "make", "--workspace", str(workspace), "--strategy", "element",
                               "--workers", "0"])
     assert bad.exit_code == 1 and "needs split.element" in bad.output
+
+
+def test_tiny_dataset_splits_without_clusters_but_cluster_strategy_says_why():
+    from farfield.data.chemspace import ChemicalSpace
+
+    rng = np.random.default_rng(0)
+    n = 4
+    space = ChemicalSpace(np.array([f"p{i}" for i in range(n)]), np.arange(n) + 10.0, np.ones(n, dtype=int),
+                          [("H", "C")] * n, rng.normal(size=(n, 3)), rng.normal(size=(n, 2)), ["a", "b"], 0.5)
+    fractions = {"train": 0.5, "val": 0.25, "test": 0.25}
+    outcome = split_parents(space, SplitConfig(strategy="max_separation", **fractions), "sha256:toy")
+    assert outcome.split.parameters["clustering"]["hdbscan"] == "skipped"
+    assert len(outcome.split.test) == 1 and len(outcome.split.train) == 2
+    with pytest.raises(ValueError, match="cannot cluster 4 parents with min_cluster_size=5"):
+        split_parents(space, SplitConfig(strategy="cluster", **fractions), "sha256:toy")

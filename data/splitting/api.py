@@ -21,6 +21,7 @@ from farfield.data.chemspace import (
     DescriptorSettings,
     chemical_space,
     cluster_parents,
+    embed,
     store_descriptors,
 )
 from farfield.data.config import SplitConfig
@@ -108,15 +109,22 @@ def _parent_set(space: ChemicalSpace, clustering: Clustering | None) -> ParentSe
 
 def _clustering(space: ChemicalSpace, config: SplitConfig) -> Clustering:
     """HDBSCAN clusters; for strategies other than ``cluster`` (clusters only colour the
-    report) an all-noise result falls back to ``noise="singleton"`` instead of failing."""
+    report) an all-noise result falls back to ``noise="singleton"``, and fewer parents than
+    ``min_cluster_size`` to one cluster per parent, instead of failing."""
     try:
         return cluster_parents(space, config.min_cluster_size, config.min_samples, config.pca_components,
                                config.noise, config.cluster_selection)
     except ValueError:
         if config.strategy == "cluster":
             raise
+    if len(space) >= config.min_cluster_size:
         return cluster_parents(space, config.min_cluster_size, config.min_samples, config.pca_components,
                                "singleton", config.cluster_selection)
+    n = len(space)  # too few parents for HDBSCAN: every parent its own cluster
+    embedding = embed(space, 2)
+    embedding = np.hstack([embedding, np.zeros((n, 2 - embedding.shape[1]))]) if embedding.shape[1] < 2 else embedding
+    return Clustering(np.arange(n), np.full(n, -1), np.ones(n, dtype=bool), embedding,
+                      {"min_cluster_size": config.min_cluster_size, "noise": "singleton", "hdbscan": "skipped"})
 
 
 def split_parents(space: ChemicalSpace, config: SplitConfig, dataset_hash: str,
