@@ -1,0 +1,72 @@
+"""`farfield sweep` / `mlflow-server` command lines, ASHA's budget, and the progress line (no Ray started)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from farfield.orchestrator.cli import app
+from farfield.orchestrator.grid_search import TRIAL_COMPLETE, TRIAL_FAILED
+from farfield.orchestrator.sweep import _scheduler, resumable_config
+from farfield.orchestrator.sweep_config import SweepConfig
+from farfield.orchestrator.sweep_progress import SweepProgress, trial_outcome
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_sweep_needs_a_config_or_resume():
+    result = CliRunner().invoke(app, ["sweep"])
+    assert result.exit_code == 1 and "--resume NAME" in result.output and "Traceback" not in result.output
+
+
+def test_sweep_with_a_misspelled_key_is_one_clear_error(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("sweep:\n  grid:\n    backbone: [painn]\n  metirc: val_loss\n")
+    result = CliRunner().invoke(app, ["sweep", str(path)])
+    assert result.exit_code == 1 and "did you mean 'metric'" in result.output
+
+
+def test_resume_of_an_unknown_sweep_says_where_it_looked(tmp_path):
+    result = CliRunner().invoke(app, ["sweep", "--resume", "nope", "--workspace", str(tmp_path)])
+    assert result.exit_code == 1 and "no sweep 'nope' to resume" in result.output
+    assert str(tmp_path / "sweeps" / "nope") in result.output.replace("\n", "")
+
+
+def test_resume_reads_the_config_stored_with_the_sweep(tmp_path):
+    import json
+
+    config = SweepConfig.model_validate({"name": "stored", "workspace": str(tmp_path), "model": {"channels": 12},
+                                         "sweep": {"grid": {"seed": [0, 1]}}})
+    folder = tmp_path / "sweeps" / "stored"
+    folder.mkdir(parents=True)
+    (folder / "farfield_sweep.json").write_text(json.dumps({"sweep_id": "x", "config": config.model_dump(mode="json")}))
+    assert resumable_config("stored", overrides={"workspace": str(tmp_path)}) == config
+
+
+def test_asha_budget_leaves_room_for_the_final_report():
+    config = SweepConfig.model_validate({"training": {"epochs": 7},
+                                         "sweep": {"scheduler": {"kind": "asha", "grace_period": 2}}})
+    scheduler = _scheduler(config)
+    assert scheduler._max_t == 8 and scheduler._time_attr == "training_iteration"
+    assert _scheduler(SweepConfig.model_validate({"sweep": {}})) is None
+
+
+def test_outcomes_and_progress_line():
+    assert trial_outcome({TRIAL_COMPLETE: 1}) == "complete"
+    assert trial_outcome({TRIAL_FAILED: 1}) == "failed"
+    assert trial_outcome({"epoch": 2}) == "pruned"
+    assert trial_outcome({}, errored=True) == "errored"
+    progress = SweepProgress("sw-1", total=8, metric="val_f_mae", mode="min")
+    progress.outcomes = {"a": "complete", "b": "pruned"}
+    progress.durations = [100.0, 60.0]
+    progress.best = (12.5, "a")
+    line = progress.status_line(running=2)
+    assert "2/8 trials done" in line and "1 complete" in line and "1 pruned" in line and "2 running" in line
+    assert "best val_f_mae 12.5 (a)" in line
+    assert progress.eta_s(running=2) == 6 * 80.0 / 2 and "ETA 4m00s" in line
+
+
+def test_mlflow_server_and_sweep_commands_are_registered():
+    result = CliRunner().invoke(app, ["--help"])
+    assert "sweep" in result.output and "mlflow-server" in result.output
