@@ -66,10 +66,18 @@ def experiment_path(config: SweepConfig) -> str:
 
 
 def _resolve_tracking(config: SweepConfig) -> tuple[str, ManagedServer | None]:
-    if config.tracking.uri:
-        return config.tracking.uri, None
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"], None
+    """The sweep's tracking URI (a server), and the server if this call started it."""
+    for source, uri in (("tracking.uri", config.tracking.uri), ("MLFLOW_TRACKING_URI",
+                                                                 os.environ.get("MLFLOW_TRACKING_URI"))):
+        if not uri:
+            continue
+        if not uri.startswith(("http://", "https://", "databricks")):
+            raise ValueError(
+                f"{source} = {uri!r}: a sweep's trials log concurrently, so they need a tracking server "
+                f"(http://...), not a file or SQLite store; leave tracking.uri empty to get a managed server "
+                f"on the workspace, or start one with `farfield mlflow-server`"
+            )
+        return uri, None
     return ensure_server(Path(config.workspace))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from farfield.orchestrator.cli import app
@@ -70,3 +71,12 @@ def test_outcomes_and_progress_line():
 def test_mlflow_server_and_sweep_commands_are_registered():
     result = CliRunner().invoke(app, ["--help"])
     assert "sweep" in result.output and "mlflow-server" in result.output
+
+
+def test_a_sweep_refuses_a_sqlite_tracking_uri(tmp_path):
+    from farfield.orchestrator.sweep import _resolve_tracking
+
+    config = SweepConfig.model_validate({"workspace": str(tmp_path),
+                                         "tracking": {"uri": f"sqlite:///{tmp_path}/mlflow.db"}})
+    with pytest.raises(ValueError, match=r"tracking.uri = 'sqlite:.*need a tracking server"):
+        _resolve_tracking(config)
