@@ -32,11 +32,11 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
 from farfield.data.datasets import resolve_dataset
-from farfield.orchestrator.config import TrackingConfig, _merge
+from farfield.orchestrator.config import TrackingConfig, TrialConfig, _merge
 from farfield.orchestrator.grid_search import GridCrossedTPE
 from farfield.orchestrator.launch import absolute_paths, start_ray
 from farfield.orchestrator.mlflow_server import ManagedServer, ensure_server
-from farfield.orchestrator.sweep_config import SweepConfig, grid_cells, load_sweep_config, range_kind
+from farfield.orchestrator.sweep_config import SweepConfig, grid_cells, load_sweep_config, range_kind, trial_data
 from farfield.orchestrator.sweep_progress import ACTIVE, SweepProgress
 from farfield.orchestrator.sweep_summary import log_summary, trial_table
 from farfield.orchestrator.tracking import ensure_experiment
@@ -82,19 +82,20 @@ def _resolve_tracking(config: SweepConfig) -> tuple[str, ManagedServer | None]:
 
 
 def _shared_inputs(config: SweepConfig, cells: list[dict]) -> dict:
-    """Dataset store path and one split file per cell, made once on the driver."""
-    from farfield.orchestrator.sweep_config import trial_data
-    from farfield.orchestrator.config import TrialConfig
-
+    """Dataset store path and one split file per cell, made once on the driver (equal splits once)."""
     store = resolve_dataset(config.data.dataset, config.workspace)
+    made: dict[str, str] = {}
     split_files = []
     for cell in cells:
         trial = TrialConfig.model_validate(trial_data(config, cell, {}))
-        split = make_split(trial, store)
-        path = Path(config.workspace).resolve() / "splits" / f"{split.strategy}-{split.content_hash[7:19]}.json"
-        if not path.is_file():
-            split.save(path)
-        split_files.append(str(path))
+        key = json.dumps(trial.split.model_dump(mode="json"), sort_keys=True)
+        if key not in made:
+            split = make_split(trial, store)
+            path = Path(config.workspace).resolve() / "splits" / f"{split.strategy}-{split.content_hash[7:19]}.json"
+            if not path.is_file():
+                split.save(path)
+            made[key] = str(path)
+        split_files.append(made[key])
     return {"dataset": str(Path(store.path).resolve()), "split_files": split_files}
 
 
