@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-
 from farfield.analysis.dataset_context import DatasetContext
 from farfield.data.splitting import Split
 from farfield.models.blocks.readout import fit_reference_energies

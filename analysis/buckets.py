@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-
 from farfield.analysis.stats import benjamini_hochberg, mean_ci, one_sample_test
 
 __all__ = ["BUCKETS", "bucket_table", "size_bins", "structure_means"]

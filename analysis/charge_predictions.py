@@ -16,7 +16,6 @@ import numpy as np
 import pandas as pd
 import torch
 from ase import Atoms
-
 from farfield.data import records
 from farfield.models.graph import AtomicGraph, collate
 from farfield.models.potential import Potential

@@ -15,7 +15,6 @@ import numpy as np
 import pandas as pd
 from ase import Atoms
 from ase.data import atomic_numbers
-
 from farfield.data.chemspace.elements import IS_METAL
 from farfield.data.datasets import resolve_dataset
 from farfield.data.store import DatasetStore
@@ -84,7 +83,7 @@ class DatasetContext:
         return [self._frames[sid] for sid in structure_ids]
 
 
-_OPEN: dict[tuple[str, str], DatasetContext] = {}
+_OPEN: dict[tuple[str, str, str], DatasetContext] = {}
 
 
 def open_dataset(spec: str, workspace: str | Path, expected_hash: str | None,
@@ -92,10 +91,10 @@ def open_dataset(spec: str, workspace: str | Path, expected_hash: str | None,
     """Open ``override`` or the run's ``spec`` (``data.dataset``) and check its content hash.
 
     ``expected_hash``: the run's ``dataset_hash`` tag (None = not checked). Contexts are
-    cached per (location, hash) within the process.
+    cached per (location, workspace, hash) within the process.
     """
     location = str(override) if override is not None else spec
-    key = (location, expected_hash or "")
+    key = (location, str(Path(workspace).resolve()), expected_hash or "")
     if key in _OPEN:
         return _OPEN[key]
     try:

@@ -10,7 +10,6 @@ slope against the number of layers (per trial, so replicates count) with p-value
 from __future__ import annotations
 
 import pandas as pd
-
 from farfield.analysis.stats import fit_slope, mean_ci
 
 __all__ = ["depth_slopes", "depth_table"]

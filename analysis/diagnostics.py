@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import pandas as pd
-
 from farfield.analysis.buckets import BUCKETS, bucket_table
 from farfield.analysis.charges import charge_by_element, charge_summary
 from farfield.analysis.depth import depth_slopes, depth_table

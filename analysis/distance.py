@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-
 from farfield.analysis.stats import bootstrap_ci, fit_slope
 
 __all__ = ["DISTANCE", "ERROR_METRICS", "distance_curves", "distance_slopes", "per_structure_means"]

@@ -22,7 +22,6 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
-
 from farfield.analysis.buckets import structure_means
 from farfield.analysis.diagnostics import Diagnostics
 from farfield.analysis.stats import paired_test, variance_ratio_test, welch_test

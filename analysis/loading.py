@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-
 from farfield.analysis import mlflow_queries
 from farfield.analysis.baseline import baseline_errors, baseline_metrics
 from farfield.analysis.charge_predictions import CHARGE_COLUMNS, charges_from_checkpoint
@@ -31,7 +30,7 @@ from farfield.analysis.dataset_context import DatasetContext, open_dataset
 from farfield.analysis.placement import parent_placement
 from farfield.data.splitting import Split
 
-__all__ = ["AnalysisData", "TRIAL_KEYS", "load_experiment", "model_label"]
+__all__ = ["TRIAL_KEYS", "AnalysisData", "load_experiment", "model_label"]
 
 #: Columns that identify what a trial is; the structure and charge tables carry them too.
 TRIAL_KEYS = ("run_id", "backbone", "long_range", "model", "split", "split_hash", "seed", "layers")

@@ -12,7 +12,6 @@ signed-rank p-value; :func:`help_by_bucket` breaks the differences down by clust
 from __future__ import annotations
 
 import pandas as pd
-
 from farfield.analysis.stats import mean_ci, paired_test
 
 __all__ = ["PAIR_METRICS", "help_by_bucket", "paired_differences", "paired_summary"]

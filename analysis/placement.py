@@ -16,10 +16,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
 from farfield.analysis.dataset_context import DatasetContext
-from farfield.data.chemspace import ChemicalSpace, DescriptorSettings, chemical_space, cluster_parents
-from farfield.data.chemspace import store_descriptors
+from farfield.data.chemspace import (
+    ChemicalSpace,
+    DescriptorSettings,
+    chemical_space,
+    cluster_parents,
+    store_descriptors,
+)
 from farfield.data.splitting import Split
 
 __all__ = ["parent_placement", "split_metric_settings"]

@@ -11,9 +11,9 @@ import io
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
 __all__ = ["charge_figure", "cluster_bias_figure", "depth_figure", "distance_figure", "long_range_figure",
            "md_probe_figure", "parity_figure", "summary_figure"]

@@ -24,7 +24,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
-
 from farfield.analysis import mlflow_queries, plots
 from farfield.analysis.diagnostics import Diagnostics, compute_diagnostics
 from farfield.analysis.findings import Finding, derive_findings
@@ -129,7 +128,11 @@ def _json_default(value):
 def make_report(tracking_uri: str, experiment: str, out: str | Path,
                 options: ReportOptions | None = None) -> tuple[Report, dict[str, Path], str | None]:
     """Load, diagnose, (probe,) write and (log) a report; returns ``(report, paths, mlflow run id or None)``."""
-    from farfield.analysis.md_probe import ProbeSettings, probe_trials, select_probe_trials
+    from farfield.analysis.md_probe import (
+        ProbeSettings,
+        probe_trials,
+        select_probe_trials,
+    )
 
     options = options or ReportOptions()
     with tempfile.TemporaryDirectory(prefix="farfield-report-") as workdir:

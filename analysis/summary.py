@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-
 from farfield.analysis.stats import mean_ci, welch_test
 
 __all__ = ["CONFIG_KEYS", "SUMMARY_METRICS", "split_gap", "summary_table"]

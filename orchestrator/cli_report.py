@@ -6,9 +6,8 @@ import os
 from pathlib import Path
 
 import typer
-from rich.console import Console
-
 from farfield.orchestrator.config import ConfigError
+from rich.console import Console
 
 console = Console()
 err_console = Console(stderr=True)

@@ -60,10 +60,9 @@ def real_report(tmp_path_factory) -> RealReport:
     """Run the trials, make the summary run, build and log the report (once per session)."""
     if "report" in _CACHE:
         return _CACHE["report"]
-    from mlflow.tracking import MlflowClient
-
     from farfield.analysis.report import ReportOptions, make_report
     from farfield.orchestrator.trial import run_trial
+    from mlflow.tracking import MlflowClient
 
     workspace = tmp_path_factory.mktemp("analysis-workspace")
     results = [run_trial(trial_config(workspace, spec), progress=False,

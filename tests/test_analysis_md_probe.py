@@ -8,7 +8,6 @@ import pandas as pd
 import pytest
 from ase.calculators.calculator import Calculator, all_changes
 from ase.calculators.emt import EMT
-
 from farfield.analysis.md_probe import ProbeSettings, probe_structure, probe_summary
 
 

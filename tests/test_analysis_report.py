@@ -10,6 +10,7 @@ the report is written and logged to the sweep's summary run, and the CLI.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -84,7 +85,7 @@ def test_tables_have_the_rows_the_design_implies(real):
 def test_distances_match_the_split_file_statistics(real, tmp_path):
     client = MlflowClient(real.tracking_uri)
     cluster_run = real.results[2].run_id
-    split = json.loads(open(client.download_artifacts(cluster_run, "split/split.json", str(tmp_path))).read())
+    split = json.loads(Path(client.download_artifacts(cluster_run, "split/split.json", str(tmp_path))).read_text())
     recorded = split["statistics"]["nearest_train_distance"]["test"]
     d = real.report.diagnostics.structures
     per_parent = d[d["run_id"] == cluster_run].drop_duplicates("parent_id")["nearest_train_distance"]
@@ -100,7 +101,7 @@ def test_baseline_matches_an_independent_least_squares_fit(real, tmp_path):
     index = bundled_store(real.workspace).index
     run = real.results[0].run_id
     client = MlflowClient(real.tracking_uri)
-    split = json.loads(open(client.download_artifacts(run, "split/split.json", str(tmp_path))).read())
+    split = json.loads(Path(client.download_artifacts(run, "split/split.json", str(tmp_path))).read_text())
     counts = pd.DataFrame([json.loads(c) for c in index["element_counts"]]).fillna(0.0).to_numpy()
     n_atoms = index["n_atoms"].to_numpy(dtype=float)
     energy = index["energy_per_atom"].to_numpy() * n_atoms

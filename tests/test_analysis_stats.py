@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-
 from farfield.analysis.buckets import bucket_table, size_bins
 from farfield.analysis.charges import charge_summary
 from farfield.analysis.depth import depth_slopes, depth_table

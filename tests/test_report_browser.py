@@ -68,7 +68,7 @@ def check_page(page: Path, workdir: Path) -> dict:
     probed = workdir / f"probed-{page.name}"
     probed.write_text(text.replace("<head>", "<head>" + PROBE, 1), encoding="utf-8")
     result = _run(["--virtual-time-budget=10000", "--dump-dom", probed.resolve().as_uri()], workdir / "profile-dom")
-    match = re.search(r'<pre id="__probe">(.*?)</pre>', result.stdout, re.S)
+    match = re.search(r'<pre id="__probe">(.*?)</pre>', result.stdout, re.DOTALL)
     if match is None:
         pytest.fail(f"Chromium did not run the page's load event (exit {result.returncode}); stderr tail:\n"
                     f"{result.stderr[-2000:]}")
