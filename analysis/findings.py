@@ -8,7 +8,7 @@ made a test impossible (said in the text, never hidden). Rules, in report order:
 2. where long-range helps: paired per-structure differences against the short-range twin;
 3. how much each biased split degrades each model relative to random;
 4. the transferability slope of error on distance to train;
-5. charge collapse (variance-ratio F-test against the reference spread);
+5. charge collapse (one-sided variance-ratio F-test: spread below 0.1 × the reference spread);
 6. depth: the train→test gap per extra layer of short-range models;
 7. models no better than the reference-energy baseline;
 8. clusters with a significant systematic energy bias;
@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 from farfield.analysis.buckets import structure_means
+from farfield.analysis.charges import COLLAPSE_RATIO
 from farfield.analysis.diagnostics import Diagnostics
 from farfield.analysis.stats import paired_test, variance_ratio_test, welch_test
 
@@ -119,7 +120,7 @@ def _long_range_helps(d: Diagnostics) -> list[Finding]:
 def _split_gap(d: Diagnostics) -> list[Finding]:
     return [Finding(
         "split_gap",
-        f"The {row['split']} split raises the test force MAE of {row['model']} ({int(row['layers'])} layers) "
+        f"The {row['split']} split raises the test force MAE of {row['model']} ({int(row['layers'])}-layer) "
         f"{row['ratio']:.2f}× over the random split ({row['random_mean']:.1f} → {row['split_mean']:.1f} meV/Å; "
         f"the reference-energy baseline changes {row['baseline_ratio']:.2f}×); {_p_text(row['p_value'], row['test'])}.",
         {k: row[k] for k in ("model", "layers", "split", "random_mean", "split_mean", "ratio", "baseline_ratio")},
@@ -148,7 +149,8 @@ def _charge_collapse(d: Diagnostics) -> list[Finding]:
         collapsed = group[group["collapsed"]]
         charges = d.charges[(d.charges["model"] == model) & (d.charges["split"] == split) &
                             (d.charges["head"] == head)]
-        p_value, test = variance_ratio_test(charges["q_pred"], charges["q_ref"])
+        p_value, test = variance_ratio_test(charges["q_pred"], charges["q_ref"], scale=COLLAPSE_RATIO)
+        test = f"{test} (spread below {COLLAPSE_RATIO:g} x reference)"
         runs = ", ".join(r[:8] for r in collapsed["run_id"])
         numbers = {"model": model, "split": split, "head": head, "n_trials": len(group),
                    "n_collapsed": len(collapsed), "pred_std": float(group["pred_std"].mean()),
@@ -158,7 +160,8 @@ def _charge_collapse(d: Diagnostics) -> list[Finding]:
                     f"{len(group)} trials (runs {runs}): {collapsed.iloc[0]['reason']}; {_p_text(p_value, test)}.")
         else:
             text = (f"The {head} charges of {model} on the {split} split did not collapse: spread "
-                    f"{numbers['pred_std']:.3g} e against a reference spread of {numbers['ref_std']:.3g} e.")
+                    f"{numbers['pred_std']:.3g} e against a reference spread of {numbers['ref_std']:.3g} e; "
+                    f"{_p_text(p_value, test)}.")
         findings.append(Finding("charge_collapse", text, numbers, test, p_value))
     return findings
 

@@ -112,13 +112,13 @@ def benjamini_hochberg(p_values) -> np.ndarray:
     return adjusted
 
 
-def variance_ratio_test(smaller, larger) -> tuple[float, str]:
-    """``(p, name)``: one-sided F-test that ``smaller`` has a lower variance than ``larger``.
+def variance_ratio_test(smaller, larger, scale: float = 1.0) -> tuple[float, str]:
+    """``(p, name)``: one-sided F-test that ``var(smaller) < scale² · var(larger)``.
 
     Indicative only when values are correlated (e.g. charges of atoms of one structure).
     """
     a, b = _finite(smaller), _finite(larger)
-    if len(a) < 2 or len(b) < 2 or b.var(ddof=1) == 0:
+    if len(a) < 2 or len(b) < 2 or b.var(ddof=1) == 0 or scale <= 0:
         return float("nan"), "variance-ratio F"
-    ratio = a.var(ddof=1) / b.var(ddof=1)
+    ratio = a.var(ddof=1) / (scale**2 * b.var(ddof=1))
     return float(stats.f.cdf(ratio, len(a) - 1, len(b) - 1)), "variance-ratio F"

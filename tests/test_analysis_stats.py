@@ -181,3 +181,13 @@ def test_diagnostic_modules_do_not_import_mlflow():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_variance_ratio_test_is_one_sided_against_the_scaled_reference():
+    from farfield.analysis.stats import variance_ratio_test
+
+    rng = np.random.default_rng(9)
+    reference = rng.normal(0, 0.4, 500)
+    assert variance_ratio_test(0.02 * reference + rng.normal(0, 0.001, 500), reference, scale=0.1)[0] < 1e-6
+    assert variance_ratio_test(reference + rng.normal(0, 0.05, 500), reference, scale=0.1)[0] > 0.99
+    assert np.isnan(variance_ratio_test([1.0], reference)[0])
