@@ -110,7 +110,8 @@ def select_probe_trials(data: AnalysisData, spec: list[str] | str) -> list[str]:
     ids (full or a unique prefix) of trials in ``data``."""
     trials = data.trials
     if spec == "best":
-        best = trials.loc[trials.groupby(["model", "split"])["test/f_mae"].idxmin()]
+        scored = trials.dropna(subset=["test/f_mae"])
+        best = scored.loc[scored.groupby(["model", "split"])["test/f_mae"].idxmin()]
         return best["run_id"].tolist()
     chosen = []
     for wanted in spec:
