@@ -154,7 +154,7 @@ def run_sweep(config: SweepConfig, address: str | None = None, resume: bool = Fa
             tuner = _new_tuner(config, cells, meta, sweep_id, total, progress_every_s)
         grid = tuner.fit()
         table = trial_table(grid, config.sweep.metric, cells)
-        summary_id, best = log_summary(config, table, sweep_id, uri, experiment_id, grid.experiment_path)
+        summary_id, best, table = log_summary(config, table, sweep_id, uri, experiment_id, grid.experiment_path)
         return SweepResult(sweep_id, config.name, grid.experiment_path, uri, experiment_id, summary_id, best,
                            table, time.time() - t0)
     finally:

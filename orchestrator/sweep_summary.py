@@ -78,8 +78,8 @@ def _attach_runs(table: pd.DataFrame, client: MlflowClient, experiment_id: str, 
 
 
 def log_summary(config: SweepConfig, table: pd.DataFrame, sweep_id: str, uri: str, experiment_id: str,
-                experiment_path: str) -> tuple[str, dict | None]:
-    """Create (or on resume update) the sweep's summary run; returns ``(run_id, best row)``."""
+                experiment_path: str) -> tuple[str, dict | None, pd.DataFrame]:
+    """Create (or on resume update) the sweep's summary run; returns ``(run_id, best row, table with run ids)``."""
     client = MlflowClient(tracking_uri=uri)
     if len(table):
         table = _attach_runs(table, client, experiment_id, sweep_id)
@@ -115,4 +115,4 @@ def log_summary(config: SweepConfig, table: pd.DataFrame, sweep_id: str, uri: st
         config_path.write_text(json.dumps(config.model_dump(mode="json"), indent=1))
         client.log_artifact(run_id, str(config_path), "sweep")
     client.set_terminated(run_id, status="FINISHED")
-    return run_id, best
+    return run_id, best, table
