@@ -11,10 +11,13 @@ import torch
 class BackboneOutput:
     """Features of a batch after message passing.
 
-    ``node_features``: (n_atoms, channels), invariant (rotation-independent) features of
-    the last layer; the energy readout and the long-range heads read these.
+    ``node_features``: (n_atoms, channels), invariant (rotation- and inversion-independent)
+    features; the energy readout and the long-range heads read these. PaiNN and NequIP:
+    the scalars of the last layer (``node_features is layer_features[-1]``); MACE: the
+    sum of per-layer linear projections of every layer's scalars (MACE's per-layer
+    readouts summed).
     ``layer_features``: one (n_atoms, channels) invariant tensor per message-passing
-    layer, first to last (``layer_features[-1] is node_features``).
+    layer, first to last (the scalar channels of each layer's output).
     ``edge_vectors``: (n_edges, 3), Å, and ``edge_lengths``: (n_edges,), Å, as used by
     the backbone (already differentiable w.r.t. positions and cell).
     """

@@ -116,71 +116,91 @@ def _monomials_colex(dim: int, nu: int) -> list[tuple[int, ...]]:
     return monomials
 
 
+def _multiplicity(index: tuple[int, ...]) -> int:
+    """Orderings of a sorted index tuple: ν! / Π (repeats)!."""
+    return math.factorial(len(index)) // math.prod(math.factorial(index.count(v)) for v in set(index))
+
+
 class SymmetricContraction(nn.Module):
     """Element-dependent symmetric contraction of the atomic basis up to ``correlation``.
 
     ``atomic_basis``: (N, C, (l_in_max+1)²); ``element_features``: (N, n_element_features)
     → (N, C, (l_out_max+1)²). Weights ``W(Z) = element_features @ P`` (low-rank in
     elements, see ``ElementGatedLinear``), one per ``(L, ν, k, c)``.
+
+    Degrees 1 and 2 are one matrix product of ``[A, A⊗A]`` (symmetric pairs only) with
+    the stacked ``U``; a degree ``ν ≥ 3`` contracts the pairs with ``U`` in a matrix
+    product first and multiplies the remaining ``ν - 2`` factors afterwards, so no
+    degree-3 tensor is ever formed and the double backward of force training stays cheap.
     """
 
     def __init__(self, channels: int, l_in_max: int, l_out_max: int, correlation: int, n_element_features: int):
         super().__init__()
-        if correlation < 1:
-            raise ValueError(f"correlation must be >= 1, got {correlation}")
+        if not 1 <= correlation <= 4:
+            raise ValueError(f"correlation must be between 1 and 4, got {correlation}")
         self.channels, self.l_in_max, self.l_out_max, self.correlation = channels, l_in_max, l_out_max, correlation
         dim = irrep_dim(l_in_max)
-        monomials = [_monomials_colex(dim, nu) for nu in range(1, correlation + 1)]
-        self.n_monomials = [len(m) for m in monomials]
-        # degree ν = (degree ν-1 monomial) × A_k: positions in the flattened outer product
-        for nu in range(2, correlation + 1):
-            position = {m: j for j, m in enumerate(monomials[nu - 2])}
-            index = [position[m[:-1]] * dim + m[-1] for m in monomials[nu - 1]]
-            self.register_buffer(f"_select_{nu}", torch.tensor(index, dtype=torch.long), persistent=False)
-        # Stack U of every (L, ν) into one (n_monomials_total, columns) matrix.
-        blocks = []
-        self.k_per_l: list[int] = []
-        for l_out in range(l_out_max + 1):
-            rows = []
-            k_total = 0
-            for nu, mono in enumerate(monomials, start=1):
-                u = coupling_basis(l_in_max, l_out, nu)  # (M, i1..iν, K)
-                k = u.shape[-1]
-                mat = torch.zeros(sum(self.n_monomials), (2 * l_out + 1), k, dtype=torch.float64)
-                offset = sum(self.n_monomials[: nu - 1])
-                for j, idx in enumerate(mono):
-                    count = math.factorial(nu) / math.prod(math.factorial(idx.count(v)) for v in set(idx))
-                    mat[offset + j] = count * u[(slice(None), *idx)]
-                rows.append(mat)
-                k_total += k
-            if k_total == 0:
-                raise ValueError(f"no symmetric coupling to l={l_out} from l_in_max={l_in_max}")
-            blocks.append(torch.cat(rows, dim=-1).reshape(sum(self.n_monomials), -1))
-            self.k_per_l.append(k_total)
-        self.register_buffer("u_matrix", torch.cat(blocks, dim=-1).to(torch.get_default_dtype()))
+        pairs = _monomials_colex(dim, 2)
+        self.register_buffer("_pair_index", torch.tensor([i * dim + j for i, j in pairs]), persistent=False)
+        # k_per_nu[ν-1][L]: independent couplings of ν factors to irrep L
+        bases = [[coupling_basis(l_in_max, l, nu) for l in range(l_out_max + 1)] for nu in range(1, correlation + 1)]
+        self.k_per_nu = [[u.shape[-1] for u in per_l] for per_l in bases]
+        self.k_per_l = [sum(k[l] for k in self.k_per_nu) for l in range(l_out_max + 1)]
+        for l, k in enumerate(self.k_per_l):
+            if k == 0:
+                raise ValueError(f"no symmetric coupling to l={l} from l_in_max={l_in_max}")
+
+        def columns(u: torch.Tensor, index: tuple) -> torch.Tensor:  # u[M, *index, k] → ((2L+1)·K,)
+            return u[(slice(None), *index)].reshape(-1)
+
+        def matrix(nu: int, rows: list[tuple], outer: list[tuple]) -> torch.Tensor:
+            """(len(rows), len(outer) · Q_ν): rows × outer monomials × (L, M, k)."""
+            mat = torch.zeros(len(rows), len(outer), sum((2 * l + 1) * k for l, k in enumerate(self.k_per_nu[nu - 1])),
+                              dtype=torch.float64)
+            for r, row in enumerate(rows):
+                for o, rest in enumerate(outer):
+                    index = row + rest
+                    count = _multiplicity(row) * _multiplicity(rest) if rest else _multiplicity(row)
+                    mat[r, o] = count * torch.cat([columns(u, index) for u in bases[nu - 1]])
+            return mat.reshape(len(rows), -1)
+
+        low = matrix(1, [(i,) for i in range(dim)], [()])  # rows: A, then (ν ≥ 2) the pairs
+        if correlation >= 2:
+            low = torch.block_diag(low, matrix(2, pairs, [()]))
+        dtype = torch.get_default_dtype()
+        self.register_buffer("u_low", low.to(dtype))
+        self.outer_monomials = []
+        for nu in range(3, correlation + 1):
+            outer = _monomials_colex(dim, nu - 2)
+            self.outer_monomials.append(len(outer))
+            self.register_buffer(f"u_{nu}", matrix(nu, pairs, outer).to(dtype))
         self.element_weights = nn.Linear(n_element_features, sum(self.k_per_l) * channels, bias=False)
         nn.init.normal_(self.element_weights.weight, std=1.0 / math.sqrt(n_element_features))
 
-    def _monomials(self, a: torch.Tensor) -> torch.Tensor:
-        """(N, C, D) → (N, C, Σ_ν n_monomials_ν), degrees 1..correlation in colex order.
-
-        Each degree is an outer product with ``A`` followed by one ``index_select``
-        (whose backward is a single ``index_add``), cheap under double backward.
-        """
-        n, c, dim = a.shape
-        powers = [a]
-        for nu in range(2, self.correlation + 1):
-            outer = (powers[-1][..., :, None] * a[..., None, :]).reshape(n, c, -1)
-            powers.append(outer.index_select(-1, getattr(self, f"_select_{nu}")))
-        return torch.cat(powers, dim=-1)
+    def _pairs(self, a: torch.Tensor) -> torch.Tensor:
+        """(N, C, D) → (N, C, D(D+1)/2): ``A_i A_j`` for ``i ≤ j`` (colex order)."""
+        n, c, _ = a.shape
+        return (a[..., :, None] * a[..., None, :]).reshape(n, c, -1).index_select(-1, self._pair_index)
 
     def forward(self, atomic_basis: torch.Tensor, element_features: torch.Tensor) -> torch.Tensor:
-        n, c = atomic_basis.shape[0], atomic_basis.shape[1]
-        projected = self._monomials(atomic_basis) @ self.u_matrix  # (N, C, Σ_L (2L+1) K_L)
+        a = atomic_basis
+        n, c, _ = a.shape
+        if self.correlation == 1:
+            pairs, low = None, a @ self.u_low  # (N, C, Q_1)
+        else:
+            pairs = self._pairs(a)
+            low = torch.cat([a, pairs], dim=-1) @ self.u_low  # (N, C, Q_1 + Q_2)
+        widths = [[(2 * l + 1) * k for l, k in enumerate(ks)] for ks in self.k_per_nu]
+        parts = list(low.split([sum(w) for w in widths[:2]], dim=-1))
+        outer_factor = {1: a, 2: pairs}
+        for nu, n_outer in zip(range(3, self.correlation + 1), self.outer_monomials):
+            contracted = (pairs @ getattr(self, f"u_{nu}")).reshape(n * c, n_outer, -1)
+            factor = outer_factor[nu - 2].reshape(n * c, 1, n_outer)
+            parts.append(torch.bmm(factor, contracted).reshape(n, c, -1))
+        per_nu = [part.split(w, dim=-1) for part, w in zip(parts, widths)]
         weights = self.element_weights(element_features).reshape(n, sum(self.k_per_l), c)
-        widths = [(2 * l + 1) * k for l, k in enumerate(self.k_per_l)]
         out = []
-        for l_out, (block, w) in enumerate(zip(projected.split(widths, dim=-1), weights.split(self.k_per_l, dim=1))):
-            block = block.reshape(n, c, 2 * l_out + 1, self.k_per_l[l_out])
+        for l, w in enumerate(weights.split(self.k_per_l, dim=1)):
+            block = torch.cat([blocks[l].reshape(n, c, 2 * l + 1, -1) for blocks in per_nu], dim=-1)
             out.append(torch.einsum("ncmk,nkc->ncm", block, w))
         return torch.cat(out, dim=-1)
