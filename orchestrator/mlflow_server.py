@@ -167,10 +167,10 @@ class ManagedServer:
         self.stop()
 
 
-def ensure_server(workspace: Path) -> tuple[str, ManagedServer | None]:
-    """``(uri, server)``: a live recorded server for ``workspace`` (server None), else a new one."""
+def ensure_server(workspace: Path, host: str = "127.0.0.1") -> tuple[str, ManagedServer | None]:
+    """``(uri, server)``: a live recorded server for ``workspace`` (server None), else a new one on ``host``."""
     uri = running_server(workspace)
     if uri is not None:
         return uri, None
-    server = ManagedServer.start(workspace)
+    server = ManagedServer.start(workspace, host=host)
     return server.uri, server

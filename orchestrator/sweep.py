@@ -78,7 +78,15 @@ def _resolve_tracking(config: SweepConfig) -> tuple[str, ManagedServer | None]:
                 f"on the workspace, or start one with `farfield mlflow-server`"
             )
         return uri, None
-    return ensure_server(Path(config.workspace))
+    return ensure_server(Path(config.workspace), host=_server_host())
+
+
+def _server_host() -> str:
+    """127.0.0.1, or this node's cluster address when trials may run on other nodes."""
+    import ray
+
+    alive = [node for node in ray.nodes() if node.get("Alive")]
+    return ray.util.get_node_ip_address() if len(alive) > 1 else "127.0.0.1"
 
 
 def _shared_inputs(config: SweepConfig, cells: list[dict]) -> dict:
