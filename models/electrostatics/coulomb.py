@@ -128,7 +128,7 @@ def energy_and_forces(
 
 #: From ``method="auto"`` on, structures with at least this many atoms use PME instead of the
 #: Ewald k-sum (the crossover measured by benchmarks/heads.py on a 2-core CPU; see README).
-PME_MIN_ATOMS = 2000
+PME_MIN_ATOMS = 300
 
 
 def resolve_method(method: str, n_atoms: int) -> Method:

@@ -130,7 +130,7 @@ class CelliHead(nn.Module):
 
         q = equilibrate_cg(
             matvec, (s.positions, s.cell, widths, diagonal), chi, total_charge,
-            tol=self.config.cg_tolerance, max_iter=self.config.cg_max_iter,
+            tol=self.config.cg_tolerance, max_iter=self.config.cg_max_iter, diagonal=diagonal,
         )
         potential = coulomb_potential(q[:, None], s.positions, s.cell, widths)[:, 0]
         return q, 0.5 * (q * potential).sum()
