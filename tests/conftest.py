@@ -14,13 +14,15 @@ import ase.io
 import numpy as np
 import pytest
 import torch
+from threadpoolctl import threadpool_limits
 
 DATA = Path(__file__).parent / "data"
 
 
-# Test graphs are small: one thread is fastest and avoids OpenMP oversubscription
-# when several processes (Ray workers, servers) share the two cores.
+# Test graphs and matrices are small: one thread is fastest and avoids OpenMP/BLAS
+# oversubscription when several processes (Ray workers, servers) share the two cores.
 torch.set_num_threads(1)
+threadpool_limits(1)
 
 
 @pytest.fixture(autouse=True)
