@@ -39,6 +39,8 @@ bench: venv
 	$(BIN)/python benchmarks/splits.py --out benchmarks/results/splits.json
 	$(BIN)/python benchmarks/heads.py --threads 1 --out benchmarks/results/heads.json
 	$(BIN)/python benchmarks/orchestration.py --out benchmarks/results/orchestration.json
+	$(BIN)/python benchmarks/backbones.py --out benchmarks/results/backbones.json
+	$(BIN)/python benchmarks/mace_race.py --out benchmarks/results/mace_race.json
 
 ui: venv
 	$(BIN)/farfield ui --workspace $(WORKSPACE)

@@ -173,7 +173,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE / "results" / "mace_race.json")
     parser.add_argument("--venv", type=Path, default=DEFAULT_VENV)
     parser.add_argument("--torch-spec", default=os.environ.get("TORCH_SPEC", "torch==2.13.0"))
-    parser.add_argument("--channels", type=int, default=32)
+    parser.add_argument("--channels", type=int, default=64)
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--l-max", type=int, default=3)
     parser.add_argument("--hidden-l-max", type=int, default=1)
@@ -184,7 +184,8 @@ def main() -> None:
     parser.add_argument("--atoms", default="100,300", help="target atoms per batch, comma-separated")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="1 by default: CPU time per step is then a "
+                        "robust measure even on a machine shared with other processes")
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--hp", help=argparse.SUPPRESS)
     args = parser.parse_args()
