@@ -59,6 +59,7 @@ class SweepProgress(tune.Callback):
         self.started: dict[str, float] = {}
         self.durations: list[float] = []
         self.best: tuple[float, str] | None = None
+        self.first_start: float | None = None
         self._last_print = 0.0
         self._t0 = time.time()
 
@@ -83,7 +84,9 @@ class SweepProgress(tune.Callback):
 
     # -- Tune hooks -----------------------------------------------------------------------
     def on_trial_start(self, iteration, trials, trial, **info):
-        self.started.setdefault(trial.trial_id, time.time())
+        now = time.time()
+        self.started.setdefault(trial.trial_id, now)
+        self.first_start = min(self.first_start or now, now)
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         self._tag_runs(trial.trial_id, "retried", "FAILED", f"attempt lost, Ray retries the trial: {_error_text(trial)}")
@@ -137,13 +140,16 @@ class SweepProgress(tune.Callback):
         parts.append(f"elapsed {_clock(time.time() - self._t0)}")
         return " ".join(p for p in parts if p)
 
-    def eta_s(self, running: int | None) -> float | None:
-        """Remaining trials × mean trial time / trials in parallel (None before a trial ends)."""
-        if not self.durations:
+    def eta_s(self, running: int | None = None) -> float | None:
+        """Remaining trials / observed throughput since the first trial started (None before one ends).
+
+        Throughput, not mean trial time / parallelism: it includes the per-trial start-up and
+        scheduling gaps that a trial's own duration leaves out.
+        """
+        done = len(self.outcomes)
+        if not done or self.first_start is None:
             return None
-        remaining = self.total - len(self.outcomes)
-        parallel = max(running or 1, 1)
-        return remaining * (sum(self.durations) / len(self.durations)) / parallel
+        return (self.total - done) * (time.time() - self.first_start) / done
 
     def print_status(self, trials_running: int | None, force: bool = False) -> None:
         if not force and time.time() - self._last_print < self.every_s:
