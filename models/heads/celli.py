@@ -57,8 +57,6 @@ def _inverse_softplus(value: float) -> float:
 class CelliHead(nn.Module):
     """Charge-equilibration head; ``channels``: width of the backbone's invariant features."""
 
-    feeds_back_charges: bool
-
     def __init__(self, channels: int, config: CelliConfig | None = None):
         super().__init__()
         self.config = config or CelliConfig()
@@ -108,15 +106,6 @@ class CelliHead(nn.Module):
             method = "ewald" if dense else resolve_method(self.config.method, n)
             max_width = math.sqrt(2.0) * float(widths.detach().max())
             parameters = tune(s.cell, n, self.config.accuracy, method, max_width)
-            pairs = periodic_pairs(s.positions, s.cell, parameters.real_cutoff)
-
-            def coulomb_potential(v, positions, cell, widths_):
-                return periodic_potential(positions, cell, v, widths_, parameters, method, pairs)
-        else:
-
-            def coulomb_potential(v, positions, cell, widths_):
-                return molecular_potential(positions, v, widths_)
-
         if dense:
             if s.periodic:
                 coulomb = periodic_matrix(s.positions, s.cell, widths, parameters)
@@ -124,6 +113,16 @@ class CelliHead(nn.Module):
                 coulomb = molecular_matrix(s.positions, widths)
             q = equilibrate_dense(coulomb + torch.diag(diagonal), chi, total_charge)
             return q, 0.5 * q @ (coulomb @ q)
+
+        if s.periodic:
+            pairs = periodic_pairs(s.positions, s.cell, parameters.real_cutoff)  # reused by every CG step
+
+            def coulomb_potential(v, positions, cell, widths_):
+                return periodic_potential(positions, cell, v, widths_, parameters, method, pairs)
+        else:
+
+            def coulomb_potential(v, positions, cell, widths_):
+                return molecular_potential(positions, v, widths_)
 
         def matvec(v, positions, cell, widths_, diagonal_):
             return coulomb_potential(v, positions, cell, widths_) + diagonal_[:, None] * v
