@@ -181,6 +181,7 @@ def _new_tuner(config: SweepConfig, cells: list[dict], meta: dict, sweep_id: str
         tune_config=tune.TuneConfig(
             metric=spec.metric, mode=spec.mode, search_alg=searcher, scheduler=_scheduler(config),
             num_samples=total, max_concurrent_trials=spec.max_concurrent,
+            reuse_actors=True,  # a trial after the first starts in a warm worker (no process start, no imports)
         ),
         run_config=tune.RunConfig(
             name=config.name,
