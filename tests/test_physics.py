@@ -177,9 +177,11 @@ def test_supercell_check_catches_non_extensive_energy(nacl_cell):
 
 from farfield.models import HEADS  # noqa: E402
 
-#: Head options for the physics checks: tight Ewald accuracy, short D3 cutoffs (speed).
+#: Head options for the physics checks: tight Ewald accuracy; short D3 cutoffs and a
+#: smaller (still exact for these sizes) EFA Lebedev grid for speed.
 HEAD_OVERRIDES = {
     "celli": {"celli": {"accuracy": 1e-10}},
+    "efa": {"efa": {"lebedev_degree": 23, "radial_nodes": 10}},
     "d3": {"d3": {"cutoff": 9.0, "three_body_cutoff": 6.0, "coordination_cutoff": 6.0}},
 }
 
