@@ -23,7 +23,7 @@ dev-venv: $(BIN)/python
 ## make quickstart: the main job on the embedded default (local Ray, local MLflow, bundled MOFs), then its report
 quickstart: venv
 	$(BIN)/farfield quickstart --workspace $(WORKSPACE)
-	$(BIN)/farfield report --experiment quickstart-sweep --sweep latest --workspace $(WORKSPACE) --out $(WORKSPACE)/report
+	$(BIN)/farfield report --experiment quickstart-sweep --sweep latest --workspace $(WORKSPACE) --out $(WORKSPACE)/report --md-probe best --md-steps 100
 
 ## make test: the default suite (slow tests excluded)
 test: dev-venv

@@ -54,6 +54,7 @@ def report(
     md_structures: int = typer.Option(2, help="Held-out MOFs probed per trial."),
     charges: bool = typer.Option(True, "--charges/--no-charges", help="Recompute per-atom charges of charge heads."),
     log: bool = typer.Option(True, "--log/--no-log", help="Log the report to the sweep's summary run in MLflow."),
+    torch_threads: int = typer.Option(1, min=1, help="Torch threads for charges and MD (small graphs: 1 is fastest)."),
 ) -> None:
     """Write the failure-diagnosis report of an experiment (or one sweep of it).
 
@@ -67,6 +68,9 @@ def report(
     from farfield.analysis.mlflow_queries import resolve_sweep_id
     from farfield.analysis.report import ReportOptions, make_report
 
+    import torch
+
+    torch.set_num_threads(torch_threads)
     server = None
     try:
         uri, server = _tracking(workspace, tracking_uri, experiment)
