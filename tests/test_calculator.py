@@ -70,6 +70,7 @@ def test_calculator_refuses_stress_without_periodic_cell(trained, water_dimer):
         water_dimer.calc.get_property("charges", water_dimer)
 
 
+@pytest.mark.slow  # MLflow's SQLite store setup alone takes ~10-30 s here
 @pytest.mark.integration
 def test_calculator_from_mlflow_run(trained, tmp_path):
     """A checkpoint logged as an MLflow artifact loads by run id (orchestrator side) and agrees."""
