@@ -8,8 +8,8 @@ test session (memoised here, because both ``test_analysis_report.py`` and
 
     painn       random   seed 0  1 layer
     painn       random   seed 1  2 layers
-    painn       cluster  seed 0  1 layer
-    painn+les   cluster  seed 0  1 layer
+    painn       size     seed 0  1 layer
+    painn+les   size     seed 0  1 layer
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ EXPERIMENT = "analysis-test"
 TRIALS = (
     {"name": "sr-random-s0", "seed": 0, "split": "random", "layers": 1, "long_range": []},
     {"name": "sr-random-s1", "seed": 1, "split": "random", "layers": 2, "long_range": []},
-    {"name": "sr-cluster", "seed": 0, "split": "cluster", "layers": 1, "long_range": []},
-    {"name": "les-cluster", "seed": 0, "split": "cluster", "layers": 1, "long_range": ["les"]},
+    {"name": "sr-size", "seed": 0, "split": "size", "layers": 1, "long_range": []},
+    {"name": "les-size", "seed": 0, "split": "size", "layers": 1, "long_range": ["les"]},
 )
 
 

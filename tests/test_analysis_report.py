@@ -57,10 +57,10 @@ def test_tables_have_the_rows_the_design_implies(real):
     configs = {(_label(s), s["layers"], s["split"]) for s in TRIALS}
     assert set(zip(d.summary["model"], d.summary["layers"], d.summary["split"])) == configs
     # only painn (1 layer) has both a random and a biased split
-    assert list(zip(d.gap["model"], d.gap["layers"], d.gap["split"])) == [("painn", 1, "cluster")]
+    assert list(zip(d.gap["model"], d.gap["layers"], d.gap["split"])) == [("painn", 1, "size")]
     # les is paired with painn on the same cluster split, once per metric
     assert set(zip(d.pair_summary["model"], d.pair_summary["reference_model"], d.pair_summary["split"])) == {
-        ("painn+les", "painn", "cluster")}
+        ("painn+les", "painn", "size")}
     assert set(d.pair_summary["metric"]) == {"f_mae_mev", "e_abs_error_mev"}
     les_tests = d.structures[d.structures["model"] == "painn+les"]["structure_id"]
     assert d.pair_summary["n"].max() == les_tests.nunique()
@@ -84,12 +84,12 @@ def test_tables_have_the_rows_the_design_implies(real):
 
 def test_distances_match_the_split_file_statistics(real, tmp_path):
     client = MlflowClient(real.tracking_uri)
-    cluster_run = real.results[2].run_id
-    split = json.loads(Path(client.download_artifacts(cluster_run, "split/split.json", str(tmp_path))).read_text())
+    biased_run = real.results[2].run_id
+    split = json.loads(Path(client.download_artifacts(biased_run, "split/split.json", str(tmp_path))).read_text())
     recorded = split["statistics"]["nearest_train_distance"]["test"]
     d = real.report.diagnostics.structures
-    per_parent = d[d["run_id"] == cluster_run].drop_duplicates("parent_id")["nearest_train_distance"]
-    assert sorted(d.loc[d["run_id"] == cluster_run, "parent_id"].unique()) == sorted(split["test"])
+    per_parent = d[d["run_id"] == biased_run].drop_duplicates("parent_id")["nearest_train_distance"]
+    assert sorted(d.loc[d["run_id"] == biased_run, "parent_id"].unique()) == sorted(split["test"])
     assert per_parent.min() == pytest.approx(recorded["q0"], rel=1e-5)
     assert per_parent.median() == pytest.approx(recorded["q50"], rel=1e-5)
     assert per_parent.max() == pytest.approx(recorded["q100"], rel=1e-5)
@@ -136,7 +136,7 @@ def test_collapsed_charges_of_a_real_potential_are_flagged(real):
         last.weight.zero_()
         last.bias.fill_(0.001)
     collapsed = predict_charges(potential, frames)
-    keys = {"run_id": les_run, "model": "painn+les", "split": "cluster", "seed": 0, "layers": 1}
+    keys = {"run_id": les_run, "model": "painn+les", "split": "size", "seed": 0, "layers": 1}
     table = pd.concat([trained.assign(**keys), collapsed.assign(**{**keys, "run_id": "zeroed"})])
     summary = charge_summary(table).set_index("run_id")
     assert bool(summary.loc["zeroed", "collapsed"])
