@@ -37,7 +37,7 @@ class CelliConfig(StrictModel):
     accuracy: float = Field(default=1e-6, gt=0, lt=1)
     method: ElectrostaticsMethod = "auto"
     solver: Literal["auto", "dense", "cg"] = "auto"
-    dense_max_atoms: int = Field(default=2000, ge=1)
+    dense_max_atoms: int = Field(default=5000, ge=1)
     cg_tolerance: float = Field(default=1e-10, gt=0, lt=1)
     cg_max_iter: int = Field(default=1000, ge=1)
     feedback: bool = False
