@@ -5,6 +5,7 @@ The handle's result must be the MLflow run the job logged: same run id, same met
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -55,22 +56,33 @@ def _jobs_api_up(address: str) -> bool:
         return "401" in str(err) or "403" in str(err)  # up, asking for the token
 
 
-def test_submit_trial_handle_result_matches_the_mlflow_run(running_cluster, tmp_path):
-    from farfield.orchestrator import submit_trial
+SUBMIT = """
+import json, sys
+from farfield.orchestrator import TrialConfig, submit_trial
+handle = submit_trial(TrialConfig.model_validate_json(sys.argv[1]), address=sys.argv[2])
+first = handle.status()
+result = handle.result(timeout_s=600)
+print(json.dumps({"first": first, "final": handle.status(), "run_ids": handle.run_ids, "result": result}))
+"""
 
+
+def test_submit_trial_handle_result_matches_the_mlflow_run(running_cluster, tmp_path):
     config = TrialConfig.model_validate({
         "name": "submitted", "workspace": str(tmp_path / "ws"),
         "data": {"max_structures": 24}, "split": {"train": 0.6, "val": 0.2, "test": 0.2},
         "model": {"channels": 8, "layers": 1, "cutoff": 4.0, "n_radial": 4},
         "training": {"epochs": 2, "batch_size": 8}, "tracking": {"experiment": "submitted"},
     })
-    handle = submit_trial(config, address=running_cluster)
-    assert handle.status() in ("PENDING", "RUNNING", "SUCCEEDED")
-    result = handle.result(timeout_s=600)
-    assert handle.status() == "SUCCEEDED"
+    # A fresh process, as a user's script: Ray reads RAY_AUTH_MODE once per process.
+    done = subprocess.run([sys.executable, "-c", SUBMIT, config.model_dump_json(), running_cluster],
+                          capture_output=True, text=True, timeout=900, env=dict(os.environ))
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["first"] in ("PENDING", "RUNNING", "SUCCEEDED") and out["final"] == "SUCCEEDED"
+    result = out["result"]
 
     run = MlflowClient(result["tracking_uri"]).get_run(result["run_id"])
-    assert handle.run_ids == [run.info.run_id] and run.info.status == "FINISHED"
+    assert out["run_ids"] == [run.info.run_id] and run.info.status == "FINISHED"
     assert run.data.tags["trial_name"] == "submitted"
     for name in ("test/f_mae", "test/e_mae", "val/f_mae"):
         assert result["metrics"][name] == pytest.approx(run.data.metrics[name], rel=1e-12)

@@ -48,7 +48,8 @@ def _runs(client: MlflowClient, experiment: str) -> list:
 def test_killed_driver_then_resume_gives_one_finished_run_per_trial(tmp_path, isolated_home):
     workspace = tmp_path / "ws"
     config = tiny_sweep(workspace, name="resumable", grid={"seed": [0, 1, 2]}, max_concurrent=1)
-    config.training.epochs = 3
+    config.training.epochs = 40  # long enough that the kill lands mid-training, not after a trial's last epoch
+    config.training.patience = None
     config_file = tmp_path / "sweep.yaml"
     config_file.write_text(yaml.safe_dump(config.model_dump(mode="json")))
 
