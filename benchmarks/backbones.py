@@ -114,7 +114,8 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="1 by default: on a shared machine, multi-thread "
+                        "CPU time includes spin-waiting and wall time includes the neighbours")
     parser.add_argument("--compile", action="store_true", help="also pass model.compile: true")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
