@@ -80,7 +80,7 @@ def print_sweep(result, config) -> None:
     table = Table(title=f"sweep {result.name!r} ({result.sweep_id}): {len(result.trials)} trials, "
                         f"{result.wall_s / 60:.1f} min")
     columns = ["trial_id", "cell", *[c for c in result.trials.columns if c.startswith("sampled.")], "outcome",
-               metric, "epochs"]
+               metric, *(["test_f_mae"] if metric != "test_f_mae" else []), "epochs"]
     for column in columns:
         table.add_column(column.removeprefix("sampled."))
     for _, row in result.trials.iterrows():

@@ -32,7 +32,7 @@ QUICKSTART_SWEEP = {
     "data": {"dataset": "bundled"},
     "split": {"strategy": "random", "train": 0.8, "val": 0.1, "test": 0.1, "seed": 0},
     "model": {"backbone": "painn", "long_range": [], "channels": 16, "layers": 2, "cutoff": 5.0, "n_radial": 8},
-    "training": {"epochs": 6, "batch_size": 4, "lr": 2e-3, "ema_decay": 0.9, "patience": 6,
+    "training": {"epochs": 10, "batch_size": 4, "lr": 2e-3, "ema_decay": 0.9, "patience": 6,
                  "loss": {"energy": 1.0, "forces": 10.0}},
     "tracking": {"experiment": "quickstart-sweep"},
     "resources": {"device": "auto", "num_cpus": 1},

@@ -42,6 +42,7 @@ def trial_table(grid, metric: str, cells: list[dict]) -> pd.DataFrame:
             "outcome": outcome,
             metric: value if outcome == "complete" else math.nan,
             f"last_{metric}": value,
+            "test_f_mae": metrics.get("test_f_mae", math.nan) if outcome == "complete" else math.nan,
             "epochs": metrics.get("epoch"),
             "error": str(result.error).splitlines()[0][:300] if result.error is not None else
             metrics.get("failure_reason", ""),
