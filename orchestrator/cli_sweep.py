@@ -82,7 +82,7 @@ def print_sweep(result, config) -> None:
     columns = ["trial_id", "cell", *[c for c in result.trials.columns if c.startswith("sampled.")], "outcome",
                metric, *(["test_f_mae"] if metric != "test_f_mae" else []), "epochs"]
     for column in columns:
-        table.add_column(column.removeprefix("sampled."))
+        table.add_column(column.removeprefix("sampled."), overflow="fold")
     for _, row in result.trials.iterrows():
         table.add_row(*(_fmt(row.get(c)) for c in columns))
     console.print(table)
