@@ -84,17 +84,23 @@ def test_mof_cell_physics(model, mof_cell):
     checks.check_supercell(model, mof_cell, (2, 1, 1))
 
 
-@pytest.mark.parametrize("backbone", sorted(BACKBONES))
-def test_batch_isolation(backbone, nacl_cell, water_dimer, triclinic_cell):
-    """A structure's energy does not depend on its batch mates; no gradient crosses frames."""
-    potential = _potential(backbone)
-    graphs = [AtomicGraph.from_atoms(a, CUTOFF) for a in (nacl_cell, water_dimer, triclinic_cell)]
+def _assert_batch_isolation(potential, structures):
+    """Energies and forces of each structure are the same in a batch and alone; returns the batch."""
+    graphs = [AtomicGraph.from_atoms(a, CUTOFF) for a in structures]
     batch = collate(graphs)
     out = potential(batch, compute_forces=True)
     for k, graph in enumerate(graphs):
         alone = potential(graph, compute_forces=True)
         torch.testing.assert_close(out["energy"][k], alone["energy"][0], rtol=0, atol=1e-10)
         torch.testing.assert_close(out["forces"][batch.batch == k], alone["forces"], rtol=0, atol=1e-10)
+    return batch
+
+
+@pytest.mark.parametrize("backbone", sorted(BACKBONES))
+def test_batch_isolation(backbone, nacl_cell, water_dimer, triclinic_cell):
+    """A structure's energy does not depend on its batch mates; no gradient crosses frames."""
+    potential = _potential(backbone)
+    batch = _assert_batch_isolation(potential, (nacl_cell, water_dimer, triclinic_cell))
     positions = batch.positions.clone().requires_grad_(True)
     graph = batch.to()
     graph.positions = positions
@@ -214,11 +220,4 @@ def test_head_stress_images_and_supercell(head_model, triclinic_cell, nacl_cell)
 @pytest.mark.parametrize("head", sorted(HEADS))
 def test_head_batch_isolation(head, nacl_cell, water_dimer, triclinic_cell):
     """Heads sum over whole structures: a structure's energy and forces ignore its batch mates."""
-    potential = _head_potential(sorted(BACKBONES)[0], head)
-    graphs = [AtomicGraph.from_atoms(a, CUTOFF) for a in (nacl_cell, water_dimer, triclinic_cell)]
-    batch = collate(graphs)
-    out = potential(batch, compute_forces=True)
-    for k, graph in enumerate(graphs):
-        alone = potential(graph, compute_forces=True)
-        torch.testing.assert_close(out["energy"][k], alone["energy"][0], rtol=0, atol=1e-10)
-        torch.testing.assert_close(out["forces"][batch.batch == k], alone["forces"], rtol=0, atol=1e-10)
+    _assert_batch_isolation(_head_potential(sorted(BACKBONES)[0], head), (nacl_cell, water_dimer, triclinic_cell))
