@@ -41,6 +41,7 @@ bench: venv
 	$(BIN)/python benchmarks/orchestration.py --out benchmarks/results/orchestration.json
 	$(BIN)/python benchmarks/backbones.py --out benchmarks/results/backbones.json
 	$(BIN)/python benchmarks/mace_race.py --out benchmarks/results/mace_race.json
+	$(BIN)/python benchmarks/nequip_baseline.py --out benchmarks/results/nequip_baseline.json
 
 ui: venv
 	$(BIN)/farfield ui --workspace $(WORKSPACE)
