@@ -52,6 +52,8 @@ def measure(model: str, target_atoms: int, steps: int, warmup: int, device_name:
     from farfield.models.graph import collate
     from farfield.models.training import build_graphs, resolve_device
 
+    from _training_step import training_step
+
     device = resolve_device(device_name)
     torch_dtype = getattr(torch, dtype)
     with tempfile.TemporaryDirectory() as tmp:
@@ -74,14 +76,7 @@ def measure(model: str, target_atoms: int, steps: int, warmup: int, device_name:
         torch.cuda.reset_peak_memory_stats(device)
 
     def step():
-        out = potential(batch, compute_forces=True, create_graph=True)
-        loss = ((out["energy"] - batch.energy) / batch.n_atoms).pow(2).mean() + 10 * (
-            out["forces"] - batch.forces).pow(2).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        training_step(potential, optimizer, batch)
 
     wall, cpu = [], []
     for k in range(warmup + steps):

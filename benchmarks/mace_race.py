@@ -144,6 +144,8 @@ def _farfield_run(batches, hp: dict) -> dict:
     from farfield.models.training import build_graphs
     from farfield.models.graph import collate
 
+    from _training_step import training_step
+
     torch.manual_seed(0)
     config = ModelConfig(backbone="mace", channels=hp["channels"], layers=hp["layers"], cutoff=hp["cutoff"],
                          n_radial=hp["n_radial"], l_max=hp["l_max"], hidden_l_max=hp["hidden_l_max"],
@@ -156,12 +158,7 @@ def _farfield_run(batches, hp: dict) -> dict:
         batch = collate(build_graphs(members, hp["cutoff"], torch.float32))
 
         def step():
-            out = potential(batch, compute_forces=True, create_graph=True)
-            loss = ((out["energy"] - batch.energy) / batch.n_atoms).pow(2).mean() + 10 * (
-                out["forces"] - batch.forces).pow(2).mean()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            training_step(potential, optimizer, batch)
 
         results.append({"batch": batch_id, "n_atoms": int(batch.n_atoms.sum()),
                         **_timed_steps(step, hp["steps"], hp["warmup"])})

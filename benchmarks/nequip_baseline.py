@@ -21,6 +21,8 @@ from farfield.data.datasets import bundled_store
 from farfield.models import ModelConfig, build_potential, collate
 from farfield.models.training import build_graphs
 
+from _training_step import training_step
+
 REFERENCE_S_PER_STEP = 1.3
 
 
@@ -41,11 +43,7 @@ def time_steps(config: ModelConfig, batch, steps: int) -> tuple[float, int]:
     times = []
     for _ in range(steps + 2):
         start = time.perf_counter()
-        out = potential(batch, compute_forces=True, create_graph=True)
-        loss = out["energy"].pow(2).mean() + out["forces"].pow(2).mean()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+        training_step(potential, optimizer, batch)
         times.append(time.perf_counter() - start)
     return sorted(times[2:])[len(times[2:]) // 2], sum(p.numel() for p in potential.parameters())
 

@@ -24,6 +24,8 @@ from farfield.data.datasets import bundled_store
 from farfield.models import BACKBONES, ModelConfig, TrainingConfig, build_potential
 from farfield.models.training import Trainer, build_graphs, force_rms, iterate_batches, resolve_device
 
+from _training_step import training_step
+
 
 def _max_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
@@ -44,12 +46,7 @@ def bench_backbone(backbone: str, graphs, batch_size: int, device, dtype, steps:
                 torch.cuda.synchronize(device)
             start = time.perf_counter()
             cpu_start = time.process_time()
-        prediction = trainer.potential(batch, compute_forces=True, create_graph=True)
-        loss = ((prediction["energy"] - batch.energy) / batch.n_atoms).pow(2).mean() + 10 * (
-            prediction["forces"] - batch.forces).pow(2).mean()
-        trainer.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        trainer.optimizer.step()
+        training_step(trainer.potential, trainer.optimizer, batch)
         trainer.ema.update(trainer.potential)
         if k >= warmup:
             n_atoms += int(batch.n_atoms.sum())
