@@ -8,6 +8,7 @@ worker.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -15,7 +16,9 @@ import ray
 
 from farfield.orchestrator.config import TrialConfig
 from farfield.orchestrator.tracking import ensure_experiment
-from farfield.orchestrator.trial import TrialResult, run_trial
+from farfield.orchestrator.trial import TrialResult, prepare_graph_cache, run_trial
+
+log = logging.getLogger(__name__)
 
 
 def start_ray(address: str | None = None, num_cpus: int | None = None) -> None:
@@ -53,6 +56,11 @@ def run_trial_on_ray(config: TrialConfig, address: str | None = None, progress: 
     config = absolute_paths(config)
     ensure_experiment(config.tracking, config.workspace)
     start_ray(address)
+    try:  # graphs on Ray here (one task per missing shard); the trial then only reads the cache
+        prepare_graph_cache(config, progress=progress)
+    except Exception as err:  # noqa: BLE001 - the trial reports dataset problems in its own MLflow run
+        log.warning("could not precompute graphs on the driver (%s: %s); the trial will build them",
+                    type(err).__name__, err)
     task = ray.remote(num_cpus=config.resources.num_cpus, num_gpus=config.resources.num_gpus, max_retries=0)(
         _trial_task
     )

@@ -1,4 +1,4 @@
-"""One trial end to end: dataset → split → graphs → train → evaluate → MLflow run.
+"""One trial end to end: dataset → split → graphs (cached per shard) → train → evaluate → MLflow run.
 
 ``run_trial`` is a plain function of a ``TrialConfig``; ``farfield.orchestrator.launch``
 runs it inside a Ray task. Everything a trial produces is logged to one MLflow run:
@@ -26,12 +26,12 @@ from farfield.data.splits import SIDES, Split, random_split
 from farfield.data.splitting import make_split as make_chemspace_split
 from farfield.data.store import DatasetStore
 from farfield.models.blocks.readout import fit_reference_energies
+from farfield.models.graph.cache import GraphCache, precompute_graphs
 from farfield.models.heads.report import head_report
 from farfield.models.registry import build_potential
 from farfield.models.training import (
     METRIC_NAMES,
     Trainer,
-    build_graphs,
     element_count_matrix,
     force_rms,
     resolve_device,
@@ -91,19 +91,50 @@ def make_split(config: TrialConfig, store: DatasetStore) -> Split:
     return outcome.split
 
 
+def side_ids(config: TrialConfig, store: DatasetStore, split: Split) -> dict[str, list[str]]:
+    """Structure ids of each side of the split, in index order (``data.max_structures`` caps the index first)."""
+    index = _trial_index(config, store)
+    sides = split.side_of()
+    ids = {side: index.loc[index["parent_id"].map(sides) == side, "structure_id"].tolist() for side in SIDES}
+    if not ids["train"]:
+        raise ValueError("the training side of the split is empty; check data.max_structures and split fractions")
+    return ids
+
+
 def load_sides(config: TrialConfig, store: DatasetStore, split: Split) -> dict[str, list]:
     """Frames of each side of the split (``data.max_structures`` caps the index first)."""
+    return {side: store.read(ids) if ids else [] for side, ids in side_ids(config, store, split).items()}
+
+
+def _trial_index(config: TrialConfig, store: DatasetStore):
     index = store.index
     if config.data.max_structures is not None:
         index = index.iloc[: config.data.max_structures]
-    sides = split.side_of()
-    frames = {}
-    for side in SIDES:
-        ids = index.loc[index["parent_id"].map(sides) == side, "structure_id"].tolist()
-        frames[side] = store.read(ids) if ids else []
-    if not frames["train"]:
-        raise ValueError("the training side of the split is empty; check data.max_structures and split fractions")
-    return frames
+    return index
+
+
+def graph_cache_root(config: TrialConfig) -> Path:
+    """Where trials cache their graphs: ``<workspace>/cache/graphs`` (farfield.models.graph.cache)."""
+    return Path(config.workspace) / "cache" / "graphs"
+
+
+def graph_cache(config: TrialConfig, store: DatasetStore, use_ray: bool = False, progress: bool = False) -> GraphCache:
+    """The graph cache of ``store`` at ``model.cutoff`` with every shard a trial of ``config`` reads present.
+
+    Inside a trial ``use_ray`` stays False: the trial may itself be a Ray task or a Tune
+    trial whose placement group has no CPU for child tasks (the descriptors do the same).
+    The driver precomputes on Ray beforehand (:func:`prepare_graph_cache`).
+    """
+    shards = _trial_index(config, store)["shard"].unique().tolist()
+    return precompute_graphs(store, config.model.cutoff, graph_cache_root(config), shards=shards,
+                             use_ray=use_ray, progress=progress)
+
+
+def prepare_graph_cache(config: TrialConfig, progress: bool = True) -> GraphCache:
+    """Driver side, before trials start: the graphs every trial of ``config`` reads, one Ray task per
+    missing shard when Ray is initialised (in this process otherwise). Trials then only read files."""
+    store = resolve_dataset(config.data.dataset, config.workspace)
+    return graph_cache(config, store, use_ray=True, progress=progress)
 
 
 class _Reporters:
@@ -165,13 +196,12 @@ def _train_and_log(
     client.set_tag(run_id, "dataset_hash", store.content_hash)
     client.set_tag(run_id, "split_hash", split.content_hash)
     client.log_dict(run_id, json.loads(split.to_json()), "split/split.json")
-    frames = load_sides(config, store, split)
+    ids = side_ids(config, store, split)
 
+    # graphs from the per-shard cache (<workspace>/cache/graphs), computed here for missing shards;
+    # identical to build_graphs on the store's frames (tests/test_graph_cache.py)
     dtype = DTYPES[config.model.dtype]
-    graphs = {
-        side: build_graphs(frames[side], config.model.cutoff, dtype, progress=progress, desc=f"{side} graphs")
-        for side in SIDES
-    }
+    graphs = graph_cache(config, store, progress=progress).graph_sets(ids, dtype, progress=progress)
     reference = fit_reference_energies(
         element_count_matrix(graphs["train"]), np.array([float(g.energy[0]) for g in graphs["train"]])
     )

@@ -18,7 +18,7 @@ import torch
 from ase import Atoms
 
 from farfield.data import records
-from farfield.models.graph.neighbors import neighbor_pairs
+from farfield.models.graph.neighbors import NeighborPairs, neighbor_pairs
 
 
 @dataclass
@@ -95,40 +95,92 @@ class AtomicGraph:
         return replace(self, **changes)
 
     @classmethod
-    def from_atoms(cls, atoms: Atoms, cutoff: float, dtype: torch.dtype = torch.float64) -> AtomicGraph:
-        """Graph of one structure; labels are read per data/records.py where present."""
-        n = len(atoms)
-        pbc = np.asarray(atoms.pbc, dtype=bool)
-        cell = np.asarray(atoms.cell.array, dtype=np.float64) if pbc.any() else np.zeros((3, 3))
-        pairs = neighbor_pairs(atoms.positions, cell, pbc, cutoff)
+    def from_atoms(
+        cls, atoms: Atoms, cutoff: float, dtype: torch.dtype = torch.float64, pairs: NeighborPairs | None = None
+    ) -> AtomicGraph:
+        """Graph of one structure; labels are read per data/records.py where present.
 
-        def tensor(x, dt=dtype):
-            return torch.as_tensor(np.asarray(x), dtype=dt)
+        ``pairs``: its neighbour list at ``cutoff`` if already known (e.g. from the graph
+        cache); computed with vesin when None.
+        """
+        return cls.from_arrays(structure_arrays(atoms, cutoff, pairs), cutoff, dtype)
 
-        energy = atoms.info.get(records.ENERGY, np.nan)
-        forces = atoms.arrays.get(records.FORCES)
-        charges = atoms.arrays.get(records.CHARGES)
-        stress = atoms.info.get(records.STRESS)
-        stress33 = np.full((3, 3), np.nan) if stress is None else _voigt_to_matrix(np.asarray(stress, dtype=float))
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], cutoff: float, dtype: torch.dtype = torch.float64) -> AtomicGraph:
+        """Graph of one structure from :func:`structure_arrays` output (or the same arrays read back
+        from the graph cache); float arrays are cast to ``dtype``."""
+
+        def tensor(name, dt=dtype):
+            return torch.as_tensor(arrays[name], dtype=dt)
+
+        n = int(arrays["numbers"].shape[0])
         return cls(
-            positions=tensor(atoms.positions),
-            numbers=tensor(atoms.numbers, torch.long),
-            cell=tensor(cell)[None],
-            pbc=torch.as_tensor(pbc)[None],
+            positions=tensor("positions"),
+            numbers=tensor("numbers", torch.long),
+            cell=tensor("cell")[None],
+            pbc=torch.as_tensor(arrays["pbc"])[None],
             batch=torch.zeros(n, dtype=torch.long),
-            edge_index=torch.as_tensor(np.stack([pairs.center, pairs.neighbor])),
-            cell_shifts=tensor(pairs.cell_shifts),
+            edge_index=torch.as_tensor(np.stack([arrays["center"], arrays["neighbor"]])),
+            cell_shifts=tensor("cell_shifts"),
             n_atoms=torch.tensor([n]),
-            total_charge=tensor([atoms.info.get(records.TOTAL_CHARGE, 0.0)]),
-            energy=tensor([energy if energy is not None else np.nan]),
-            forces=tensor(forces if forces is not None else np.full((n, 3), np.nan)),
-            charges=tensor(charges if charges is not None else np.full(n, np.nan)),
-            has_charges=torch.tensor([charges is not None]),
-            stress=tensor(stress33)[None],
-            has_stress=torch.tensor([stress is not None]),
-            structure_ids=[str(atoms.info.get(records.STRUCTURE_ID, ""))],
+            total_charge=tensor("total_charge")[None],
+            energy=tensor("energy")[None],
+            forces=tensor("forces"),
+            charges=tensor("charges"),
+            has_charges=torch.as_tensor(arrays["has_charges"])[None],
+            stress=tensor("stress")[None],
+            has_stress=torch.as_tensor(arrays["has_stress"])[None],
+            structure_ids=[str(arrays["structure_id"])],
             cutoff=float(cutoff),
         )
+
+
+#: Keys of :func:`structure_arrays`: per structure, per atom and per edge.
+STRUCTURE_KEYS = ("structure_id", "cell", "pbc", "total_charge", "energy", "has_charges", "stress", "has_stress")
+ATOM_KEYS = ("positions", "numbers", "forces", "charges")
+EDGE_KEYS = ("center", "neighbor", "cell_shifts")
+
+
+def structure_arrays(atoms: Atoms, cutoff: float, pairs: NeighborPairs | None = None) -> dict[str, np.ndarray]:
+    """Everything an ``AtomicGraph`` holds about one structure, as numpy arrays.
+
+    Per structure (``STRUCTURE_KEYS``): ``structure_id`` (0-d str), ``cell`` (3, 3) float64
+    (zeros when non-periodic), ``pbc`` (3,) bool, ``total_charge``/``energy`` 0-d float64
+    (energy NaN when absent), ``has_charges``/``has_stress`` 0-d bool, ``stress`` (3, 3)
+    float64 (NaN when absent). Per atom (``ATOM_KEYS``): ``positions``, ``numbers`` int64,
+    ``forces``, ``charges`` (NaN when absent). Per edge (``EDGE_KEYS``): ``center``,
+    ``neighbor`` int64, ``cell_shifts`` (n_edges, 3) int64, vesin's list at ``cutoff`` Å
+    (or ``pairs`` when given).
+    """
+    n = len(atoms)
+    pbc = np.asarray(atoms.pbc, dtype=bool)
+    cell = np.asarray(atoms.cell.array, dtype=np.float64) if pbc.any() else np.zeros((3, 3))
+    if pairs is None:
+        pairs = neighbor_pairs(atoms.positions, cell, pbc, cutoff)
+    elif len(pairs.center) and max(int(pairs.center.max()), int(pairs.neighbor.max())) >= n:
+        raise ValueError(f"neighbour pairs index atoms beyond the structure's {n} atoms")
+    energy = atoms.info.get(records.ENERGY, np.nan)
+    forces = atoms.arrays.get(records.FORCES)
+    charges = atoms.arrays.get(records.CHARGES)
+    stress = atoms.info.get(records.STRESS)
+    stress33 = np.full((3, 3), np.nan) if stress is None else _voigt_to_matrix(np.asarray(stress, dtype=float))
+    return {
+        "structure_id": np.asarray(str(atoms.info.get(records.STRUCTURE_ID, ""))),
+        "cell": cell,
+        "pbc": pbc,
+        "total_charge": np.asarray(atoms.info.get(records.TOTAL_CHARGE, 0.0), dtype=np.float64),
+        "energy": np.asarray(energy if energy is not None else np.nan, dtype=np.float64),
+        "has_charges": np.asarray(charges is not None),
+        "stress": np.asarray(stress33, dtype=np.float64),
+        "has_stress": np.asarray(stress is not None),
+        "positions": np.asarray(atoms.positions),
+        "numbers": np.asarray(atoms.numbers, dtype=np.int64),
+        "forces": np.asarray(forces) if forces is not None else np.full((n, 3), np.nan),
+        "charges": np.asarray(charges) if charges is not None else np.full(n, np.nan),
+        "center": pairs.center,
+        "neighbor": pairs.neighbor,
+        "cell_shifts": pairs.cell_shifts,
+    }
 
 
 def collate(graphs: list[AtomicGraph]) -> AtomicGraph:
