@@ -3,6 +3,17 @@
 This is what ``farfield data validate`` and ``farfield data import`` do; the CLI
 only parses arguments and prints. Beyond per-frame validation, a structure_id that
 occurs twice (in one file or across files) is a problem of its second occurrence.
+
+Formats: the file formats of :mod:`farfield.data.readers` (``extxyz``, ``db``,
+``cif``) and two dataset layouts (:mod:`farfield.data.importers`):
+
+* ``qmof``: one directory of CIFs + a table (``options=QmofOptions(table=...)``);
+  energies only, so forces are not required;
+* ``odac``: ASE SQLite databases with id/parent row keys (``options=OdacOptions()``).
+
+The forces rule: energy is always required; forces are required unless
+``require_forces=False`` (default: required, except for ``qmof``). The choice is
+recorded in the store's manifest (``forces_required``) and provenance.
 """
 
 from __future__ import annotations
@@ -10,31 +21,38 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ase import Atoms
 
-from farfield.data.readers import read_structures
-from farfield.data.records import STRUCTURE_ID
+from farfield.data.importers.odac import OdacOptions, read_odac
+from farfield.data.importers.qmof import QmofOptions, read_qmof
+from farfield.data.readers import FORMATS, ReadResult, read_structures
+from farfield.data.records import PARENT_ID, STRUCTURE_ID
 from farfield.data.store import DatasetStore, write_store
 from farfield.data.validation import Problem
 
-__all__ = ["REJECTS_FILE", "FileReport", "ImportReport", "import_files", "validate_files"]
+__all__ = ["IMPORT_FORMATS", "REJECTS_FILE", "FileReport", "ImportReport", "OdacOptions",
+           "QmofOptions", "import_files", "validate_files"]
 
 #: Written next to the manifest by an import that skipped invalid frames.
 REJECTS_FILE = "rejects.jsonl"
+#: ``format=`` values of validate_files / import_files.
+IMPORT_FORMATS = (*FORMATS, "qmof", "odac")
 
 
 @dataclass
 class FileReport:
-    """Validation outcome of one file; ``valid``/``frames``: records and their frame indices."""
+    """Validation outcome of one file; ``valid``/``frames``: records and their frame indices;
+    ``notes``: facts worth printing that are not problems (e.g. table rows without a CIF)."""
 
     file: str
     n_frames: int
     problems: list[Problem]
     valid: list[Atoms] = field(default_factory=list, repr=False)
     frames: list[int] = field(default_factory=list, repr=False)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def n_valid(self) -> int:
@@ -62,15 +80,94 @@ class ImportReport:
         return sum(report.n_valid for report in self.files)
 
 
+def _report(file: str, result: ReadResult) -> FileReport:
+    return FileReport(file, result.n_frames, result.problems, result.valid, result.frames)
+
+
+def _file_error(path: str | Path, err: Exception) -> FileReport:
+    message = str(err).removeprefix(f"{path}: ")
+    return FileReport(str(path), 0, [Problem(str(path), None, message)])
+
+
 def _read_one(path: str | Path, format: str | None, key_map: dict[str, str] | None,
-              require_labels: bool) -> FileReport:
+              require_labels: bool, require_forces: bool | None,
+              options: OdacOptions | None) -> FileReport:
     try:
-        result = read_structures(path, format=format, key_map=key_map,
-                                 require_labels=require_labels)
+        if format == "odac":
+            forces = True if require_forces is None else require_forces
+            return _report(str(path), read_odac(path, options, key_map=key_map,
+                                                require_forces=forces))
+        return _report(str(path), read_structures(path, format=format, key_map=key_map,
+                                                  require_labels=require_labels,
+                                                  require_forces=require_forces))
     except (OSError, ValueError) as err:
-        message = str(err).removeprefix(f"{path}: ")
-        return FileReport(str(path), 0, [Problem(str(path), None, message)])
-    return FileReport(str(path), result.n_frames, result.problems, result.valid, result.frames)
+        return _file_error(path, err)
+
+
+@dataclass
+class _Read:
+    """Reports of one validation, plus what a store built from them should record."""
+
+    reports: list[FileReport]
+    provenance: dict
+    sources: list[str] | None = None
+
+
+def _read_qmof(paths: list[str | Path], options: QmofOptions) -> _Read:
+    if len(paths) != 1:
+        raise ValueError(f"--format qmof reads one directory of CIFs, got {len(paths)} paths")
+    (directory,) = paths
+    read = read_qmof(directory, options)
+    table = read.table
+    notes = []
+    if read.rows_without_cif:
+        shown = ", ".join(read.rows_without_cif[:3])
+        notes.append(f"{len(read.rows_without_cif)} of {table.n_rows} row(s) have no CIF in "
+                     f"{directory} (e.g. {shown}); they are not imported")
+    reports = [FileReport(table.file, 0, list(table.problems), notes=notes)]
+    reports += [_report(file, result) for file, result in read.files]
+    provenance = {"qmof": {
+        "directory": Path(directory).name, "n_cifs": len(read.files),
+        "cifs_sha256": read.cifs_sha256,
+        "table": {"file": Path(table.file).name, "sha256": _sha256(table.file),
+                  "n_rows": table.n_rows, "n_rows_without_cif": len(read.rows_without_cif)},
+        "columns": {"id": options.id_column, "energy": options.energy_column,
+                    "parent": options.parent_column, "charges": options.charges_column},
+        "charges": options.charges, "charges_from": options.charges_from,
+    }}
+    return _Read(reports, provenance, sources=[Path(directory).name, Path(table.file).name])
+
+
+def _read(paths: Iterable[str | Path], format: str | None, key_map: dict[str, str] | None,
+          require_labels: bool, require_forces: bool | None,
+          options: QmofOptions | OdacOptions | None) -> _Read:
+    paths = list(paths)
+    if format is not None and format not in IMPORT_FORMATS:
+        raise ValueError(f"format={format!r} is not supported; choose one of "
+                         f"{', '.join(IMPORT_FORMATS)}")
+    expected = {"qmof": QmofOptions, "odac": OdacOptions}.get(format)
+    if options is not None and not isinstance(options, expected or ()):
+        raise ValueError(f"options={type(options).__name__} does not fit format={format!r}")
+    if format == "qmof":
+        if options is None:
+            raise ValueError("--format qmof needs the table of energies (--table FILE)")
+        if require_forces:
+            raise ValueError("QMOF-style data has no forces: require_forces must be False/None")
+        if key_map:
+            raise ValueError("--key does not apply to --format qmof; name table columns with "
+                             "--id-column / --energy-column / --charges-column")
+        read = _read_qmof(paths, options)
+    else:
+        clash = sorted({STRUCTURE_ID, PARENT_ID} & set(key_map or {}))
+        if format == "odac" and clash:
+            raise ValueError(f"--key {clash[0]}=...: with --format odac the ids come from "
+                             f"--id-key / --parent-key / --frame-key")
+        reports = [_read_one(path, format, key_map, require_labels, require_forces, options)
+                   for path in paths]
+        odac = {"odac": asdict(options or OdacOptions())} if format == "odac" else {}
+        read = _Read(reports, odac)
+    _reject_duplicates(read.reports)
+    return read
 
 
 def _reject_duplicates(reports: list[FileReport]) -> None:
@@ -93,16 +190,21 @@ def _reject_duplicates(reports: list[FileReport]) -> None:
 
 
 def validate_files(paths: Iterable[str | Path], *, format: str | None = None,
-                   key_map: dict[str, str] | None = None,
-                   require_labels: bool = True) -> list[FileReport]:
+                   key_map: dict[str, str] | None = None, require_labels: bool = True,
+                   require_forces: bool | None = None,
+                   options: QmofOptions | OdacOptions | None = None) -> list[FileReport]:
     """Read and validate every frame of every file; one report per file, in order.
 
-    A missing file or unknown format becomes a file-level problem rather than an
-    exception, so every file is reported. See :func:`read_structures` for the args.
+    A missing file or a suffix of unknown format becomes a file-level problem rather
+    than an exception, so every file is reported; an unsupported ``format=`` raises
+    ValueError. See :func:`read_structures` for the args.
+    ``format="qmof"``: ``paths`` is one directory, ``options`` a QmofOptions; the
+    first report is the table's. ``format="odac"``: ``options`` an OdacOptions
+    (default keys sid / mof_id). ``require_forces``: None means required, except
+    for qmof. Raises ValueError for arguments that do not fit together, and for a
+    QMOF directory or table that cannot be used at all.
     """
-    reports = [_read_one(path, format, key_map, require_labels) for path in paths]
-    _reject_duplicates(reports)
-    return reports
+    return _read(paths, format, key_map, require_labels, require_forces, options).reports
 
 
 def _sha256(path: str) -> str:
@@ -116,28 +218,36 @@ def _sha256(path: str) -> str:
 def import_files(paths: Iterable[str | Path], out: str | Path, *, skip_invalid: bool = False,
                  label_method: str = "unspecified", format: str | None = None,
                  key_map: dict[str, str] | None = None, shard_size: int = 256,
-                 overwrite: bool = False) -> ImportReport:
+                 overwrite: bool = False, require_forces: bool | None = None,
+                 options: QmofOptions | OdacOptions | None = None) -> ImportReport:
     """Validate ``paths`` and write their valid frames as a store at ``out``.
 
     Without ``skip_invalid``, any problem means nothing is written (the report's
     ``store`` is None). With it, the valid frames are written and every problem goes
     to ``out/rejects.jsonl`` (one ``{"file", "frame", "message"}`` object per line).
+    ``format``/``options``/``require_forces``: see :func:`validate_files`; the
+    provenance records them with the column/key maps and input checksums.
     Raises ValueError if no frame at all is valid; errors of write_store propagate.
     """
-    reports = validate_files(paths, format=format, key_map=key_map)
+    read = _read(paths, format, key_map, True, require_forces, options)
+    reports = read.reports
     report = ImportReport(reports)
     if report.problems and not skip_invalid:
         return report
     frames = [atoms for file_report in reports for atoms in file_report.valid]
     if not frames:
         raise ValueError(f"no valid frames to import from {len(reports)} file(s)")
-    inputs = [{"file": Path(r.file).name, "sha256": _sha256(r.file), "n_frames": r.n_frames,
-               "n_valid": r.n_valid} for r in reports if Path(r.file).is_file()]
+    forces_required = format != "qmof" if require_forces is None else require_forces
+    inputs = [] if format == "qmof" else [
+        {"file": Path(r.file).name, "sha256": _sha256(r.file), "n_frames": r.n_frames,
+         "n_valid": r.n_valid} for r in reports if Path(r.file).is_file()]
     provenance = {"inputs": inputs, "key_map": key_map or {}, "format": format,
-                  "n_rejected_problems": len(report.problems)}
+                  "forces_required": forces_required,
+                  "n_rejected_problems": len(report.problems), **read.provenance}
     rejects = "".join(json.dumps(problem.to_dict()) + "\n" for problem in report.problems)
+    sources = read.sources or [Path(r.file).name for r in reports if r.n_valid]
     report.store = write_store(
-        frames, out, label_method=label_method, shard_size=shard_size,
-        sources=[Path(r.file).name for r in reports if r.n_valid], provenance=provenance,
-        overwrite=overwrite, extra_files={REJECTS_FILE: rejects} if skip_invalid else None)
+        frames, out, label_method=label_method, shard_size=shard_size, sources=sources,
+        provenance=provenance, overwrite=overwrite, require_forces=forces_required,
+        extra_files={REJECTS_FILE: rejects} if skip_invalid else None)
     return report

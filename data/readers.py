@@ -290,13 +290,16 @@ def iter_frames(path: str | Path, *, format: str | None = None,
 
 def read_structures(path: str | Path, *, format: str | None = None,
                     key_map: dict[str, str] | None = None,
-                    require_labels: bool = True) -> ReadResult:
+                    require_labels: bool = True,
+                    require_forces: bool | None = None) -> ReadResult:
     """Read and validate every frame of ``path``.
 
     ``format``: ``"extxyz"``, ``"db"`` or ``"cif"``; default from the suffix.
     ``key_map``: record key → key used in the file, e.g.
     ``{"energy": "DFT_energy", "forces": "DFT_forces", "charges": "ddec_charges"}``.
     ``require_labels``: False accepts frames without energy/forces (CIFs to label).
+    ``require_forces``: False accepts frames with an energy but no forces; None
+    follows ``require_labels`` (see :func:`~farfield.data.validation.validate_atoms`).
     Frames that fail validation are reported in ``problems``, not returned. Missing
     ``source`` is set to the file name.
     """
@@ -312,7 +315,8 @@ def read_structures(path: str | Path, *, format: str | None = None,
             continue
         frames.add(frame)
         item.info.setdefault(SOURCE, Path(path).name)
-        found = validate_atoms(item, file=str(path), frame=frame, require_labels=require_labels)
+        found = validate_atoms(item, file=str(path), frame=frame, require_labels=require_labels,
+                               require_forces=require_forces)
         problems.extend(found)
         if not found:
             valid.append(item)

@@ -3,6 +3,7 @@
 Layout::
 
     STORE/manifest.json            schema_version, counts, elements, label_method,
+                                   has_charges, forces_required, has_forces,
                                    sources, provenance, created_with, content_hash
     STORE/index.parquet            one row per structure (see INDEX_COLUMNS)
     STORE/shards/shard-00000.extxyz ...
@@ -33,6 +34,7 @@ from farfield.data.readers import iter_frames, normalise_atoms
 from farfield.data.records import (
     CHARGES,
     ENERGY,
+    FORCES,
     PARENT_ID,
     SOURCE,
     STRUCTURE_ID,
@@ -97,14 +99,15 @@ def _pack_shards(frames: list[Atoms], shard_size: int) -> list[list[Atoms]]:
     return [shard for shard in shards if shard]
 
 
-def _prepare(frames: Iterable[Atoms]) -> list[Atoms]:
+def _prepare(frames: Iterable[Atoms], require_forces: bool = True) -> list[Atoms]:
     """Copies of ``frames`` in record form, validated, with unique structure_ids."""
     prepared, problems, first_seen = [], [], {}
     for position, original in enumerate(frames):
         atoms = original.copy()
         atoms.calc = original.calc
         normalise_atoms(atoms)
-        problems += validate_atoms(atoms, file="frames", frame=position)
+        problems += validate_atoms(atoms, file="frames", frame=position,
+                                   require_forces=require_forces)
         structure_id = atoms.info[STRUCTURE_ID]
         if structure_id in first_seen:
             raise ValueError(
@@ -143,13 +146,16 @@ def _replace_dir(tmp: Path, out: Path) -> None:
 def write_store(frames: Iterable[Atoms], out: str | Path, *, label_method: str,
                 shard_size: int = 256, sources: list[str] | None = None,
                 provenance: dict | None = None, overwrite: bool = False,
-                extra_files: dict[str, str] | None = None) -> DatasetStore:
+                extra_files: dict[str, str] | None = None,
+                require_forces: bool = True) -> DatasetStore:
     """Validate ``frames`` and write them as a new store at ``out``; returns it opened.
 
     ``label_method``: how energies/forces were computed (e.g. ``"GFN2-xTB"``).
     ``shard_size``: frames per shard (a parent_id's frames are kept together when
     they fit). ``sources``: defaults to the sorted distinct ``info["source"]``.
     ``extra_files``: name → text written next to the manifest (not hashed).
+    ``require_forces``: False accepts energy-only frames (no forces); the manifest
+    records it as ``forces_required`` next to ``has_forces`` counts.
     Raises ValueError on invalid frames or duplicate structure_ids, FileExistsError
     if ``out`` exists and ``overwrite`` is False. The input frames are not modified.
     """
@@ -162,7 +168,7 @@ def write_store(frames: Iterable[Atoms], out: str | Path, *, label_method: str,
                                   f"(--overwrite) to replace it")
         if not (out / MANIFEST).is_file() and (not out.is_dir() or any(out.iterdir())):
             raise StoreError(f"refusing to overwrite {out}: it is not a dataset store")
-    prepared = _prepare(frames)
+    prepared = _prepare(frames, require_forces)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
@@ -178,12 +184,15 @@ def write_store(frames: Iterable[Atoms], out: str | Path, *, label_method: str,
         index = pd.DataFrame(rows, columns=list(INDEX_COLUMNS))
         index.to_parquet(tmp / INDEX, index=False)
         with_charges = int(index["has_charges"].sum())
+        with_forces = sum(FORCES in atoms.arrays for atoms in prepared)
         manifest = {
             "schema_version": SCHEMA_VERSION, "n_structures": len(index),
             "n_parents": int(index["parent_id"].nunique()), "n_shards": len(shards),
             "elements": sorted({e for row in index["elements"] for e in row.split()}),
             "label_method": label_method,
             "has_charges": {"with": with_charges, "without": len(index) - with_charges},
+            "forces_required": bool(require_forces),
+            "has_forces": {"with": with_forces, "without": len(index) - with_forces},
             "sources": list(sources) if sources is not None
             else sorted(set(index["source"]) - {""}),
             "provenance": provenance or {}, "created_with": _versions(),

@@ -20,6 +20,16 @@ Checks, in order:
 
 Missing ``structure_id`` / ``parent_id`` / ``total_charge`` are filled in place with
 defaults (``f"{file stem}-{frame}"``, the structure_id, 0.0).
+
+Which labels must be present:
+
+* ``require_labels=True`` (default): energy and forces are required;
+* ``require_forces=False``: energy is still required, forces are optional (energy-only
+  data such as QMOF's relaxed structures); the store records this choice in its
+  manifest (``forces_required``) so a trainer can refuse to fit forces it lacks;
+* ``require_labels=False``: neither is required (structures about to be labelled).
+
+Labels that are present are always checked.
 """
 
 from __future__ import annotations
@@ -238,7 +248,8 @@ def _fill_defaults(atoms: Atoms, file: str, frame: int) -> None:
 
 
 def validate_atoms(
-    atoms: Atoms, *, file: str, frame: int, require_labels: bool = True
+    atoms: Atoms, *, file: str, frame: int, require_labels: bool = True,
+    require_forces: bool | None = None,
 ) -> list[Problem]:
     """Check one structure record; return all its problems (empty list if valid).
 
@@ -249,7 +260,11 @@ def validate_atoms(
     ``require_labels``: if False, a missing energy or missing forces is not a
     problem (for unlabelled structures such as CIFs about to be labelled);
     labels that are present are still checked.
+    ``require_forces``: None follows ``require_labels``; False accepts a structure
+    with an energy but no forces (energy-only data); True requires forces.
     """
+    if require_forces is None:
+        require_forces = require_labels
     messages: list[str] = []
     if len(atoms) == 0:
         messages.append("frame has no atoms")
@@ -261,9 +276,10 @@ def validate_atoms(
         messages += _check_energy(atoms)
     if FORCES in atoms.arrays or FORCES in atoms.info:
         messages += _check_per_atom(atoms, FORCES, (len(atoms), 3), "eV/Å")
-    elif require_labels:
+    elif require_forces:
         messages.append(f"forces missing: no arrays[{FORCES!r}] (n_atoms, 3), eV/Å; "
-                        f"{_keys('arrays', atoms.arrays)} (map other names with key_map)")
+                        f"{_keys('arrays', atoms.arrays)} (map other names with key_map, or accept "
+                        f"energy-only data with --allow-missing-forces)")
     cell_messages = _check_cell(atoms)
     messages += cell_messages
     if positions_ok and not cell_messages and len(atoms) > 0:

@@ -1,20 +1,33 @@
 """``farfield data``: validate structure files, import them into a store, inspect a store.
 
 Only argument parsing and printing live here; the work is done by
-:mod:`farfield.data.importing` and :mod:`farfield.data.store`.
+:mod:`farfield.data.importing` and :mod:`farfield.data.store`. Formats and their
+options are described with a worked example each in docs/data.md.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from farfield.data.importing import REJECTS_FILE, FileReport, import_files, validate_files
-from farfield.data.readers import FORMATS
+from farfield.data.importers.qmof import (
+    CHARGE_SCHEMES,
+    DEFAULT_ENERGY_COLUMN,
+    DEFAULT_ID_COLUMN,
+)
+from farfield.data.importing import (
+    IMPORT_FORMATS,
+    REJECTS_FILE,
+    FileReport,
+    OdacOptions,
+    QmofOptions,
+    import_files,
+    validate_files,
+)
 from farfield.data.store import DatasetStore, StoreError
 
 __all__ = ["data_app"]
@@ -26,14 +39,56 @@ data_app = typer.Typer(
 )
 
 PathsArgument = Annotated[list[Path], typer.Argument(
-    metavar="PATH", help="Structure files: .extxyz/.xyz (optionally .gz/.xz/.bz2), .db (ASE db), .cif.",
+    metavar="PATH", help="Structure files: .extxyz/.xyz (optionally .gz/.xz/.bz2), .db (ASE db), "
+                         ".cif; with --format qmof one directory of CIFs.",
     show_default=False)]
-FormatOption = Annotated[Optional[str], typer.Option(
-    "--format", help=f"Read every file as this format ({', '.join(FORMATS)}) instead of "
-                     "guessing from the suffix.")]
-KeyOption = Annotated[Optional[list[str]], typer.Option(
+FormatOption = Annotated[str | None, typer.Option(
+    "--format", help=f"One of {', '.join(IMPORT_FORMATS)}. extxyz/db/cif: read every file as "
+                     "this format instead of guessing from the suffix. qmof: PATH is a folder "
+                     "of CIFs labelled by --table. odac: ASE .db files whose rows carry "
+                     "--id-key/--parent-key.")]
+KeyOption = Annotated[list[str] | None, typer.Option(
     "--key", help="RECORD=FILEKEY: the file stores record field RECORD under FILEKEY, "
                   "e.g. --key energy=DFT_energy --key forces=DFT_forces. Repeatable.")]
+ForcesOption = Annotated[bool, typer.Option(
+    "--allow-missing-forces", help="Accept structures with an energy but no forces (the energy "
+                                   "is always required); recorded in the store's manifest as "
+                                   "forces_required=false. Implied by --format qmof.")]
+_QMOF = "QMOF-style: --format qmof DIR --table FILE"
+_ODAC = "ODAC-style: --format odac FILE.db"
+TableOption = Annotated[Path | None, typer.Option(
+    "--table", rich_help_panel=_QMOF, show_default=False,
+    help="CSV or JSON table, one row per CIF (QMOF's qmof.csv or qmof.json).")]
+IdColumnOption = Annotated[str | None, typer.Option(
+    "--id-column", rich_help_panel=_QMOF, show_default=False,
+    help=f"Table column matching the CIF file names without .cif. Default: {DEFAULT_ID_COLUMN}.")]
+EnergyColumnOption = Annotated[str | None, typer.Option(
+    "--energy-column", rich_help_panel=_QMOF, show_default=False,
+    help=f"Table column with the total energy of the CIF's cell in eV. "
+         f"Default: {DEFAULT_ENERGY_COLUMN}.")]
+ParentColumnOption = Annotated[str | None, typer.Option(
+    "--parent-column", rich_help_panel=_QMOF, show_default=False,
+    help="Table column naming each structure's parent MOF. Default: each is its own parent.")]
+ChargesOption = Annotated[str | None, typer.Option(
+    "--charges", rich_help_panel=_QMOF, show_default=False,
+    help=f"Reference charges: {', '.join(CHARGE_SCHEMES)}; read from each CIF's "
+         "_atom_site_pbe_<scheme>_charge column unless --charges-column is given. "
+         "Default: none.")]
+ChargesColumnOption = Annotated[str | None, typer.Option(
+    "--charges-column", rich_help_panel=_QMOF, show_default=False,
+    help="Table column holding each structure's per-atom charges as a JSON list, in CIF "
+         "site order (needs --charges to name the scheme).")]
+IdKeyOption = Annotated[str | None, typer.Option(
+    "--id-key", rich_help_panel=_ODAC, show_default=False,
+    help="Row key (key_value_pairs or data) holding the structure id. Default: sid.")]
+ParentKeyOption = Annotated[str | None, typer.Option(
+    "--parent-key", rich_help_panel=_ODAC, show_default=False,
+    help="Row key holding the parent MOF id. Default: mof_id; 'none': each structure is "
+         "its own parent.")]
+FrameKeyOption = Annotated[str | None, typer.Option(
+    "--frame-key", rich_help_panel=_ODAC, show_default=False,
+    help="Row key numbering frames of one trajectory (e.g. fid); the structure id becomes "
+         "ID-FRAME.")]
 
 
 def _fail(message: str) -> typer.Exit:
@@ -52,14 +107,63 @@ def _key_map(keys: list[str] | None) -> dict[str, str]:
     return key_map
 
 
+def _source_options(format: str | None, table: Path | None, id_column: str | None,
+                    energy_column: str | None, parent_column: str | None, charges: str | None,
+                    charges_column: str | None, id_key: str | None, parent_key: str | None,
+                    frame_key: str | None) -> QmofOptions | OdacOptions | None:
+    """The options object of --format qmof / odac; an error for options of another format."""
+    groups = {
+        "qmof": {"--table": table, "--id-column": id_column, "--energy-column": energy_column,
+                 "--parent-column": parent_column, "--charges": charges,
+                 "--charges-column": charges_column},
+        "odac": {"--id-key": id_key, "--parent-key": parent_key, "--frame-key": frame_key},
+    }
+    for name, group in groups.items():
+        given = [option for option, value in group.items() if value is not None]
+        if given and format != name:
+            raise _fail(f"{given[0]} is only used with --format {name}")
+    if format == "qmof":
+        if table is None:
+            raise _fail("--format qmof needs --table FILE (the table of energies, e.g. qmof.csv)")
+        if charges is not None and charges not in CHARGE_SCHEMES:
+            raise _fail(f"--charges {charges!r}: choose one of {', '.join(CHARGE_SCHEMES)}")
+        try:
+            return QmofOptions(table=table, id_column=id_column or DEFAULT_ID_COLUMN,
+                               energy_column=energy_column or DEFAULT_ENERGY_COLUMN,
+                               parent_column=parent_column, charges=charges or "none",
+                               charges_column=charges_column)
+        except ValueError as err:
+            raise _fail(str(err).replace("charges=", "--charges ")) from err
+    if format == "odac":
+        return OdacOptions(id_key=id_key or "sid",
+                           parent_key=None if parent_key == "none" else parent_key or "mof_id",
+                           frame_key=frame_key)
+    return None
+
+
+#: Above this many files, the summary lists only files with problems and one total row.
+_MAX_SUMMARY_ROWS = 20
+
+
 def _summary_table(reports: list[FileReport]) -> Table:
     table = Table(title="Validation summary")
     for column in ("file", "frames", "valid", "invalid", "file-level problems"):
         table.add_column(column, justify="left" if column == "file" else "right")
-    for report in reports:
-        file_level = sum(problem.frame is None for problem in report.problems)
-        table.add_row(report.file, str(report.n_frames), str(report.n_valid),
-                      str(report.n_invalid), str(file_level))
+
+    def row(name: str, group: list[FileReport]) -> None:
+        file_level = sum(p.frame is None for r in group for p in r.problems)
+        table.add_row(name, *(str(sum(getattr(r, k) for r in group))
+                              for k in ("n_frames", "n_valid", "n_invalid")), str(file_level))
+
+    shown = reports
+    if len(reports) > _MAX_SUMMARY_ROWS:
+        shown = [report for report in reports if report.problems][:_MAX_SUMMARY_ROWS]
+    for report in shown:
+        row(report.file, [report])
+    listed = {id(report) for report in shown}
+    rest = [report for report in reports if id(report) not in listed]
+    if rest:
+        row(f"({len(rest)} more file(s))", rest)
     return table
 
 
@@ -69,22 +173,44 @@ def _print_problems(reports: list[FileReport]) -> int:
         for problem in report.problems:
             typer.echo(str(problem))
             count += 1
+    for report in reports:
+        for note in report.notes:
+            typer.echo(f"note: {report.file}: {note}")
     return count
 
 
 @data_app.command("validate")
-def validate_command(paths: PathsArgument, format: FormatOption = None,
-                     key: KeyOption = None) -> None:
+def validate_command(
+    paths: PathsArgument, format: FormatOption = None, key: KeyOption = None,
+    allow_missing_forces: ForcesOption = False,
+    table: TableOption = None, id_column: IdColumnOption = None,
+    energy_column: EnergyColumnOption = None, parent_column: ParentColumnOption = None,
+    charges: ChargesOption = None, charges_column: ChargesColumnOption = None,
+    id_key: IdKeyOption = None, parent_key: ParentKeyOption = None,
+    frame_key: FrameKeyOption = None,
+) -> None:
     """Check every frame of every file and list every problem, one line each.
 
     Prints "FILE: frame N: what is wrong" for each problem, then a table of valid
     and invalid frames per file. Exits with 1 if there is any problem, else 0.
+    Worked examples for every format: docs/data.md.
 
-    Example:
+    Examples:
 
         farfield data validate mofs.extxyz more/*.xyz.gz --key energy=DFT_energy
+
+        farfield data validate --format qmof relaxed_structures --table qmof.csv --charges ddec
+
+        farfield data validate --format odac odac.db --id-key sid --parent-key mof_id
     """
-    reports = _validate(paths, format, key)
+    options = _source_options(format, table, id_column, energy_column, parent_column, charges,
+                              charges_column, id_key, parent_key, frame_key)
+    try:
+        reports = validate_files(paths, format=format, key_map=_key_map(key),
+                                 require_forces=False if allow_missing_forces else None,
+                                 options=options)
+    except (OSError, ValueError) as err:  # bad --format / --key names, unusable table
+        raise _fail(str(err)) from err
     n_problems = _print_problems(reports)
     Console().print(_summary_table(reports))
     if n_problems:
@@ -92,13 +218,6 @@ def validate_command(paths: PathsArgument, format: FormatOption = None,
                    f"of {len(reports)} file(s)", err=True)
         raise typer.Exit(code=1)
     typer.echo(f"all {sum(r.n_valid for r in reports)} frame(s) valid")
-
-
-def _validate(paths: list[Path], format: str | None, keys: list[str] | None) -> list[FileReport]:
-    try:
-        return validate_files(paths, format=format, key_map=_key_map(keys))
-    except ValueError as err:  # bad --format / --key names
-        raise _fail(str(err)) from err
 
 
 @data_app.command("import")
@@ -114,25 +233,41 @@ def import_command(
     = "unspecified",
     format: FormatOption = None,
     key: KeyOption = None,
+    allow_missing_forces: ForcesOption = False,
     shard_size: Annotated[int, typer.Option("--shard-size", min=1,
                                             help="Frames per shard file.")] = 256,
     overwrite: Annotated[bool, typer.Option("--overwrite",
                                             help="Replace an existing store at OUT.")] = False,
+    table: TableOption = None, id_column: IdColumnOption = None,
+    energy_column: EnergyColumnOption = None, parent_column: ParentColumnOption = None,
+    charges: ChargesOption = None, charges_column: ChargesColumnOption = None,
+    id_key: IdKeyOption = None, parent_key: ParentKeyOption = None,
+    frame_key: FrameKeyOption = None,
 ) -> None:
     """Validate files and write their frames into a new dataset store.
 
     Without --skip-invalid any problem is printed and nothing is written (exit 1).
     With it, the valid frames are written and every problem is recorded in
-    OUT/rejects.jsonl.
+    OUT/rejects.jsonl. The manifest's provenance records the format, the key or
+    column maps and input checksums. Worked examples for every format: docs/data.md.
 
-    Example:
+    Examples:
 
         farfield data import mofs.extxyz --out stores/mofs --skip-invalid
+
+        farfield data import dft.extxyz --key energy=DFT_energy --key forces=DFT_forces --out stores/dft
+
+        farfield data import --format qmof qmof_database/relaxed_structures --table qmof_database/qmof.csv --charges ddec --out stores/qmof --skip-invalid
+
+        farfield data import --format odac odac.db --id-key sid --parent-key mof_id --out stores/odac
     """
+    options = _source_options(format, table, id_column, energy_column, parent_column, charges,
+                              charges_column, id_key, parent_key, frame_key)
     try:
         report = import_files(paths, out, skip_invalid=skip_invalid, label_method=label_method,
                               format=format, key_map=_key_map(key), shard_size=shard_size,
-                              overwrite=overwrite)
+                              overwrite=overwrite, options=options,
+                              require_forces=False if allow_missing_forces else None)
     except (OSError, ValueError) as err:
         raise _fail(str(err)) from err
     if report.store is None:
@@ -140,8 +275,13 @@ def import_command(
         raise _fail(f"{n_problems} problem(s); nothing written to {out} "
                     f"(fix them, or pass --skip-invalid to import only the valid frames)")
     store = report.store
+    _print_problems(report.files)  # with --skip-invalid: what was left out, one line each
     typer.echo(f"imported {len(store)} structure(s) ({store.manifest['n_parents']} parent(s)) "
                f"from {len(report.files)} file(s) into {store.path}")
+    without = store.manifest["has_forces"]["without"]
+    if without:
+        typer.echo(f"{without} structure(s) have an energy but no forces (forces_required=false "
+                   f"in the manifest): train on this store with training.loss.forces: 0")
     if skip_invalid:
         typer.echo(f"{len(report.problems)} problem(s) recorded in {store.path / REJECTS_FILE}")
     typer.echo(f"content hash: {store.content_hash}")
