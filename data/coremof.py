@@ -34,7 +34,9 @@ from ase import Atoms
 from ase.data import covalent_radii
 from ase.io.cif import parse_cif
 from ase.neighborlist import neighbor_list
+from vesin import NeighborList as VesinNeighborList
 
+from .cif_p1 import read_p1_cif
 from .records import MIN_INTERATOMIC_DISTANCE
 
 SUBSETS = ("2014", "2019-ASR", "2019-FSR")
@@ -221,9 +223,30 @@ def _tag_values(block, tag: str) -> list[str]:
 def cif_to_atoms(text: str, name: str) -> Atoms:
     """Parse one CIF (text) into periodic ``Atoms``; raise :class:`StructureRejected`.
 
-    Checks partial occupancy and disorder groups on the raw CIF tags, then expands
-    symmetry with ASE and runs :func:`validate_atoms`.
+    Plain P1 files go through the fast reader :func:`farfield.data.cif_p1.read_p1_cif`;
+    anything else through ASE (symmetry expansion included). Partial occupancy and
+    disorder groups are checked on the raw CIF columns, then :func:`validate_atoms` runs.
     """
+    fast = read_p1_cif(text)
+    if fast is not None:
+        if not fast.has_cell:
+            raise StructureRejected(name, "no_cell", "missing _cell_length_* tags")
+        if fast.occupancy is not None and fast.occupancy.min() < 1.0 - 1e-6:
+            raise StructureRejected(
+                name, "partial_occupancy", f"min occupancy {fast.occupancy.min():g}")
+        if fast.disorder_groups:
+            raise StructureRejected(name, "disorder",
+                                    f"disorder groups {sorted(fast.disorder_groups)}")
+        atoms = fast.atoms
+    else:
+        atoms = _ase_cif_to_atoms(text, name)
+    atoms.pbc = True
+    validate_atoms(atoms, name)
+    return atoms
+
+
+def _ase_cif_to_atoms(text: str, name: str) -> Atoms:
+    """ASE's full CIF reader with the occupancy/disorder/cell checks (slow path)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -242,14 +265,18 @@ def cif_to_atoms(text: str, name: str) -> Atoms:
             groups = set(_tag_values(block, "_atom_site_disorder_group")) - {"0"}
             if groups:
                 raise StructureRejected(name, "disorder", f"disorder groups {sorted(groups)}")
-            atoms = _block_to_atoms(block)
+            return _block_to_atoms(block)
     except StructureRejected:
         raise
     except Exception as exc:  # ASE raises many types for malformed CIFs
         raise StructureRejected(name, "unreadable", f"{type(exc).__name__}: {exc}") from exc
-    atoms.pbc = True
-    validate_atoms(atoms, name)
-    return atoms
+
+
+def _pairs_within(atoms: Atoms, cutoff: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Half list of atom pairs closer than ``cutoff`` Å (vesin): i, j, distance."""
+    i, j, d = VesinNeighborList(cutoff=cutoff, full_list=False).compute(
+        points=atoms.positions, box=atoms.cell.array, periodic=True, quantities="ijd")
+    return np.asarray(i), np.asarray(j), np.asarray(d)
 
 
 def validate_atoms(atoms: Atoms, name: str) -> None:
@@ -263,15 +290,19 @@ def validate_atoms(atoms: Atoms, name: str) -> None:
     if 1 not in atoms.numbers:
         raise StructureRejected(name, "no_hydrogen", atoms.get_chemical_formula())
     if len(atoms) > 1:
-        i, j, d = neighbor_list("ijd", atoms, MIN_INTERATOMIC_DISTANCE)
-        if len(d):
-            k = int(np.argmin(d))
-            detail = f"atoms {i[k]},{j[k]} at {d[k]:.3f} Å"
+        radii = covalent_radii[atoms.numbers]
+        i, j, d = _pairs_within(atoms, max(MIN_INTERATOMIC_DISTANCE,
+                                           2 * SHORT_CONTACT_FACTOR * radii.max()))
+        close = d < MIN_INTERATOMIC_DISTANCE
+        if close.any():
+            k = np.flatnonzero(close)[np.argmin(d[close])]
+            detail = f"atoms {min(i[k], j[k])},{max(i[k], j[k])} at {d[k]:.3f} Å"
             raise StructureRejected(name, "overlapping_atoms", detail)
-        i, j, d = neighbor_list("ijd", atoms, SHORT_CONTACT_FACTOR * covalent_radii[atoms.numbers])
-        if len(d):
-            k = int(np.argmin(d))
-            pair = f"{symbols[i[k]]}{i[k]}–{symbols[j[k]]}{j[k]}"
+        short = d < SHORT_CONTACT_FACTOR * (radii[i] + radii[j])
+        if short.any():
+            k = np.flatnonzero(short)[np.argmin(d[short])]
+            a, b = sorted((int(i[k]), int(j[k])))
+            pair = f"{symbols[a]}{a}–{symbols[b]}{b}"
             raise StructureRejected(name, "short_contact", f"{pair} at {d[k]:.3f} Å")
 
 
@@ -316,12 +347,17 @@ def metal_family(metals: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(sorted({"Ln" if m in LANTHANIDES else m for m in metals}))
 
 
-def _check_entry(entry: CifEntry, row: dict[str, str], min_atoms: int, max_atoms: int) -> Atoms:
-    """Atoms of one archive entry, or :class:`StructureRejected` (metadata checks first)."""
+def _check_metadata(entry: CifEntry, row: dict[str, str]) -> None:
+    """Raise :class:`StructureRejected` if CoRE MOF's CSV flags the entry as unusable."""
     if row.get("DISORDER", "").strip().upper() == "DISORDER":
         raise StructureRejected(entry.name, "disorder", "CoRE MOF DISORDER flag")
     if row.get("Extension", "").strip().lower() == "charged":
         raise StructureRejected(entry.name, "charged_framework")
+
+
+def _check_entry(entry: CifEntry, row: dict[str, str], min_atoms: int, max_atoms: int) -> Atoms:
+    """Atoms of one archive entry, or :class:`StructureRejected` (metadata checks first)."""
+    _check_metadata(entry, row)
     atoms = cif_to_atoms(entry.text, entry.name)
     if not min_atoms <= len(atoms) <= max_atoms:
         raise StructureRejected(entry.name, "atom_count", f"{len(atoms)} atoms")

@@ -329,3 +329,14 @@ def info_command(store_path: Annotated[Path, typer.Argument(
     for source, group in index.groupby("source", sort=True):
         sources.add_row(str(source) or "-", str(len(group)), str(group["parent_id"].nunique()))
     console.print(sources)
+
+
+def _register_build_commands() -> None:
+    """``data build`` / ``data catalogue`` live in their own module (CoRE MOF + GFN-xTB)."""
+    from farfield.orchestrator.cli_data_build import build_command, catalogue_command
+
+    data_app.command("build")(build_command)
+    data_app.command("catalogue")(catalogue_command)
+
+
+_register_build_commands()

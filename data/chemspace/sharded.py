@@ -9,17 +9,20 @@ The cache file is ``<cache_dir>/<dataset hash[:16]>-<settings key>.npz``.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from ase import Atoms
-
-from farfield.data.chemspace.descriptors import DescriptorSettings, FrameDescriptors, describe_frames
+from farfield.data.chemspace.descriptors import (
+    DescriptorSettings,
+    FrameDescriptors,
+    describe_frames,
+)
+from farfield.data.ray_runtime import ray_running
 from farfield.data.store import DatasetStore
 
-__all__ = ["describe_shards", "store_descriptors", "descriptor_cache_path"]
+__all__ = ["describe_shards", "descriptor_cache_path", "store_descriptors"]
 
 
 class _ShardWorker:
@@ -31,24 +34,6 @@ class _ShardWorker:
 
     def describe(self, payload: Any) -> FrameDescriptors:
         return describe_frames(self.load(payload), self.settings)
-
-
-@contextlib.contextmanager
-def _ray_running(n_workers: int, address: str | None) -> Iterator[None]:
-    """Connect to / start Ray for the block; shut it down after only if started here."""
-    import ray
-
-    started = not ray.is_initialized()
-    if started:
-        if address:
-            ray.init(address=address, log_to_driver=False)
-        else:
-            ray.init(num_cpus=n_workers, include_dashboard=False, log_to_driver=False)
-    try:
-        yield
-    finally:
-        if started:
-            ray.shutdown()
 
 
 def describe_shards(shards: Sequence[Any], load: Callable[[Any], list[Atoms]],
@@ -70,7 +55,7 @@ def describe_shards(shards: Sequence[Any], load: Callable[[Any], list[Atoms]],
     import ray
     from ray.util import ActorPool
 
-    with _ray_running(n_workers, address):
+    with ray_running(n_workers, address):
         actor = ray.remote(num_cpus=1)(_ShardWorker)
         actors = [actor.remote(settings.model_dump(), load) for _ in range(min(n_workers, len(shards)))]
         pool = ActorPool(actors)

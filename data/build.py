@@ -1,0 +1,310 @@
+"""Build a labelled dataset store from CIFs: catalogue → parents → configurations →
+GFN-xTB labels (Ray) → store (→ optional compressed export).
+
+This is ``farfield data build``. Work happens in ``<out>.build/`` next to the store:
+
+- ``plan.json``: the settings (and their key) the plan was made with; written last;
+- ``parents.csv``: chosen parents; ``rejections.csv``: every catalogue structure not
+  used and why (cleaning reasons, atom count, duplicates, hydrogen fix-up);
+- ``inputs/``, ``labelled/``, ``failures/``: per-shard files, see
+  :mod:`farfield.data.label_shards`.
+
+Running the same command again resumes: the plan is reused (a different setting is
+refused with a message), finished shards are skipped, and the store is re-assembled
+from the shards, so the result is the same however often the run was interrupted.
+Assembly drops a parent whose input geometry (``c0``) failed or has an atomic force
+above ``max_force`` eV/Å (a broken structure), records why in the store's
+``failures.jsonl``, and keeps the first ``parents`` parents in plan order (spares
+make up for dropped ones).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import lzma
+import math
+import os
+import shlex
+import sys
+from importlib.metadata import version
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from ase import Atoms
+from pydantic import Field
+
+from farfield.data.catalogue import build_catalogue, iter_source_cifs, source_label
+from farfield.data.config import StrictModel
+from farfield.data.coremof import (
+    SUBSETS,
+    StructureRejected,
+    cif_to_atoms,
+    normalise_hydrogens,
+    validate_atoms,
+)
+from farfield.data.extxyz import format_frame
+from farfield.data.label_shards import (
+    FAILURES,
+    INPUTS,
+    LABELLED,
+    MD_SEED,
+    label_shards,
+    read_shard,
+)
+from farfield.data.parent_selection import select_parents
+from farfield.data.records import CHARGES, FORCES, PARENT_ID, STRUCTURE_ID
+from farfield.data.sampling import CONFIG_KIND, SamplingSettings, sample_configurations
+from farfield.data.store import DatasetStore, write_store
+
+__all__ = ["METHOD_NAMES", "BuildSettings", "build_dataset", "export_extxyz_xz", "work_dir_of"]
+
+#: CLI spellings of the tblite methods.
+METHOD_NAMES = {"gfn1": "GFN1-xTB", "gfn2": "GFN2-xTB"}
+PLAN = "plan.json"
+
+
+class BuildSettings(StrictModel):
+    """Everything that determines a build's content (``workers`` etc. do not)."""
+
+    sources: list[str] = Field(default_factory=lambda: list(SUBSETS), min_length=1)
+    parents: int = Field(default=300, ge=1)
+    spare_fraction: float = Field(default=0.05, ge=0.0, le=1.0)
+    min_atoms: int = Field(default=10, ge=1)
+    max_atoms: int = Field(default=250, ge=1)
+    size_bins: int = Field(default=6, ge=1)
+    size_exponent: float = 1.0
+    max_per_metal: int | None = Field(default=12, ge=1)
+    normalise_hydrogens: bool = True
+    sampling: SamplingSettings = Field(default_factory=SamplingSettings)
+    method: Literal["GFN1-xTB", "GFN2-xTB"] = "GFN1-xTB"
+    total_charge: float = 0.0
+    accuracy: float = Field(default=1.0, gt=0.0)
+    max_iterations: int = Field(default=250, ge=1)
+    max_force: float = Field(default=30.0, gt=0.0)
+    shard_size: int = Field(default=8, ge=1)
+    seed: int = 0
+
+    def key(self) -> str:
+        """Short hash of the settings: a plan is reused only under the same key."""
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
+
+
+def work_dir_of(out: Path) -> Path:
+    """``<out>.build``: where a build of store ``out`` keeps its plan and shards."""
+    return out.parent / f"{out.name}.build"
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _load_parents(chosen: pd.DataFrame, settings: BuildSettings) -> tuple[dict[str, Atoms], list]:
+    """Atoms of the chosen entries (one pass per source), H fixed; rejections on the way."""
+    wanted = {(row.source, row.name) for row in chosen.itertuples()}
+    atoms_of: dict[str, Atoms] = {}
+    rejected = []
+    for source in settings.sources:
+        label = source_label(source)
+        if not any(s == label for s, _ in wanted):
+            continue
+        for entry in iter_source_cifs(source):
+            if (label, entry.name) not in wanted:
+                continue
+            try:
+                atoms = cif_to_atoms(entry.text, entry.name)
+                if settings.normalise_hydrogens:
+                    atoms, _ = normalise_hydrogens(atoms)
+                    validate_atoms(atoms, entry.name)
+            except StructureRejected as exc:
+                rejected.append({"source": label, "name": entry.name, "reason": exc.reason,
+                                 "detail": f"after H normalisation: {exc.detail}"})
+                continue
+            atoms_of[f"{label}/{entry.name}"] = atoms
+    return atoms_of, rejected
+
+
+def _plan(settings: BuildSettings, work: Path, cache_dir: str | Path | None, n_workers: int,
+          address: str | None, progress: bool) -> None:
+    """Catalogue, select, sample and write ``inputs/`` shards, then ``plan.json``."""
+    catalogue = build_catalogue(settings.sources, cache_dir=cache_dir, n_workers=n_workers,
+                                address=address, progress=progress)
+    n_pick = settings.parents + math.ceil(settings.spare_fraction * settings.parents)
+    selection = select_parents(catalogue, n_pick, min_atoms=settings.min_atoms,
+                               max_atoms=settings.max_atoms, n_bins=settings.size_bins,
+                               size_exponent=settings.size_exponent,
+                               max_per_metal=settings.max_per_metal, seed=settings.seed)
+    atoms_of, late = _load_parents(selection.chosen, settings)
+    inputs = work / INPUTS
+    inputs.mkdir(parents=True, exist_ok=True)
+    shard: list[Atoms] = []
+    shards: list[list[Atoms]] = []
+    parent_rows = []
+    for row in selection.chosen.itertuples():
+        atoms = atoms_of.get(f"{row.source}/{row.name}")
+        if atoms is None:
+            continue
+        frames = sample_configurations(atoms, row.refcode, row.source, settings.sampling,
+                                       settings.seed)
+        for frame in frames:
+            frame.info.update(coremof_entry=row.name, total_charge=settings.total_charge)
+        if settings.sampling.md_snapshots:
+            seed_frame = frames[0].copy()
+            seed_frame.info.update({STRUCTURE_ID: f"{row.refcode}-md", CONFIG_KIND: MD_SEED,
+                                    "md_first_index": len(frames)})
+            frames.append(seed_frame)
+        if shard and len(shard) + len(frames) > settings.shard_size:
+            shards.append(shard)
+            shard = []
+        shard += frames
+        parent_rows.append({"parent_id": row.refcode, "source": row.source, "name": row.name,
+                            "n_atoms": len(atoms), "formula": row.formula, "metals": row.metals,
+                            "size_bin": row.size_bin})
+    if shard:
+        shards.append(shard)
+    for number, frames in enumerate(shards):
+        _write_atomic(inputs / f"shard-{number:05d}.extxyz", "".join(map(format_frame, frames)))
+    rejections = pd.concat([
+        catalogue[catalogue["status"] != "ok"][["source", "name", "reason", "detail"]],
+        selection.skipped[["source", "name", "reason", "detail"]],
+        pd.DataFrame(late, columns=["source", "name", "reason", "detail"]),
+    ])
+    rejections.to_csv(work / "rejections.csv", index=False)
+    pd.DataFrame(parent_rows).to_csv(work / "parents.csv", index=False)
+    plan = {"settings": settings.model_dump(), "key": settings.key(), "n_shards": len(shards),
+            "n_parents_planned": len(parent_rows), "quotas": selection.quotas,
+            "size_bin_edges": selection.edges,
+            "shard_sizes": {f"shard-{i:05d}.extxyz": len(s) for i, s in enumerate(shards)},
+            "shard_costs": {f"shard-{i:05d}.extxyz": sum(len(a) ** 2 for a in s)
+                            for i, s in enumerate(shards)},
+            "catalogue": {"n_cifs": len(catalogue),
+                          "n_usable": int((catalogue["status"] == "ok").sum()),
+                          "rejected": catalogue.loc[catalogue["status"] != "ok", "reason"]
+                          .value_counts().to_dict()}}
+    _write_atomic(work / PLAN, json.dumps(plan, indent=1) + "\n")
+
+
+def _read_plan(work: Path, settings: BuildSettings) -> dict | None:
+    path = work / PLAN
+    if not path.is_file():
+        return None
+    plan = json.loads(path.read_text())
+    if plan["key"] != settings.key():
+        old = BuildSettings.model_validate(plan["settings"]).model_dump()
+        new = settings.model_dump()
+        diff = ", ".join(f"{k}: {old[k]!r} -> {new[k]!r}" for k in new if old.get(k) != new[k])
+        raise ValueError(f"{work} holds a build with other settings ({diff}); use another "
+                         f"--out or delete {work} to start over")
+    return plan
+
+
+def _assemble(work: Path, plan: dict, settings: BuildSettings) -> tuple[list[Atoms], list[dict]]:
+    """Labelled frames of the first ``parents`` good parents (plan order) and all failures."""
+    failures = []
+    frames: list[Atoms] = []
+    for name in sorted(plan["shard_sizes"]):
+        text = (work / FAILURES / name.replace(".extxyz", ".jsonl")).read_text()
+        failures += [json.loads(line) for line in text.splitlines() if line.strip()]
+        if (work / LABELLED / name).stat().st_size:
+            frames += read_shard(work / LABELLED / name)
+    by_parent: dict[str, list[Atoms]] = {}
+    for atoms in frames:
+        by_parent.setdefault(str(atoms.info[PARENT_ID]), []).append(atoms)
+    kept: list[Atoms] = []
+    n_kept = 0
+    for parent_id, group in by_parent.items():
+        c0 = next((a for a in group if a.info.get(CONFIG_KIND) == "input"), None)
+        if c0 is None:
+            failures.append({"structure_id": f"{parent_id}-c0", "reason": "parent_dropped",
+                             "detail": "input geometry could not be labelled"})
+            continue
+        f_max = float(np.linalg.norm(c0.arrays[FORCES], axis=1).max())
+        if f_max > settings.max_force:
+            failures.append({"structure_id": c0.info[STRUCTURE_ID], "reason": "input_outlier",
+                             "detail": f"max |F| {f_max:.1f} eV/Å > {settings.max_force} "
+                                       f"in the input geometry; parent dropped"})
+            continue
+        if n_kept < settings.parents:
+            kept += group
+            n_kept += 1
+    return kept, failures
+
+
+def _versions() -> dict[str, str]:
+    return {p: version(p) for p in ("tblite", "ase", "core-mof", "numpy", "ray")}
+
+
+def build_dataset(settings: BuildSettings, out: str | Path, *, n_workers: int = 2,
+                  address: str | None = None, cache_dir: str | Path | None = None,
+                  progress: bool = True, command: str | None = None) -> tuple[DatasetStore, dict]:
+    """Plan (or resume), label and assemble the store at ``out``; returns it and a report."""
+    out = Path(out)
+    work = work_dir_of(out)
+    work.mkdir(parents=True, exist_ok=True)
+    plan = _read_plan(work, settings)
+    if plan is None:
+        _plan(settings, work, cache_dir, n_workers, address, progress)
+        plan = _read_plan(work, settings)
+    labelling = label_shards(work, method=settings.method, n_workers=n_workers, address=address,
+                             accuracy=settings.accuracy, max_iterations=settings.max_iterations,
+                             sampling=settings.sampling, seed=settings.seed,
+                             shard_sizes=plan["shard_sizes"], shard_costs=plan["shard_costs"],
+                             progress=progress)
+    frames, failures = _assemble(work, plan, settings)
+    if not frames:
+        raise ValueError(f"{work}: no structure could be labelled (see {work / FAILURES})")
+    command = command or shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
+    provenance = {"command": command, "settings": settings.model_dump(), "plan_key": plan["key"],
+                  "versions": _versions(), "catalogue": plan["catalogue"],
+                  "labelling": {k: v for k, v in labelling.items() if k != "workers"},
+                  "workers": labelling["workers"], "n_failures": len(failures)}
+    extra = {"failures.jsonl": "".join(json.dumps(f) + "\n" for f in failures),
+             "parents.csv": (work / "parents.csv").read_text()}
+    store = write_store(frames, out, label_method=f"{settings.method} (tblite "
+                        f"{version('tblite')}, periodic)", provenance=provenance,
+                        extra_files=extra, overwrite=True)
+    report = {"store": str(store.path), "content_hash": store.content_hash,
+              "n_structures": len(store), "n_parents": store.manifest["n_parents"],
+              "n_failures": len(failures), "labelling": labelling}
+    return store, report
+
+
+def _quantised(values: np.ndarray, decimals: int = 8) -> np.ndarray:
+    return np.array([float(f"{v:.{decimals}f}") for v in np.ravel(values)]).reshape(np.shape(values))
+
+
+def export_extxyz_xz(store: DatasetStore, path: str | Path) -> dict:
+    """Write ``store`` as one xz-compressed extxyz (forces and charges rounded to 1e-8)
+    and a JSON manifest next to it (the store's provenance, hashes); returns the manifest.
+
+    ``ase.io.read(path, ":")`` reads the file, as does ``farfield data import``.
+    """
+    import ase.io
+
+    path = Path(path)
+    frames = store.read()
+    for atoms in frames:
+        atoms.arrays[FORCES] = _quantised(atoms.arrays[FORCES])
+        if CHARGES in atoms.arrays:
+            atoms.arrays[CHARGES] = _quantised(atoms.arrays[CHARGES])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with lzma.open(tmp, "wt", preset=9 | lzma.PRESET_EXTREME) as handle:
+        ase.io.write(handle, frames, format="extxyz")
+    os.replace(tmp, path)
+    manifest = {key: store.manifest[key] for key in ("n_structures", "n_parents", "elements",
+                                                     "label_method", "provenance", "created_with",
+                                                     "content_hash")}
+    manifest["store_content_hash"] = manifest.pop("content_hash")
+    manifest["file"] = {"name": path.name, "bytes": path.stat().st_size,
+                        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+                        "rounding": "forces (eV/Å) and charges (e) to 8 decimals"}
+    sizes = store.index["n_atoms"]
+    manifest["n_atoms_range"] = [int(sizes.min()), int(sizes.max())]
+    stem = path.name.removesuffix(".xz").removesuffix(".extxyz")
+    path.with_name(stem + ".json").write_text(json.dumps(manifest, indent=1) + "\n")
+    return manifest
