@@ -15,7 +15,8 @@ from the shards, so the result is the same however often the run was interrupted
 Assembly drops a parent whose input geometry (``c0``) failed or has an atomic force
 above ``max_force`` eV/Å (a broken structure), records why in the store's
 ``failures.jsonl``, and keeps the first ``parents`` parents in plan order (spares
-make up for dropped ones).
+make up for dropped ones). Parents are stored round-robin over size bins, so any prefix
+of the store spans the size range.
 """
 
 from __future__ import annotations
@@ -214,8 +215,7 @@ def _assemble(work: Path, plan: dict, settings: BuildSettings) -> tuple[list[Ato
     by_parent: dict[str, list[Atoms]] = {}
     for atoms in frames:
         by_parent.setdefault(str(atoms.info[PARENT_ID]), []).append(atoms)
-    kept: list[Atoms] = []
-    n_kept = 0
+    good: list[str] = []
     for parent_id, group in by_parent.items():
         c0 = next((a for a in group if a.info.get(CONFIG_KIND) == "input"), None)
         if c0 is None:
@@ -228,10 +228,23 @@ def _assemble(work: Path, plan: dict, settings: BuildSettings) -> tuple[list[Ato
                              "detail": f"max |F| {f_max:.1f} eV/Å > {settings.max_force} "
                                        f"in the input geometry; parent dropped"})
             continue
-        if n_kept < settings.parents:
-            kept += group
-            n_kept += 1
+        good.append(parent_id)
+    kept = [a for parent_id in _interleave_sizes(good[: settings.parents], work)
+            for a in by_parent[parent_id]]
     return kept, failures
+
+
+def _interleave_sizes(parent_ids: list[str], work: Path) -> list[str]:
+    """Parents round-robin over size bins (smallest of each bin first), so that any prefix
+    of the store (``data.max_structures``) spans the whole size range."""
+    table = pd.read_csv(work / "parents.csv", dtype={"parent_id": str})
+    bin_of = dict(zip(table["parent_id"], table["size_bin"]))
+    bins: dict[int, list[str]] = {}
+    for parent_id in parent_ids:  # plan order: by bin, then by size
+        bins.setdefault(int(bin_of[parent_id]), []).append(parent_id)
+    ranked = [bins[b] for b in sorted(bins)]
+    depth = max(map(len, ranked), default=0)
+    return [members[r] for r in range(depth) for members in ranked if r < len(members)]
 
 
 def _versions() -> dict[str, str]:

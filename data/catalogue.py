@@ -10,7 +10,8 @@ and caches the table as parquet under ``cache_dir``, keyed by the sources and
 folder: the names, sizes and sha256 of its CIFs).
 
 Columns (:data:`COLUMNS`): ``source`` (``coremof-2019-ASR``, ``dir:<folder name>``),
-``name`` (CIF stem), ``refcode`` (CSD refcode family), ``status`` (``ok`` or
+``name`` (CIF stem), ``refcode`` (CSD refcode family for CoRE MOF, the CIF stem for a
+folder; parents are named after it), ``status`` (``ok`` or
 ``rejected``), ``reason``, ``detail``, ``n_sites`` (rows of the atom-site loop),
 ``n_atoms``, ``formula`` (reduced, Hill), ``skeleton`` (formula with metals as M),
 ``elements`` and ``metals`` (space-separated symbols).
@@ -94,8 +95,10 @@ def catalogue_rows(entries: Sequence[CifEntry], metadata: dict[str, dict[str, st
     """Parse and check each entry; one catalogue row each (never raises per structure)."""
     rows = []
     for entry in entries:
-        row = {"source": source_label(entry.subset) if _is_subset(entry.subset) else entry.subset,
-               "name": entry.name, "refcode": refcode_of(entry.name), "status": "ok",
+        coremof = _is_subset(entry.subset)
+        row = {"source": source_label(entry.subset) if coremof else entry.subset,
+               "name": entry.name, "refcode": refcode_of(entry.name) if coremof else entry.name,
+               "status": "ok",
                "reason": "", "detail": "", "n_sites": entry.n_sites, "n_atoms": 0,
                "formula": "", "skeleton": "", "elements": "", "metals": ""}
         try:

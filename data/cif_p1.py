@@ -5,8 +5,8 @@ ASE's CIF parser tokenises every loop row with :mod:`shlex` and spends ~0.1 s on
 P1 with an ``_atom_site_`` loop of whitespace-separated, unquoted values, which
 ``str.split`` reads exactly. :func:`read_p1_cif` handles that case and returns
 ``None`` for anything else (several data blocks, symmetry operations other than
-``x,y,z``, quoted or multi-line values inside the atom-site loop, unknown element
-symbols), so callers fall back to ASE. ``tests/test_coremof.py`` checks that both
+``x,y,z``, quoted or multi-line values inside the atom-site loop), so callers fall
+back to ASE; a type symbol that is no element raises :class:`UnknownElement`. ``tests/test_coremof.py`` checks that both
 readers give identical atoms on real CoRE MOF files.
 
 Output: periodic ``ase.Atoms`` (cell in Å, positions = fractional @ cell, wrapped into
@@ -23,7 +23,15 @@ import numpy as np
 from ase import Atoms
 from ase.data import atomic_numbers
 
-__all__ = ["P1Cif", "read_p1_cif"]
+__all__ = ["P1Cif", "UnknownElement", "read_p1_cif"]
+
+
+class UnknownElement(ValueError):
+    """A type symbol in the atom-site loop is not a chemical element (``symbol``)."""
+
+    def __init__(self, symbol: str):
+        self.symbol = symbol
+        super().__init__(f"unknown element symbol {symbol!r}")
 
 _CELL_TAGS = ("_cell_length_a", "_cell_length_b", "_cell_length_c",
               "_cell_angle_alpha", "_cell_angle_beta", "_cell_angle_gamma")
@@ -55,7 +63,7 @@ def _element(token: str) -> int | None:
         return None
     letters = match.group(1)
     for candidate in (letters[:1].upper() + letters[1:].lower(), letters[:1].upper()):
-        if candidate in atomic_numbers:
+        if atomic_numbers.get(candidate, 0) > 0:  # ASE's "X" (0) is a dummy, not an element
             return atomic_numbers[candidate]
     return None
 
@@ -125,7 +133,9 @@ def read_p1_cif(text: str) -> P1Cif | None:
     if any(len(values) != len(tags) or any(v[0] in "'\"" for v in values) for values in table):
         return None
     numbers = [_element(values[symbol_col]) for values in table]
-    if any(z is None for z in numbers) or not table:
+    if None in numbers:
+        raise UnknownElement(table[numbers.index(None)][symbol_col])
+    if not table:
         return None
     try:
         frac = np.array([[_number(values[column[f"_atom_site_fract_{x}"]]) for x in "xyz"]

@@ -36,7 +36,7 @@ from ase.io.cif import parse_cif
 from ase.neighborlist import neighbor_list
 from vesin import NeighborList as VesinNeighborList
 
-from .cif_p1 import read_p1_cif
+from .cif_p1 import UnknownElement, read_p1_cif
 from .records import MIN_INTERATOMIC_DISTANCE
 
 SUBSETS = ("2014", "2019-ASR", "2019-FSR")
@@ -62,6 +62,7 @@ LANTHANIDES = frozenset([
 
 REJECTION_REASONS = {
     "unreadable": "the CIF could not be parsed into atoms",
+    "unknown_element": "an atom-site type symbol is not a chemical element",
     "partial_occupancy": "some site has occupancy < 1 (disorder)",
     "disorder": "disorder groups in the CIF, or CoRE MOF's DISORDER flag is set",
     "charged_framework": "CoRE MOF marks the framework as charged (counter-ions removed)",
@@ -227,7 +228,10 @@ def cif_to_atoms(text: str, name: str) -> Atoms:
     anything else through ASE (symmetry expansion included). Partial occupancy and
     disorder groups are checked on the raw CIF columns, then :func:`validate_atoms` runs.
     """
-    fast = read_p1_cif(text)
+    try:
+        fast = read_p1_cif(text)
+    except UnknownElement as exc:
+        raise StructureRejected(name, "unknown_element", exc.symbol) from exc
     if fast is not None:
         if not fast.has_cell:
             raise StructureRejected(name, "no_cell", "missing _cell_length_* tags")

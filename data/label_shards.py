@@ -39,6 +39,8 @@ __all__ = ["INPUTS", "LABELLED", "FAILURES", "ShardLabeller", "label_shards",
            "openblas_preload", "pending_shards", "read_shard"]
 
 INPUTS, LABELLED, FAILURES = "inputs", "labelled", "failures"
+#: Written when the actors are up: their pid, BLAS and thread setting (for monitoring).
+WORKERS = "workers.json"
 #: ``config_kind`` of a planned frame that stands for "run MD from here" (not labelled itself).
 MD_SEED = "md_seed"
 #: Where Debian/Ubuntu's ``libopenblas0-pthread`` puts the library (``apt install
@@ -226,6 +228,7 @@ def _label_on_ray(todo: Sequence[str], args: tuple, n_workers: int, address: str
         actors = [actor_cls.options(**options).remote(*args)
                   for _ in range(min(n_workers, len(todo)))]
         summary["workers"] = ray.get([a.info.remote() for a in actors])
+        _write_atomic(Path(args[0]) / WORKERS, json.dumps(summary["workers"]) + "\n")
         queue = list(todo)
         running = {}
         for actor in actors:
