@@ -9,8 +9,8 @@ and the splits run on the driver. Measured: wall time of each stage and of the w
 pipeline, and the Ray scaling efficiency from 1 to 2 workers (T1 / (2 T2)) of the
 descriptor stage on a subset. Writes JSON (default ``benchmarks/results/splits.json``).
 
-CIF parsing here is a minimal reader for P1 files (cell + atom-site loop), ~20x faster than
-ASE's general CIF parser; the rare non-P1 file falls back to ASE. Needs the ``CoRE_MOF``
+CIF parsing uses farfield's fast reader for P1 files (``farfield.data.cif_p1``), ~10x faster
+than ASE's general CIF parser; the rare non-P1 file falls back to ASE. Needs the ``CoRE_MOF``
 package (``pip install core-mof``, in the ``dev`` extra).
 
     python benchmarks/splits.py --out benchmarks/results/splits.json
@@ -23,7 +23,6 @@ import io
 import json
 import os
 import platform
-import re
 import tarfile
 import time
 import warnings
@@ -37,8 +36,6 @@ from farfield.data.config import SplitConfig
 from farfield.data.splitting import split_parents
 
 SUBSETS = ("2019-ASR", "2019-FSR")
-_CELL = re.compile(r"^_cell_(length_a|length_b|length_c|angle_alpha|angle_beta|angle_gamma)\s+([-+0-9.eE]+)", re.M)
-_IDENTITY = re.compile(r"^'?\"?\s*x\s*,\s*y\s*,\s*z\s*'?\"?$", re.I)
 
 
 def read_catalogue(subsets=SUBSETS, limit: int | None = None) -> list[tuple[str, str, str]]:
@@ -59,64 +56,18 @@ def read_catalogue(subsets=SUBSETS, limit: int | None = None) -> list[tuple[str,
     return entries
 
 
-def _number(text: str) -> float:
-    return float(text.split("(")[0])
-
-
 def parse_p1_cif(text: str):
-    """``Atoms`` of a P1 CIF (cell + atom-site loop); other space groups go through ASE."""
-    from ase import Atoms
-    from ase.geometry import cellpar_to_cell
+    """``Atoms`` of a CIF: farfield's fast P1 reader, ASE (symmetry expanded) otherwise."""
+    from farfield.data.cif_p1 import read_p1_cif
 
-    lines = [line.strip() for line in text.splitlines()]
-    ops, atom_header, atom_rows = [], [], []
-    i = 0
-    while i < len(lines):
-        if lines[i].lower() != "loop_":
-            i += 1
-            continue
-        j = i + 1
-        header = []
-        while j < len(lines) and lines[j].startswith("_"):
-            header.append(lines[j].split()[0].lower())
-            j += 1
-        rows = []
-        while j < len(lines) and lines[j] and not lines[j].startswith(("_", "loop_", "data_", "#")):
-            rows.append(lines[j])
-            j += 1
-        if header and header[0] in ("_symmetry_equiv_pos_as_xyz", "_space_group_symop_operation_xyz"):
-            ops = rows
-        elif "_atom_site_fract_x" in header:
-            atom_header, atom_rows = header, rows
-        i = j
-    if any(not _IDENTITY.match(op.split(None, 1)[-1] if op[0].isdigit() else op) for op in ops):
-        from ase.io import read
+    fast = read_p1_cif(text)
+    if fast is not None:
+        return fast.atoms
+    from ase.io import read
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return read(io.StringIO(text), format="cif")
-    cell = {key: _number(value) for key, value in _CELL.findall(text)}
-    cellpar = [cell[k] for k in ("length_a", "length_b", "length_c", "angle_alpha", "angle_beta", "angle_gamma")]
-    column = {name: k for k, name in enumerate(atom_header)}
-    symbol_column = column.get("_atom_site_type_symbol", column["_atom_site_label"])
-    symbols, fractional = [], []
-    for row in atom_rows:
-        fields = row.split()
-        letters = re.match(r"[A-Za-z]+", fields[symbol_column]).group(0)
-        two = letters[:2].capitalize()
-        symbols.append(two if len(letters) > 1 and two in _SYMBOLS else letters[0].upper())
-        fractional.append([_number(fields[column[f"_atom_site_fract_{a}"]]) for a in "xyz"])
-    return Atoms(symbols=symbols, scaled_positions=np.array(fractional) % 1.0, cell=cellpar_to_cell(cellpar),
-                 pbc=True)
-
-
-def _element_symbols() -> frozenset[str]:
-    from ase.data import chemical_symbols
-
-    return frozenset(chemical_symbols[1:])
-
-
-_SYMBOLS = _element_symbols()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return read(io.StringIO(text), format="cif")
 
 
 def load_cifs(payload: list[tuple[str, str, str]]):
@@ -125,7 +76,7 @@ def load_cifs(payload: list[tuple[str, str, str]]):
     for parent_id, structure_id, text in payload:
         try:
             atoms = parse_p1_cif(text)
-        except (ValueError, KeyError, IndexError, AttributeError):
+        except (ValueError, KeyError, IndexError, AttributeError, RuntimeError):
             continue  # unreadable CIF: counted as skipped by the driver
         if len(atoms) == 0:
             continue
