@@ -69,6 +69,15 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def check_labels(config: TrialConfig, store: DatasetStore) -> None:
+    """Refuse a force loss on a store with energy-only structures (e.g. a QMOF import)."""
+    without = store.manifest.get("has_forces", {}).get("without", 0)
+    if without and config.training.loss.forces > 0:
+        raise ValueError(
+            f"data.dataset {config.data.dataset!r}: {without} of {len(store)} structures have no "
+            f"forces; set training.loss.forces: 0 to train on energies only")
+
+
 def make_split(config: TrialConfig, store: DatasetStore) -> Split:
     """The trial's split: loaded from ``split.file`` or made and saved under the workspace."""
     if config.split.file is not None:
@@ -192,6 +201,7 @@ def _train_and_log(
     client.log_dict(run_id, config.model_dump(mode="json"), "config/trial_config.json")
 
     store = resolve_dataset(config.data.dataset, config.workspace)
+    check_labels(config, store)
     split = make_split(config, store)
     client.set_tag(run_id, "dataset_hash", store.content_hash)
     client.set_tag(run_id, "split_hash", split.content_hash)

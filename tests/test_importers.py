@@ -495,3 +495,18 @@ def test_docs_example_runs(tmp_path, monkeypatch, index):
             assert f"imported {len(store)} structure(s)" in result.stdout
             assert len(store) >= 2 and store.manifest["provenance"]["n_rejected_problems"] \
                 == len(result.stdout.split(": frame ")) - 1
+
+
+def test_training_on_an_energy_only_store_needs_a_zero_force_weight(tmp_path):
+    """A QMOF-style store has no forces: a trial with a force loss is refused up front."""
+    from farfield.orchestrator.config import TrialConfig
+    from farfield.orchestrator.trial import check_labels
+
+    folder, table, _ = qmof_folder(tmp_path)
+    import_files([folder], tmp_path / "store", format="qmof", options=QmofOptions(table=table))
+    store = DatasetStore.open(tmp_path / "store")
+    config = TrialConfig.model_validate({"data": {"dataset": str(tmp_path / "store")}})
+    with pytest.raises(ValueError, match="3 of 3 structures have no forces.*loss.forces: 0"):
+        check_labels(config, store)
+    config.training.loss.forces = 0.0
+    check_labels(config, store)
