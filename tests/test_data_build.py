@@ -274,3 +274,29 @@ def test_failures_are_recorded_not_dropped(folder_build, tmp_path, monkeypatch):
     assert failures[0]["reason"] == "scf_not_converged"
     assert victim not in set(store2.index["structure_id"])
     assert len(store2) == len(store) - 1
+
+
+def test_md_snapshots_are_labelled_frames_of_a_real_gfn_xtb_trajectory(good_entries, tmp_path):
+    """--md-snapshots: frames from a short GFN1-xTB Langevin run, labelled like the others."""
+    folder = tmp_path / "one"
+    folder.mkdir()
+    entry = min(good_entries, key=lambda e: e.n_sites)
+    (folder / f"{entry.name}.cif").write_text(entry.text)
+    sampling = SamplingSettings(configs_per_parent=2, md_snapshots=2, md_interval=2,
+                                md_temperature=600.0)
+    settings = BuildSettings(sources=[str(folder)], parents=1, spare_fraction=0.0, min_atoms=1,
+                             max_atoms=40, size_bins=1, max_per_metal=None, sampling=sampling)
+    store, report = build_dataset(settings, tmp_path / "store", n_workers=0, progress=False,
+                                  cache_dir=tmp_path)
+    frames = {a.info[STRUCTURE_ID]: a for a in store.read()}
+    assert sorted(frames) == [f"{entry.name}-c{k}" for k in range(4)]
+    assert [frames[f"{entry.name}-c{k}"].info[CONFIG_KIND] for k in range(4)] == [
+        "input", "rattle", "md", "md"]
+    start, first, second = (frames[f"{entry.name}-c{k}"] for k in (0, 2, 3))
+    moved = np.linalg.norm(first.positions - start.positions, axis=1)
+    assert 0.001 < moved.mean() < 0.5  # 2 steps of 0.5 fs at 600 K: small but real motion
+    assert not np.allclose(first.positions, second.positions)
+    for frame in (first, second):
+        assert frame.info[PARENT_ID] == start.info[PARENT_ID]
+        bare = Atoms(frame.numbers, frame.positions, cell=frame.cell, pbc=True)
+        assert abs(label_gfn_xtb(bare).info[ENERGY] - frame.info[ENERGY]) <= 1e-8
