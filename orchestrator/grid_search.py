@@ -11,6 +11,14 @@ trials, and tells Optuna honestly:
 * a trial stopped by ASHA before that is PRUNED: Optuna keeps its per-epoch values as
   intermediate values, and TPE ranks pruned trials behind every complete one;
 * a trial that raised (after Ray's retries) or whose loss became NaN is FAIL.
+
+Every suggestion names its **slot**, ``"<cell>.<k>"`` (the k-th sample of that cell): the
+identity of the trial in MLflow that survives a lost driver. A restored searcher is the
+one of Tune's last experiment snapshot, so it issues again the slots it had issued after
+that snapshot; ``REISSUE[sweep_id]`` (filled by ``--resume`` from MLflow) gives it the
+values those slots were sampled with, and it hands them out again (``enqueue_trial``)
+instead of sampling new ones, so the new Tune trial can take over the MLflow runs of the
+lost one.
 """
 
 from __future__ import annotations
@@ -26,6 +34,9 @@ from farfield.orchestrator.sweep_config import SearchRange
 
 TRIAL_COMPLETE = "trial_complete"
 TRIAL_FAILED = "trial_failed"
+
+#: sweep id → {slot: sampled values} recorded in MLflow, for a resumed sweep on this driver.
+REISSUE: dict[str, dict[str, dict[str, Any]]] = {}
 
 
 def _distribution(kind: str, spec: SearchRange) -> optuna.distributions.BaseDistribution:
@@ -46,7 +57,8 @@ class GridCrossedTPE(Searcher):
 
     ``cells``: list of grid-axis mappings (``sweep_config.grid_cells``).
     ``ranges``: ``{dotted.path: (kind, SearchRange)}`` with kind ``float``/``int``/``categorical``.
-    Suggested configs are ``{"cell_index": i, "cell": {...}, "sampled": {path: value}}``.
+    ``sweep_id``: the sweep's id, the key of ``REISSUE`` on resume.
+    Suggested configs are ``{"cell_index": i, "cell": {...}, "sampled": {path: value}, "slot": "i.k"}``.
     """
 
     def __init__(
@@ -57,8 +69,10 @@ class GridCrossedTPE(Searcher):
         seed: int = 0,
         metric: str | None = None,
         mode: str | None = None,
+        sweep_id: str | None = None,
     ):
         super().__init__(metric=metric, mode=mode)
+        self.sweep_id = sweep_id
         self.cells = cells
         self.samples_per_cell = samples_per_cell
         self.distributions = {path: _distribution(kind, spec) for path, (kind, spec) in ranges.items()}
@@ -95,12 +109,24 @@ class GridCrossedTPE(Searcher):
                 break
         else:
             return Searcher.FINISHED
+        slot = f"{index}.{self.issued[index]}"
+        recorded = self._recorded(slot)
+        if recorded is not None:  # issued before the driver was lost: the same values again
+            studies[index].enqueue_trial(recorded)
         trial = studies[index].ask(self.distributions)
         self.issued[index] += 1
         self.next_cell = index + 1
         self.live[trial_id] = (index, trial.number, trial._trial_id)
         sampled = {path: self._unhash(path, value) for path, value in trial.params.items()}
-        return {"cell_index": index, "cell": self.cells[index], "sampled": sampled}
+        return {"cell_index": index, "cell": self.cells[index], "sampled": sampled, "slot": slot}
+
+    def _recorded(self, slot: str) -> dict | None:
+        """The values ``slot`` was issued with before a lost driver (Optuna's form), if they fit the ranges."""
+        recorded = REISSUE.get(getattr(self, "sweep_id", None) or "", {}).get(slot)
+        if recorded is None or set(recorded) != set(self.distributions):
+            return None
+        params = {path: _hashable(value) for path, value in recorded.items()}
+        return params if all(_fits(self.distributions[path], value) for path, value in params.items()) else None
 
     def _unhash(self, path: str, value):
         if path not in self.choices:
@@ -142,6 +168,16 @@ class GridCrossedTPE(Searcher):
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as handle:
             self.__dict__.update(pickle.load(handle))
+
+
+def _fits(distribution: optuna.distributions.BaseDistribution, value) -> bool:
+    if isinstance(distribution, optuna.distributions.CategoricalDistribution):
+        return value in distribution.choices
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    if isinstance(distribution, optuna.distributions.IntDistribution) and value != int(value):
+        return False
+    return distribution.low <= value <= distribution.high
 
 
 def _finite(value) -> bool:

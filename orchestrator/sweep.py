@@ -11,7 +11,8 @@
 4. runs ``tune.Tuner`` with ``GridCrossedTPE`` (grid cells × TPE), optional ASHA,
    a concurrency limit, per-trial CPUs/GPUs, retries, and per-epoch checkpoints;
    or ``Tuner.restore`` for ``resume=True`` (finished trials are kept, unfinished and
-   errored ones run again);
+   errored ones run again; see ``reconcile_resumed`` for how MLflow is brought in line
+   with Tune's last experiment snapshot first);
 5. logs a summary run (best trial, the table of all trials as an artifact).
 
 The Tune experiment lives in ``<storage_path>/<name>`` next to ``farfield_sweep.json``
@@ -28,12 +29,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+from mlflow.tracking import MlflowClient
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
 from farfield.data.datasets import resolve_dataset
 from farfield.orchestrator.config import TrackingConfig, TrialConfig, _merge
-from farfield.orchestrator.grid_search import GridCrossedTPE
+from farfield.orchestrator.grid_search import REISSUE, GridCrossedTPE
 from farfield.orchestrator.launch import absolute_paths, start_ray
 from farfield.orchestrator.mlflow_server import ManagedServer, ensure_server
 from farfield.orchestrator.sweep_config import SweepConfig, grid_cells, load_sweep_config, range_kind, trial_data
@@ -41,9 +43,10 @@ from farfield.orchestrator.sweep_progress import ACTIVE, SweepProgress
 from farfield.orchestrator.sweep_summary import log_summary, trial_table
 from farfield.orchestrator.tracking import ensure_experiment
 from farfield.orchestrator.trial import make_split
-from farfield.orchestrator.tune_reporter import sweep_trainable
+from farfield.orchestrator.tune_reporter import end_run, sweep_runs, sweep_trainable
 
 META_FILE = "farfield_sweep.json"
+INTERRUPTED = "attempt interrupted: the sweep driver was lost; the trial runs again on --resume"
 
 
 @dataclass
@@ -157,6 +160,7 @@ def run_sweep(config: SweepConfig, address: str | None = None, resume: bool = Fa
         ACTIVE[sweep_id] = {"tracking_uri": uri, "experiment_id": experiment_id}
         total = len(cells) * config.sweep.samples_per_cell
         if resume:
+            REISSUE[sweep_id] = reconcile_resumed(MlflowClient(uri), experiment_id, sweep_id)
             tuner = tune.Tuner.restore(path, trainable=_trainable(config, meta), resume_errored=True)
         else:
             tuner = _new_tuner(config, cells, meta, sweep_id, total, progress_every_s)
@@ -167,15 +171,45 @@ def run_sweep(config: SweepConfig, address: str | None = None, resume: bool = Fa
                            table, time.time() - t0)
     finally:
         ACTIVE.pop(sweep_id, None)
+        REISSUE.pop(sweep_id, None)
         if server is not None:
             server.stop()
+
+
+def reconcile_resumed(client: MlflowClient, experiment_id: str, sweep_id: str) -> dict[str, dict]:
+    """Before ``Tuner.restore``: end the runs the lost driver left RUNNING; the values each slot had.
+
+    Nothing of this sweep runs now, so a RUNNING trial run is an attempt that died with the
+    driver (its trial, if Tune restores it, trains again): it ends KILLED. Tune restores
+    the experiment as of its last snapshot (taken every ~10 s and at each trial
+    checkpoint), which can be older than MLflow: a trial that started after it is unknown
+    to the restored experiment, and the restored searcher issues its slot again. The
+    returned ``{slot: sampled values}`` (for ``grid_search.REISSUE``) makes it issue the
+    same values, so the new trial takes over the slot's runs and reports a FINISHED one
+    instead of training again (``tune_reporter.trial_runs``).
+    """
+    recorded: dict[str, dict] = {}
+    from_finished: set[str] = set()
+    for run in sweep_runs(client, experiment_id, sweep_id):
+        tags = run.data.tags
+        if "tune_trial_id" not in tags:  # the summary run of an earlier attempt at finishing
+            continue
+        if run.info.status == "RUNNING":
+            end_run(client, run.info.run_id, "KILLED", INTERRUPTED)
+        slot = tags.get("sweep_slot")
+        if slot and tags.get("sampled_json") and slot not in from_finished:
+            if slot not in recorded or run.info.status == "FINISHED":  # a FINISHED run's values win
+                recorded[slot] = json.loads(tags["sampled_json"])
+            if run.info.status == "FINISHED":
+                from_finished.add(slot)
+    return recorded
 
 
 def _new_tuner(config: SweepConfig, cells: list[dict], meta: dict, sweep_id: str, total: int,
                progress_every_s: float) -> tune.Tuner:
     spec = config.sweep
     ranges = {path: (range_kind(path, r), r) for path, r in spec.ranges.items()}
-    searcher = GridCrossedTPE(cells, ranges, spec.samples_per_cell, seed=spec.search_seed)
+    searcher = GridCrossedTPE(cells, ranges, spec.samples_per_cell, seed=spec.search_seed, sweep_id=sweep_id)
     return tune.Tuner(
         _trainable(config, meta),
         tune_config=tune.TuneConfig(

@@ -79,8 +79,9 @@ class SweepProgress(tune.Callback):
             close_open_runs(client, experiment_id, self.sweep_id, trial_id, status, reason)
         runs = client.search_runs([experiment_id], f"tags.sweep_id = '{self.sweep_id}' and "
                                                    f"tags.tune_trial_id = '{trial_id}'", order_by=["start_time DESC"])
-        if runs:
-            client.set_tag(runs[0].info.run_id, "sweep_outcome", outcome)
+        if runs:  # the trial's result: its FINISHED run (possibly taken over from a lost trial), else the latest
+            run = next((r for r in runs if r.info.status == "FINISHED"), runs[0])
+            client.set_tag(run.info.run_id, "sweep_outcome", outcome)
 
     # -- Tune hooks -----------------------------------------------------------------------
     def on_trial_start(self, iteration, trials, trial, **info):

@@ -10,10 +10,19 @@ searcher this value is a full-budget result. A loss that becomes NaN/inf ends th
 trial (its MLflow run FAILED with the reason) with ``trial_failed`` instead of an
 exception, so the deterministic failure is not retried; anything else raises and Ray
 retries it up to ``sweep.max_failures`` times.
+
+A trial's MLflow runs are found by its **slot** (``sweep_slot``: grid cell and sample
+number, see ``grid_search``), not only by its Tune trial id: a trial that started after
+Tune's last experiment snapshot is unknown to the restored experiment, and the searcher
+issues its slot again, with the same sampled values, under a new Tune trial id. The new
+trial takes over the runs of that slot (``tune_trial_id`` re-pointed, the old id kept in
+``lost_tune_trial_id``); if one of them is FINISHED it reports that run instead of
+training again, so a slot never gets two FINISHED runs.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import tempfile
@@ -93,9 +102,58 @@ def close_open_runs(client: MlflowClient, experiment_id: str, sweep_id: str, tri
         f"tags.sweep_id = '{sweep_id}' and tags.tune_trial_id = '{trial_id}' and attributes.status = 'RUNNING'",
     )
     for run in runs:
-        client.set_tag(run.info.run_id, "failure_reason", reason)
-        client.set_terminated(run.info.run_id, status=status)
+        end_run(client, run.info.run_id, status, reason)
     return [run.info.run_id for run in runs]
+
+
+def end_run(client: MlflowClient, run_id: str, status: str, reason: str) -> None:
+    client.set_tag(run_id, "failure_reason", reason)
+    client.set_terminated(run_id, status=status)
+
+
+def sweep_runs(client: MlflowClient, experiment_id: str, sweep_id: str, where: str = "") -> list:
+    """Every run of the sweep (all pages), oldest first; ``where``: more filter clauses joined with ``and``."""
+    query = f"tags.sweep_id = '{sweep_id}'" + (f" and {where}" if where else "")
+    runs, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], query, max_results=1000, order_by=["start_time ASC"],
+                                  page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def sampled_key(sampled: dict) -> str:
+    """The sampled values as the ``sampled_json`` tag holds them (equal values, equal text)."""
+    return json.dumps(sampled, sort_keys=True)
+
+
+def trial_runs(client: MlflowClient, meta: dict, trial_id: str, suggestion: dict) -> list:
+    """This trial's MLflow runs, oldest first, taking over the runs a lost Tune trial left in its slot.
+
+    A run of the same slot and sampled values under another Tune trial id was made by a
+    trial the restored experiment does not know (it started after the last snapshot) and
+    that the searcher issued again as this one: its ``tune_trial_id`` becomes ``trial_id``
+    (the old one kept in ``lost_tune_trial_id``). Runs of the slot with other sampled
+    values are not this trial's and are left alone. Without a slot (a sweep started by an
+    older farfield) the runs are those of the Tune trial id.
+    """
+    slot = suggestion.get("slot")
+    if not slot:
+        return sweep_runs(client, meta["experiment_id"], meta["sweep_id"], f"tags.tune_trial_id = '{trial_id}'")
+    mine = []
+    key = sampled_key(suggestion["sampled"])
+    for run in sweep_runs(client, meta["experiment_id"], meta["sweep_id"], f"tags.sweep_slot = '{slot}'"):
+        tags = run.data.tags
+        if tags.get("sampled_json") != key:
+            continue
+        if tags.get("tune_trial_id") != trial_id:
+            if "lost_tune_trial_id" not in tags:
+                client.set_tag(run.info.run_id, "lost_tune_trial_id", tags.get("tune_trial_id", ""))
+            client.set_tag(run.info.run_id, "tune_trial_id", trial_id)
+        mine.append(run)
+    return mine
 
 
 def sweep_trainable(suggestion: dict, sweep: dict, meta: dict) -> None:
@@ -105,13 +163,16 @@ def sweep_trainable(suggestion: dict, sweep: dict, meta: dict) -> None:
     trial_id = tune.get_context().get_trial_id()
     config = sweep_trial_config(sweep_config, suggestion, meta, trial_id)
     client = MlflowClient(tracking_uri=meta["tracking_uri"])
-    finished = _finished_run(client, meta, trial_id)
-    if finished is not None:  # finished before the driver was lost: report it again, never re-train
-        tune.report(_final_report(finished.data.metrics, finished.info.run_id,
-                                  int(finished.data.metrics.get("epochs_run", 0)),
-                                  int(finished.data.metrics.get("best_epoch", -1)), {}))
+    earlier = trial_runs(client, meta, trial_id, suggestion)
+    finished = [run for run in earlier if run.info.status == "FINISHED"]
+    if finished:  # finished before the driver was lost: report it again, never re-train
+        run = finished[0]
+        tune.report(_final_report(run.data.metrics, run.info.run_id, int(run.data.metrics.get("epochs_run", 0)),
+                                  int(run.data.metrics.get("best_epoch", -1)), {}))
         return
-    close_open_runs(client, meta["experiment_id"], meta["sweep_id"], trial_id, "KILLED",
+    for run in earlier:
+        if run.info.status == "RUNNING":
+            end_run(client, run.info.run_id, "KILLED",
                     "attempt interrupted (process, node or driver lost); the trial was restarted")
     tags = {
         "sweep_id": meta["sweep_id"],
@@ -119,8 +180,11 @@ def sweep_trainable(suggestion: dict, sweep: dict, meta: dict) -> None:
         "tune_trial_id": trial_id,
         "grid_cell": cell_label(suggestion["cell"]),
         "sampled": ", ".join(f"{k}={v}" for k, v in suggestion["sampled"].items()),
+        "sampled_json": sampled_key(suggestion["sampled"]),
         "ray_node_id": ray.get_runtime_context().get_node_id(),
     }
+    if suggestion.get("slot"):
+        tags["sweep_slot"] = suggestion["slot"]
     reporter = TuneEpochReporter()
     try:
         result = run_trial(config, progress=False, reporters=[reporter], tags=tags)
@@ -130,15 +194,6 @@ def sweep_trainable(suggestion: dict, sweep: dict, meta: dict) -> None:
         return
     best_row = reporter.rows[result.best_epoch] if 0 <= result.best_epoch < len(reporter.rows) else {}
     tune.report(_final_report(result.metrics, result.run_id, result.epochs_run, result.best_epoch, best_row))
-
-
-def _finished_run(client: MlflowClient, meta: dict, trial_id: str):
-    runs = client.search_runs(
-        [meta["experiment_id"]],
-        f"tags.sweep_id = '{meta['sweep_id']}' and tags.tune_trial_id = '{trial_id}' and "
-        "attributes.status = 'FINISHED'",
-    )
-    return runs[0] if runs else None
 
 
 def _final_report(metrics: dict, run_id: str, epochs_run: int, best_epoch: int, best_row: dict) -> dict:

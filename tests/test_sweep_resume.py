@@ -3,6 +3,17 @@
 The driver is the real CLI in its own process group (it starts its own local Ray); the
 MLflow server belongs to the test and outlives the driver, as `farfield mlflow-server`
 would on a cluster head.
+
+Two kill points, chosen by reading Tune's experiment snapshot (what `Tuner.restore`
+reads), not by timing:
+
+* ``tracked``: the second trial is training and Tune's snapshot has it RUNNING — the
+  restored experiment re-runs it;
+* ``untracked``: the second trial has created its MLflow run but Tune's snapshot was
+  taken before the trial existed (snapshots only at trial checkpoints here) — the
+  restored experiment does not know it, the searcher issues its slot again under a new
+  Tune trial id, and that trial must take over the lost trial's run instead of leaving a
+  trial with no FINISHED run behind.
 """
 
 from __future__ import annotations
@@ -30,9 +41,9 @@ def _farfield(*args: str) -> list[str]:
     return [sys.executable, "-m", "farfield.orchestrator.cli", *args]
 
 
-def _env(home: Path) -> dict[str, str]:
+def _env(home: Path, **extra: str) -> dict[str, str]:
     env = dict(os.environ)
-    env.update({"HOME": str(home), "RAY_TMPDIR": tempfile.mkdtemp(prefix="ray")})
+    env.update({"HOME": str(home), "RAY_TMPDIR": tempfile.mkdtemp(prefix="ray"), **extra})
     env.pop("RAY_ADDRESS", None)
     env.pop("MLFLOW_TRACKING_URI", None)
     return env
@@ -45,54 +56,95 @@ def _runs(client: MlflowClient, experiment: str) -> list:
     return [r for r in client.search_runs([found.experiment_id]) if "tune_trial_id" in r.data.tags]
 
 
-def test_killed_driver_then_resume_gives_one_finished_run_per_trial(tmp_path, isolated_home):
+def snapshot_trials(experiment_dir: Path) -> dict[str, str]:
+    """Trial id → status in Tune's newest experiment snapshot ({} while none is readable)."""
+    files = sorted(experiment_dir.glob("experiment_state-*.json"))
+    if not files:
+        return {}
+    try:
+        state = json.loads(files[-1].read_text())
+    except (OSError, ValueError):  # being copied into place
+        return {}
+    trials = {}
+    for trial_state, _ in state["trial_data"]:
+        trial = json.loads(trial_state) if isinstance(trial_state, str) else trial_state
+        trials[trial["trial_id"]] = trial["status"]
+    return trials
+
+
+@pytest.mark.parametrize("kill_point", ["tracked", "untracked"])
+def test_killed_driver_then_resume_gives_one_finished_run_per_trial(tmp_path, isolated_home, kill_point):
     workspace = tmp_path / "ws"
-    config = tiny_sweep(workspace, name="resumable", grid={"seed": [0, 1, 2]}, max_concurrent=1)
+    config = tiny_sweep(workspace, name="resumable", grid={"seed": [0, 1, 2]}, max_concurrent=1,
+                        ranges={"training.lr": {"low": 0.002, "high": 0.004}})
     config.training.epochs = 40  # long enough that the kill lands mid-training, not after a trial's last epoch
     config.training.patience = None
     config_file = tmp_path / "sweep.yaml"
     config_file.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    experiment_dir = workspace / "sweeps" / "resumable"
+    # untracked: no periodic snapshots, only the forced ones at trial checkpoints (every epoch), so a
+    # trial that has not reported its first epoch yet is in no snapshot
+    extra = {"TUNE_GLOBAL_CHECKPOINT_S": "3600"} if kill_point == "untracked" else {}
 
     with ManagedServer.start(workspace) as server:
         client = MlflowClient(server.uri)
-        driver = subprocess.Popen(_farfield("sweep", str(config_file)), env=_env(isolated_home),
+        driver = subprocess.Popen(_farfield("sweep", str(config_file)), env=_env(isolated_home, **extra),
                                   start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            deadline = time.time() + 400
-            while True:  # one trial finished, the next one training
+            deadline = time.time() + 600
+            while True:  # one trial finished, the next one started
                 runs = _runs(client, "resumable")
                 finished = [r for r in runs if r.info.status == "FINISHED"]
-                training = [r for r in runs if r.info.status == "RUNNING" and "curve/train_loss" in r.data.metrics]
-                if finished and training:
-                    break
+                running = [r for r in runs if r.info.status == "RUNNING"]
+                if finished and running:
+                    if kill_point == "untracked":
+                        break
+                    snapshot = snapshot_trials(experiment_dir)
+                    if any(snapshot.get(r.data.tags["tune_trial_id"]) == "RUNNING" and "curve/train_loss" in
+                           r.data.metrics for r in running):
+                        break
                 assert driver.poll() is None, "the sweep ended before it could be interrupted"
                 assert time.time() < deadline, "the sweep made no progress"
-                time.sleep(0.5)
+                time.sleep(0.1)
         finally:
             os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray it started
             driver.wait(timeout=60)
-        finished_before = {r.data.tags["tune_trial_id"]: r.info.run_id for r in _runs(client, "resumable")
-                           if r.info.status == "FINISHED"}
+        before = _runs(client, "resumable")
+        finished_before = {r.data.tags["tune_trial_id"]: r.info.run_id for r in before if r.info.status == "FINISHED"}
+        interrupted_id = next(r.data.tags["tune_trial_id"] for r in before if r.info.status == "RUNNING")
+        snapshot = snapshot_trials(experiment_dir)
+        if kill_point == "untracked":  # the race this case is about: MLflow has a trial Tune will not restore
+            assert interrupted_id not in snapshot, f"killed too late: the snapshot has {interrupted_id}"
+        else:
+            assert snapshot[interrupted_id] == "RUNNING"
 
         result_file = tmp_path / "result.json"
         resumed = subprocess.run(
             _farfield("sweep", "--resume", "resumable", "--workspace", str(workspace), "--result-json",
                       str(result_file)),
-            env=_env(isolated_home), capture_output=True, text=True, timeout=900,
+            env=_env(isolated_home), capture_output=True, text=True, timeout=900, check=False,
         )
         assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
         result = json.loads(result_file.read_text())
         runs = _runs(client, "resumable")
 
     trial_ids = {r.data.tags["tune_trial_id"] for r in runs}
-    assert len(trial_ids) == 3
+    assert len(trial_ids) == 3, sorted(trial_ids)
+    assert len({r.data.tags["sweep_slot"] for r in runs}) == 3
     for trial_id in trial_ids:
         finished = [r for r in runs if r.data.tags["tune_trial_id"] == trial_id and r.info.status == "FINISHED"]
         assert len(finished) == 1, f"trial {trial_id}: {len(finished)} finished runs"
+        assert {r.data.tags["sampled_json"] for r in runs if r.data.tags["tune_trial_id"] == trial_id} == {
+            finished[0].data.tags["sampled_json"]}  # a taken-over attempt had the same sampled values
     for trial_id, run_id in finished_before.items():  # kept, not re-run
         assert [r.info.run_id for r in runs if r.data.tags["tune_trial_id"] == trial_id] == [run_id]
     interrupted = [r for r in runs if r.info.status != "FINISHED"]
     assert interrupted and all(r.info.status == "KILLED" and "interrupted" in r.data.tags["failure_reason"]
                                for r in interrupted)
+    if kill_point == "untracked":  # its run now belongs to the trial that replaced it
+        assert interrupted_id not in trial_ids
+        assert [r.data.tags.get("lost_tune_trial_id") for r in interrupted] == [interrupted_id]
+    else:
+        assert interrupted_id in trial_ids
     assert all(r.data.tags["sweep_id"] == result["sweep_id"] for r in runs)
     assert sorted(result["run_ids"]) == sorted(r.info.run_id for r in runs if r.info.status == "FINISHED")

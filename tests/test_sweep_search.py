@@ -8,7 +8,7 @@ import optuna
 import pytest
 from ray.tune.search import Searcher
 
-from farfield.orchestrator.grid_search import TRIAL_COMPLETE, TRIAL_FAILED, GridCrossedTPE
+from farfield.orchestrator.grid_search import REISSUE, TRIAL_COMPLETE, TRIAL_FAILED, GridCrossedTPE
 from farfield.orchestrator.sweep_config import SearchRange
 
 CELLS = [{"backbone": "painn", "split": "random"}, {"backbone": "painn", "split": "size"}]
@@ -85,3 +85,39 @@ def test_direction_follows_mode(mode):
     searcher.set_search_properties("val_f_mae", mode, {})
     searcher.suggest("t0")
     assert searcher.studies[0].direction.name == ("MINIMIZE" if mode == "min" else "MAXIMIZE")
+
+
+def test_a_restored_searcher_issues_a_lost_slot_again_with_its_recorded_values(tmp_path):
+    """After a lost driver the searcher is Tune's last snapshot: slots issued after it come again, same values."""
+    searcher = GridCrossedTPE(CELLS, RANGES, samples_per_cell=2, seed=0, sweep_id="s-1")
+    searcher.set_search_properties("val_f_mae", "min", {})
+    searcher.suggest("t0")
+    path = tmp_path / "searcher.pkl"
+    searcher.save(str(path))  # the snapshot; then t1 is issued and the driver dies
+    lost = searcher.suggest("t1")
+    assert lost["slot"] == "1.0"
+    recorded = {"training.lr": 0.005, "model.channels": 17, "model.long_range": ["d3"]}  # not what TPE would draw
+    restored = GridCrossedTPE(CELLS, RANGES, samples_per_cell=2)
+    restored.restore(str(path))
+    REISSUE["s-1"] = {lost["slot"]: recorded}
+    try:
+        again = restored.suggest("t1-new")
+        fresh = restored.suggest("t2")
+    finally:
+        REISSUE.pop("s-1")
+    assert again["slot"] == "1.0" and again["cell_index"] == 1 and again["sampled"] == recorded
+    assert fresh["slot"] == "0.1" and fresh["sampled"] != recorded
+    restored.on_trial_complete("t1-new", {"val_f_mae": 1.0, TRIAL_COMPLETE: 1})
+    assert _state(restored, 1, 0).params["model.channels"] == 17  # Optuna learns from the values really used
+
+
+def test_recorded_values_outside_the_ranges_are_sampled_afresh():
+    searcher = GridCrossedTPE(CELLS, RANGES, samples_per_cell=1, seed=0, sweep_id="s-2")
+    searcher.set_search_properties("val_f_mae", "min", {})
+    REISSUE["s-2"] = {"0.0": {"training.lr": 0.5, "model.channels": 17, "model.long_range": ["d3"]},   # lr > high
+                      "1.0": {"training.lr": 0.001, "model.channels": 17, "model.long_range": ["les"]}}  # not a choice
+    try:
+        first, second = searcher.suggest("t0"), searcher.suggest("t1")
+    finally:
+        REISSUE.pop("s-2")
+    assert first["sampled"]["training.lr"] <= 1e-2 and second["sampled"]["model.long_range"] in ([], ["d3"])

@@ -1,0 +1,56 @@
+"""Resume bookkeeping in MLflow: interrupted runs end KILLED, a re-issued slot takes over a lost trial's runs."""
+
+from __future__ import annotations
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from farfield.orchestrator.sweep import INTERRUPTED, reconcile_resumed
+from farfield.orchestrator.tune_reporter import sampled_key, trial_runs
+
+SWEEP = "resumable-0a1b2c3d"
+
+
+@pytest.fixture
+def client(tmp_path):
+    return MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+
+def _run(client: MlflowClient, experiment_id: str, trial_id: str, slot: str, sampled: dict, status: str) -> str:
+    run = client.create_run(experiment_id, tags={"sweep_id": SWEEP, "tune_trial_id": trial_id, "sweep_slot": slot,
+                                                 "sampled_json": sampled_key(sampled)})
+    if status != "RUNNING":
+        client.set_terminated(run.info.run_id, status=status)
+    return run.info.run_id
+
+
+def test_resume_ends_interrupted_runs_and_a_reissued_slot_takes_over_the_lost_trial(client):
+    experiment_id = client.create_experiment("resumable")
+    meta = {"experiment_id": experiment_id, "sweep_id": SWEEP}
+    done = _run(client, experiment_id, "aaaa0000", "0.0", {"training.lr": 0.003}, "FINISHED")
+    lost = _run(client, experiment_id, "bbbb1111", "1.0", {"training.lr": 0.002}, "RUNNING")  # after the snapshot
+    finished_lost = _run(client, experiment_id, "cccc2222", "2.0", {"training.lr": 0.004}, "FINISHED")
+    other = client.create_run(experiment_id, tags={"sweep_id": "another-sweep", "tune_trial_id": "dddd3333"})
+    client.create_run(experiment_id, tags={"sweep_id": SWEEP, "sweep_summary": "true"})
+
+    recorded = reconcile_resumed(client, experiment_id, SWEEP)
+    assert recorded == {"0.0": {"training.lr": 0.003}, "1.0": {"training.lr": 0.002}, "2.0": {"training.lr": 0.004}}
+    interrupted = client.get_run(lost)
+    assert interrupted.info.status == "KILLED" and interrupted.data.tags["failure_reason"] == INTERRUPTED
+    assert client.get_run(done).info.status == "FINISHED"
+    assert client.get_run(other.info.run_id).info.status == "RUNNING"  # not this sweep's
+
+    # the restored searcher issues slot 1.0 again (same values) as a new Tune trial: it takes the lost run over
+    taken = trial_runs(client, meta, "eeee4444", {"slot": "1.0", "sampled": {"training.lr": 0.002}})
+    assert [r.info.run_id for r in taken] == [lost]
+    tags = client.get_run(lost).data.tags
+    assert tags["tune_trial_id"] == "eeee4444" and tags["lost_tune_trial_id"] == "bbbb1111"
+    # a lost trial that had FINISHED: the new trial finds that run (and reports it instead of training)
+    taken = trial_runs(client, meta, "ffff5555", {"slot": "2.0", "sampled": {"training.lr": 0.004}})
+    assert [(r.info.run_id, r.info.status) for r in taken] == [(finished_lost, "FINISHED")]
+    # a restored trial keeps its own runs; other sampled values in a slot are not this trial's
+    assert [r.info.run_id for r in trial_runs(client, meta, "aaaa0000", {"slot": "0.0",
+                                                                         "sampled": {"training.lr": 0.003}})] == [done]
+    assert trial_runs(client, meta, "gggg6666", {"slot": "0.0", "sampled": {"training.lr": 0.001}}) == []
+    # a sweep started before slots existed: its runs are found by Tune trial id
+    assert [r.info.run_id for r in trial_runs(client, meta, "aaaa0000", {"sampled": {}})] == [done]
