@@ -13,10 +13,12 @@ Running the same command again resumes: the plan is reused (a different setting 
 refused with a message), finished shards are skipped, and the store is re-assembled
 from the shards, so the result is the same however often the run was interrupted.
 Assembly drops a parent whose input geometry (``c0``) failed or has an atomic force
-above ``max_force`` eV/Å (a broken structure), records why in the store's
+above ``max_force`` eV/Å (a broken structure) and any frame with a partial charge
+beyond ±``max_charge`` e or an energy per atom more than ``max_energy_shift`` eV from
+its ``c0`` (an unphysical SCF solution), records why in the store's
 ``failures.jsonl``, and keeps the first ``parents`` parents in plan order (spares
-make up for dropped ones). Parents are stored round-robin over size bins, so any prefix
-of the store spans the size range.
+make up for dropped ones). Parents are stored in stratified size order, so any prefix
+of the store has the size distribution of the whole.
 """
 
 from __future__ import annotations
@@ -65,6 +67,9 @@ __all__ = ["METHOD_NAMES", "BuildSettings", "build_dataset", "export_extxyz_xz",
 #: CLI spellings of the tblite methods.
 METHOD_NAMES = {"gfn1": "GFN1-xTB", "gfn2": "GFN2-xTB"}
 PLAN = "plan.json"
+#: Settings applied when the store is assembled from labelled shards (changing them
+#: re-assembles without relabelling).
+ASSEMBLY_FIELDS = ("max_force", "max_charge", "max_energy_shift")
 
 
 class BuildSettings(StrictModel):
@@ -85,12 +90,19 @@ class BuildSettings(StrictModel):
     accuracy: float = Field(default=1.0, gt=0.0)
     max_iterations: int = Field(default=250, ge=1)
     max_force: float = Field(default=30.0, gt=0.0)
+    max_charge: float = Field(default=4.0, gt=0.0)
+    max_energy_shift: float = Field(default=1.0, gt=0.0)
     shard_size: int = Field(default=8, ge=1)
     seed: int = 0
 
+    def plan_settings(self) -> dict:
+        """The settings that shape the plan (all but the assembly filters)."""
+        return self.model_dump(exclude=set(ASSEMBLY_FIELDS))
+
     def key(self) -> str:
-        """Short hash of the settings: a plan is reused only under the same key."""
-        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
+        """Short hash of :meth:`plan_settings`: a plan is reused only under the same key."""
+        return hashlib.sha256(json.dumps(self.plan_settings(), sort_keys=True).encode()
+                              ).hexdigest()[:16]
 
 
 def work_dir_of(out: Path) -> Path:
@@ -194,10 +206,9 @@ def _read_plan(work: Path, settings: BuildSettings) -> dict | None:
     if not path.is_file():
         return None
     plan = json.loads(path.read_text())
-    if plan["key"] != settings.key():
-        old = BuildSettings.model_validate(plan["settings"]).model_dump()
-        new = settings.model_dump()
-        diff = ", ".join(f"{k}: {old[k]!r} -> {new[k]!r}" for k in new if old.get(k) != new[k])
+    old, new = plan["settings"], settings.plan_settings()
+    if any(old.get(k) != new[k] for k in new):
+        diff = ", ".join(f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in new if old.get(k) != new[k])
         raise ValueError(f"{work} holds a build with other settings ({diff}); use another "
                          f"--out or delete {work} to start over")
     return plan
@@ -223,28 +234,47 @@ def _assemble(work: Path, plan: dict, settings: BuildSettings) -> tuple[list[Ato
                              "detail": "input geometry could not be labelled"})
             continue
         f_max = float(np.linalg.norm(c0.arrays[FORCES], axis=1).max())
-        if f_max > settings.max_force:
+        if f_max > settings.max_force or _max_charge(c0) > settings.max_charge:
             failures.append({"structure_id": c0.info[STRUCTURE_ID], "reason": "input_outlier",
-                             "detail": f"max |F| {f_max:.1f} eV/Å > {settings.max_force} "
-                                       f"in the input geometry; parent dropped"})
+                             "detail": f"max |F| {f_max:.1f} eV/Å (limit {settings.max_force}), "
+                                       f"max |q| {_max_charge(c0):.2f} e (limit "
+                                       f"{settings.max_charge}) in the input geometry; "
+                                       f"parent dropped"})
             continue
+        e0 = float(c0.info["energy"]) / len(c0)
+        for atoms in list(group):
+            q_max = _max_charge(atoms)
+            shift = abs(float(atoms.info["energy"]) / len(atoms) - e0)
+            if q_max > settings.max_charge or shift > settings.max_energy_shift:
+                group.remove(atoms)
+                failures.append({"structure_id": atoms.info[STRUCTURE_ID],
+                                 "reason": "label_outlier",
+                                 "detail": f"max |q| {q_max:.2f} e (limit {settings.max_charge}), "
+                                           f"|E/atom - E/atom(c0)| {shift:.3f} eV "
+                                           f"(limit {settings.max_energy_shift}): an SCF "
+                                           f"solution far from the input geometry's"})
         good.append(parent_id)
-    kept = [a for parent_id in _interleave_sizes(good[: settings.parents], work)
+    kept = [a for parent_id in _stratify_sizes(good[: settings.parents], work)
             for a in by_parent[parent_id]]
     return kept, failures
 
 
-def _interleave_sizes(parent_ids: list[str], work: Path) -> list[str]:
-    """Parents round-robin over size bins (smallest of each bin first), so that any prefix
-    of the store (``data.max_structures``) spans the whole size range."""
+def _max_charge(atoms: Atoms) -> float:
+    return float(np.abs(atoms.arrays[CHARGES]).max()) if CHARGES in atoms.arrays else 0.0
+
+
+def _stratify_sizes(parent_ids: list[str], work: Path) -> list[str]:
+    """Parents in stratified size order: sorted by their quantile within their size bin
+    ((rank + ½) / bin size, smallest first), so any prefix of the store
+    (``data.max_structures``) has the size distribution of the whole set."""
     table = pd.read_csv(work / "parents.csv", dtype={"parent_id": str})
     bin_of = dict(zip(table["parent_id"], table["size_bin"]))
     bins: dict[int, list[str]] = {}
     for parent_id in parent_ids:  # plan order: by bin, then by size
         bins.setdefault(int(bin_of[parent_id]), []).append(parent_id)
-    ranked = [bins[b] for b in sorted(bins)]
-    depth = max(map(len, ranked), default=0)
-    return [members[r] for r in range(depth) for members in ranked if r < len(members)]
+    keyed = [((rank + 0.5) / len(members), b, parent_id)
+             for b, members in bins.items() for rank, parent_id in enumerate(members)]
+    return [parent_id for _, _, parent_id in sorted(keyed)]
 
 
 def _versions() -> dict[str, str]:
@@ -271,7 +301,7 @@ def build_dataset(settings: BuildSettings, out: str | Path, *, n_workers: int = 
     if not frames:
         raise ValueError(f"{work}: no structure could be labelled (see {work / FAILURES})")
     command = command or shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
-    provenance = {"command": command, "settings": settings.model_dump(), "plan_key": plan["key"],
+    provenance = {"command": command, "settings": settings.model_dump(), "plan_key": settings.key(),
                   "versions": _versions(), "catalogue": plan["catalogue"],
                   "labelling": {k: v for k, v in labelling.items() if k != "workers"},
                   "workers": labelling["workers"], "n_failures": len(failures)}

@@ -1,6 +1,7 @@
 """Resolve a trial's ``data.dataset`` to a dataset store.
 
-``"bundled"`` is the real CoRE MOF + GFN1-xTB set shipped in ``data/bundled/``; it is
+``"bundled"`` is the real CoRE MOF + GFN1-xTB set shipped in ``data/bundled/`` (made by
+``farfield data build``, see ``data/bundled/README.md``); it is
 imported once into ``<workspace>/datasets/`` (validated like any user file) and reused
 while its content is unchanged. Anything else must be a store directory.
 """
@@ -14,7 +15,7 @@ from farfield.data.readers import read_structures
 from farfield.data.store import DatasetStore, write_store
 
 BUNDLED_DIR = Path(__file__).parent / "bundled"
-BUNDLED_FILE = BUNDLED_DIR / "coremof-small-gfn1.extxyz.xz"
+BUNDLED_FILE = BUNDLED_DIR / "coremof-gfn1.extxyz.xz"
 BUNDLED_METHOD = "GFN1-xTB (tblite, periodic)"
 
 

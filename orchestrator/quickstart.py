@@ -17,7 +17,7 @@ from farfield.orchestrator.sweep_config import SweepConfig
 QUICKSTART = {
     "name": "quickstart-painn-random",
     "seed": 0,
-    "data": {"dataset": "bundled"},
+    "data": {"dataset": "bundled", "max_structures": 200},
     "split": {"strategy": "random", "train": 0.8, "val": 0.1, "test": 0.1, "seed": 0},
     "model": {"backbone": "painn", "long_range": [], "channels": 32, "layers": 3, "cutoff": 5.0, "n_radial": 8},
     "training": {"epochs": 25, "batch_size": 4, "lr": 2e-3, "ema_decay": 0.99, "patience": 10,
@@ -29,7 +29,7 @@ QUICKSTART = {
 QUICKSTART_SWEEP = {
     "name": "quickstart-sweep",
     "seed": 0,
-    "data": {"dataset": "bundled"},
+    "data": {"dataset": "bundled", "max_structures": 200},
     "split": {"strategy": "random", "train": 0.8, "val": 0.1, "test": 0.1, "seed": 0},
     "model": {"backbone": "painn", "long_range": [], "channels": 16, "layers": 2, "cutoff": 5.0, "n_radial": 8},
     "training": {"epochs": 10, "batch_size": 4, "lr": 2e-3, "ema_decay": 0.9, "patience": 6,
