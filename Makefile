@@ -42,6 +42,7 @@ bench: venv
 	$(BIN)/python benchmarks/backbones.py --out benchmarks/results/backbones.json
 	$(BIN)/python benchmarks/mace_race.py --out benchmarks/results/mace_race.json
 	$(BIN)/python benchmarks/nequip_baseline.py --out benchmarks/results/nequip_baseline.json
+	$(BIN)/python benchmarks/data_build.py --out benchmarks/results/data_build.json
 
 ui: venv
 	$(BIN)/farfield ui --workspace $(WORKSPACE)
