@@ -42,7 +42,7 @@ from farfield.orchestrator.sweep_config import SweepConfig, grid_cells, load_swe
 from farfield.orchestrator.sweep_progress import ACTIVE, SweepProgress
 from farfield.orchestrator.sweep_summary import log_summary, trial_table
 from farfield.orchestrator.tracking import ensure_experiment
-from farfield.orchestrator.trial import make_split
+from farfield.orchestrator.trial import make_split, prepare_graph_cache
 from farfield.orchestrator.tune_reporter import end_run, sweep_runs, sweep_trainable
 
 META_FILE = "farfield_sweep.json"
@@ -93,7 +93,8 @@ def _server_host() -> str:
 
 
 def _shared_inputs(config: SweepConfig, cells: list[dict]) -> dict:
-    """Dataset store path and one split file per cell, made once on the driver (equal splits once)."""
+    """Dataset store path and one split file per cell, made once on the driver (equal splits once),
+    and the per-shard graph cache of every trial's cutoff, computed by Ray tasks."""
     store = resolve_dataset(config.data.dataset, config.workspace)
     made: dict[str, str] = {}
     split_files = []
@@ -107,6 +108,11 @@ def _shared_inputs(config: SweepConfig, cells: list[dict]) -> dict:
                 split.save(path)
             made[key] = str(path)
         split_files.append(made[key])
+    if "model.cutoff" not in config.sweep.ranges:  # one cutoff for all trials: graphs now, on Ray
+        try:
+            prepare_graph_cache(TrialConfig.model_validate(trial_data(config, cells[0], {})))
+        except (OSError, ValueError) as err:  # trials then build their graphs themselves
+            print(f"graph cache not prepared ({err}); trials will build their graphs")
     return {"dataset": str(Path(store.path).resolve()), "split_files": split_files}
 
 

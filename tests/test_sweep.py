@@ -28,7 +28,7 @@ def tiny_sweep(workspace: Path, name: str = "tiny", **sweep) -> SweepConfig:
     return SweepConfig.model_validate({
         "name": name,
         "workspace": str(workspace),
-        "data": {"dataset": "bundled", "max_structures": 24},
+        "data": {"dataset": "bundled", "max_structures": 48},  # 12 parents
         "split": {"train": 0.6, "val": 0.2, "test": 0.2},
         "model": {"channels": 8, "layers": 1, "cutoff": 4.0, "n_radial": 4},
         "training": {"epochs": 2, "batch_size": 8, "ema_decay": None, "lr": 0.003},
