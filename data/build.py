@@ -15,7 +15,8 @@ from the shards, so the result is the same however often the run was interrupted
 Assembly drops a parent whose input geometry (``c0``) failed or has an atomic force
 above ``max_force`` eV/Å (a broken structure) and any frame with a partial charge
 beyond ±``max_charge`` e or an energy per atom more than ``max_energy_shift`` eV from
-its ``c0`` (an unphysical SCF solution), records why in the store's
+its ``c0`` (an unphysical SCF solution), drops parents left with fewer than
+``min_configs`` frames, records why in the store's
 ``failures.jsonl``, and keeps the first ``parents`` parents in plan order (spares
 make up for dropped ones). Parents are stored in stratified size order, so any prefix
 of the store has the size distribution of the whole.
@@ -69,7 +70,7 @@ METHOD_NAMES = {"gfn1": "GFN1-xTB", "gfn2": "GFN2-xTB"}
 PLAN = "plan.json"
 #: Settings applied when the store is assembled from labelled shards (changing them
 #: re-assembles without relabelling).
-ASSEMBLY_FIELDS = ("max_force", "max_charge", "max_energy_shift")
+ASSEMBLY_FIELDS = ("max_force", "max_charge", "max_energy_shift", "min_configs")
 
 
 class BuildSettings(StrictModel):
@@ -92,6 +93,7 @@ class BuildSettings(StrictModel):
     max_force: float = Field(default=30.0, gt=0.0)
     max_charge: float = Field(default=4.0, gt=0.0)
     max_energy_shift: float = Field(default=1.0, gt=0.0)
+    min_configs: int = Field(default=3, ge=1)
     shard_size: int = Field(default=8, ge=1)
     seed: int = 0
 
@@ -253,6 +255,12 @@ def _assemble(work: Path, plan: dict, settings: BuildSettings) -> tuple[list[Ato
                                            f"|E/atom - E/atom(c0)| {shift:.3f} eV "
                                            f"(limit {settings.max_energy_shift}): an SCF "
                                            f"solution far from the input geometry's"})
+        needed = min(settings.min_configs, settings.sampling.configs_per_parent)
+        if len(group) < needed:
+            failures.append({"structure_id": c0.info[STRUCTURE_ID], "reason": "parent_dropped",
+                             "detail": f"only {len(group)} of the configurations labelled "
+                                       f"(fewer than {needed}); parent dropped"})
+            continue
         good.append(parent_id)
     kept = [a for parent_id in _stratify_sizes(good[: settings.parents], work)
             for a in by_parent[parent_id]]

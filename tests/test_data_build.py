@@ -266,7 +266,7 @@ def test_failures_are_recorded_not_dropped(folder_build, tmp_path, monkeypatch):
 
     monkeypatch.setattr(label_shards, "label_gfn_xtb", flaky)
     out2 = tmp_path / "store"
-    settings2 = settings.model_copy(update={"parents": 3})
+    settings2 = settings.model_copy(update={"parents": 3, "min_configs": 1})
     store2, report = build_dataset(settings2, out2, n_workers=0, progress=False,
                                    cache_dir=tmp_path)
     failures = [json.loads(line) for line in (out2 / "failures.jsonl").read_text().splitlines()]
@@ -274,6 +274,14 @@ def test_failures_are_recorded_not_dropped(folder_build, tmp_path, monkeypatch):
     assert failures[0]["reason"] == "scf_not_converged"
     assert victim not in set(store2.index["structure_id"])
     assert len(store2) == len(store) - 1
+    # by default a parent needs min(3, configs_per_parent) = 2 labelled frames: dropped, with why
+    store3, _ = build_dataset(settings.model_copy(update={"parents": 3}), out2, n_workers=0,
+                              progress=False, cache_dir=tmp_path)
+    victim_parent = store.index.set_index("structure_id").loc[victim, "parent_id"]
+    assert victim_parent not in set(store3.index["parent_id"])
+    assert len(store3) == len(store) - 2
+    reasons = [json.loads(line)["reason"] for line in (out2 / "failures.jsonl").read_text().splitlines()]
+    assert sorted(reasons) == ["parent_dropped", "scf_not_converged"]
 
 
 def test_md_snapshots_are_labelled_frames_of_a_real_gfn_xtb_trajectory(good_entries, tmp_path):
