@@ -19,7 +19,8 @@ class DataConfig(StrictModel):
 
     ``dataset``: ``"bundled"`` (the real CoRE MOF + GFN1-xTB set shipped with farfield)
     or a path to a dataset store directory (``farfield data import`` makes one).
-    ``max_structures``: keep only the first N structures of the index (quick tests).
+    ``max_structures``: keep only the first N structures of the index (quick runs); the split
+    is then made over their parents only, so every side keeps its fraction.
     """
 
     dataset: str = "bundled"

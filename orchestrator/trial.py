@@ -89,13 +89,16 @@ def make_split(config: TrialConfig, store: DatasetStore) -> Split:
             )
         return split
     workspace = Path(config.workspace)
+    index = _trial_index(config, store)  # data.max_structures: split only the parents kept
     if config.split.strategy == "random":
         fractions = {side: getattr(config.split, side) for side in SIDES}
-        split = random_split(store.index, store.content_hash, fractions, config.split.seed)
+        split = random_split(index, store.content_hash, fractions, config.split.seed)
         split.save(workspace / "splits" / f"{split.strategy}-{split.content_hash[7:19]}.json")
         return split
     # descriptors in this process (n_workers=0): a trial may itself run inside a Ray task
-    outcome = make_chemspace_split(store, config.split, cache_dir=workspace / "descriptors", n_workers=0)
+    capped = index["structure_id"] if config.data.max_structures is not None else None
+    outcome = make_chemspace_split(store, config.split, cache_dir=workspace / "descriptors", n_workers=0,
+                                   structure_ids=capped)
     outcome.save(workspace / "splits" / f"{outcome.split.strategy}-{outcome.split.content_hash[7:19]}.json")
     return outcome.split
 

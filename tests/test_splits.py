@@ -239,3 +239,19 @@ def test_tiny_dataset_splits_without_clusters_but_cluster_strategy_says_why():
     assert len(outcome.split.test) == 1 and len(outcome.split.train) == 2
     with pytest.raises(ValueError, match="cannot cluster 4 parents with min_cluster_size=5"):
         split_parents(space, SplitConfig(strategy="cluster", **fractions), "sha256:toy")
+
+
+@pytest.mark.parametrize("strategy", ["random", "size"])
+def test_trial_split_with_max_structures_covers_only_the_kept_parents(strategy, store, workspace):
+    """data.max_structures: the split is made over the kept parents, every side non-empty."""
+    from farfield.orchestrator.config import TrialConfig
+    from farfield.orchestrator.trial import make_split as trial_split
+
+    config = TrialConfig.model_validate({
+        "workspace": str(workspace), "data": {"dataset": "bundled", "max_structures": 48},
+        "split": {"strategy": strategy, "train": 0.6, "val": 0.2, "test": 0.2}})
+    kept = set(store.index["parent_id"].iloc[:48])
+    split = trial_split(config, store)
+    sides = {side: set(getattr(split, side)) for side in SIDES}
+    assert set().union(*sides.values()) == kept
+    assert all(len(ids) >= 2 for ids in sides.values()), {k: len(v) for k, v in sides.items()}

@@ -8,6 +8,7 @@ descriptor-free random split of an index (what a trial uses for ``strategy: rand
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -181,11 +182,18 @@ def _parents_table(space, clustering, rows, excluded, baseline, nearest, random_
 
 def make_split(store: DatasetStore, config: SplitConfig, cache_dir: str | Path | None = None,
                n_workers: int = 0, settings: DescriptorSettings | None = None,
-               address: str | None = None) -> SplitOutcome:
+               address: str | None = None, structure_ids=None) -> SplitOutcome:
     """Descriptors (cached in ``cache_dir``; ``n_workers`` Ray actors, 0 = in process) →
-    joint metric with ``config.weight`` → HDBSCAN → :func:`split_parents`."""
+    joint metric with ``config.weight`` → HDBSCAN → :func:`split_parents`.
+
+    ``structure_ids``: split only the parents of these structures (e.g. a trial's
+    ``data.max_structures`` prefix); default all of the store."""
     settings = settings or DescriptorSettings()
     descriptors = store_descriptors(store, settings, cache_dir, n_workers, address)
+    if structure_ids is not None:
+        keep = np.isin(descriptors.structure_ids, np.asarray(list(structure_ids), dtype=str))
+        descriptors = dataclasses.replace(descriptors, **{
+            f.name: getattr(descriptors, f.name)[keep] for f in dataclasses.fields(descriptors)})
     space = chemical_space(descriptors, config.weight)
     return split_parents(space, config, store.content_hash, extra_parameters={"descriptor": settings.model_dump()})
 
