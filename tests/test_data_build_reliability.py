@@ -5,8 +5,10 @@ test folder). A reference run labels a folder of real CoRE MOF CIFs undisturbed;
 
 * one run has a labelling worker SIGKILLed as soon as the first shard is done: Ray
   restarts the actor, the shard is retried and the run finishes;
-* one run has its driver interrupted (SIGINT, as Ctrl-C) after the first shard, then the
-  same command is run again and resumes.
+* one run has its driver killed (SIGKILL to its process group, which holds its local Ray)
+  after the first shard, then the same command is run again and resumes. (SIGINT was used
+  first; under heavy load the driver once finished anyway, so the test now uses the
+  interruption that always lands.)
 
 Both must end with exactly the reference store: same structure ids, each once, and the
 same content hash (sha256 over the shard bytes, i.e. over every label).
@@ -106,7 +108,7 @@ def test_killed_worker_is_restarted_and_every_structure_labelled_once(cif_dir, r
     assert len(list((work / "labelled").glob("shard-*.extxyz"))) == _n_planned_shards(out)
 
 
-def test_interrupted_driver_resumes_and_every_structure_labelled_once(cif_dir, reference, tmp_path):
+def test_killed_driver_resumes_and_every_structure_labelled_once(cif_dir, reference, tmp_path):
     out = tmp_path / "store"
     env = _env(tmp_path)
     process = subprocess.Popen(_command(cif_dir, out), env=env, text=True,
@@ -114,12 +116,11 @@ def test_interrupted_driver_resumes_and_every_structure_labelled_once(cif_dir, r
                                start_new_session=True)
     work = work_dir_of(out)
     _wait_for_first_shard(work, process)
-    os.killpg(process.pid, signal.SIGINT)
+    os.killpg(process.pid, signal.SIGKILL)  # driver and its local Ray die at once, mid-labelling
     output, _ = process.communicate(timeout=120)
-    assert process.returncode != 0 and not (out / "manifest.json").exists()
+    assert process.returncode != 0 and not (out / "manifest.json").exists(), output[-3000:]
     done_before = len(list((work / "labelled").glob("shard-*.extxyz")))
     assert 1 <= done_before < _n_planned_shards(out)
-    assert "run the same command again to resume" in output
     rerun = subprocess.run(_command(cif_dir, out), env=env, capture_output=True, text=True,
                            timeout=900)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
