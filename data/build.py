@@ -57,6 +57,7 @@ from farfield.data.label_shards import (
     MD_SEED,
     label_shards,
     read_shard,
+    write_text_atomic,
 )
 from farfield.data.parent_selection import select_parents
 from farfield.data.records import CHARGES, FORCES, PARENT_ID, STRUCTURE_ID
@@ -110,12 +111,6 @@ class BuildSettings(StrictModel):
 def work_dir_of(out: Path) -> Path:
     """``<out>.build``: where a build of store ``out`` keeps its plan and shards."""
     return out.parent / f"{out.name}.build"
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _load_parents(chosen: pd.DataFrame, settings: BuildSettings) -> tuple[dict[str, Atoms], list]:
@@ -182,7 +177,7 @@ def _plan(settings: BuildSettings, work: Path, cache_dir: str | Path | None, n_w
     if shard:
         shards.append(shard)
     for number, frames in enumerate(shards):
-        _write_atomic(inputs / f"shard-{number:05d}.extxyz", "".join(map(format_frame, frames)))
+        write_text_atomic(inputs / f"shard-{number:05d}.extxyz", "".join(map(format_frame, frames)))
     rejections = pd.concat([
         catalogue[catalogue["status"] != "ok"][["source", "name", "reason", "detail"]],
         selection.skipped[["source", "name", "reason", "detail"]],
@@ -200,7 +195,7 @@ def _plan(settings: BuildSettings, work: Path, cache_dir: str | Path | None, n_w
                           "n_usable": int((catalogue["status"] == "ok").sum()),
                           "rejected": catalogue.loc[catalogue["status"] != "ok", "reason"]
                           .value_counts().to_dict()}}
-    _write_atomic(work / PLAN, json.dumps(plan, indent=1) + "\n")
+    write_text_atomic(work / PLAN, json.dumps(plan, indent=1) + "\n")
 
 
 def _read_plan(work: Path, settings: BuildSettings) -> dict | None:

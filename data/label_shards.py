@@ -35,8 +35,8 @@ from farfield.data.readers import iter_frames
 from farfield.data.records import STRUCTURE_ID
 from farfield.data.sampling import CONFIG_KIND, SamplingSettings, md_snapshots
 
-__all__ = ["INPUTS", "LABELLED", "FAILURES", "ShardLabeller", "label_shards",
-           "openblas_preload", "pending_shards", "read_shard"]
+__all__ = ["FAILURES", "INPUTS", "LABELLED", "ShardLabeller", "label_shards",
+           "openblas_preload", "pending_shards", "read_shard", "write_text_atomic"]
 
 INPUTS, LABELLED, FAILURES = "inputs", "labelled", "failures"
 #: Written when the actors are up: their pid, BLAS and thread setting (for monitoring).
@@ -77,7 +77,8 @@ def read_shard(path: Path) -> list[Atoms]:
     return frames
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary name next to ``path``, then rename it into place."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(text)
     os.replace(tmp, path)
@@ -145,9 +146,9 @@ class ShardLabeller:
                     failures.append({"structure_id": frame.info[STRUCTURE_ID],
                                      "reason": "exception",
                                      "detail": "".join(traceback.format_exception_only(exc)).strip()})
-        _write_atomic(self.work_dir / FAILURES / shard.replace(".extxyz", ".jsonl"),
+        write_text_atomic(self.work_dir / FAILURES / shard.replace(".extxyz", ".jsonl"),
                       "".join(json.dumps(f) + "\n" for f in failures))
-        _write_atomic(self.work_dir / LABELLED / shard, "".join(format_frame(a) for a in done))
+        write_text_atomic(self.work_dir / LABELLED / shard, "".join(format_frame(a) for a in done))
         return {"shard": shard, "n_inputs": len(inputs), "n_labelled": len(done),
                 "n_failed": len(failures), "n_atoms": n_atoms,
                 "seconds": time.perf_counter() - t0, "pid": os.getpid()}
@@ -228,7 +229,7 @@ def _label_on_ray(todo: Sequence[str], args: tuple, n_workers: int, address: str
         actors = [actor_cls.options(**options).remote(*args)
                   for _ in range(min(n_workers, len(todo)))]
         summary["workers"] = ray.get([a.info.remote() for a in actors])
-        _write_atomic(Path(args[0]) / WORKERS, json.dumps(summary["workers"]) + "\n")
+        write_text_atomic(Path(args[0]) / WORKERS, json.dumps(summary["workers"]) + "\n")
         queue = list(todo)
         running = {}
         for actor in actors:
