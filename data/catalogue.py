@@ -32,7 +32,7 @@ from farfield.data.coremof import (
     SUBSETS,
     CifEntry,
     StructureRejected,
-    _check_metadata,
+    check_metadata,
     cif_to_atoms,
     count_atom_sites,
     formula_skeleton,
@@ -102,7 +102,7 @@ def catalogue_rows(entries: Sequence[CifEntry], metadata: dict[str, dict[str, st
                "reason": "", "detail": "", "n_sites": entry.n_sites, "n_atoms": 0,
                "formula": "", "skeleton": "", "elements": "", "metals": ""}
         try:
-            _check_metadata(entry, (metadata or {}).get(entry.name, {}))
+            check_metadata(entry, (metadata or {}).get(entry.name, {}))
             atoms = cif_to_atoms(entry.text, entry.name)
         except StructureRejected as exc:
             row.update(status="rejected", reason=exc.reason, detail=exc.detail)

@@ -11,11 +11,11 @@ make up almost all of CoRE MOF (a lower bound otherwise, so it is a safe pre-fil
 Structures come out as ASE ``Atoms`` (positions in Å, cell in Å, ``pbc`` all True)
 and are checked by :func:`validate_atoms`. A structure that cannot be used raises
 :class:`StructureRejected` (a ``ValueError``) whose ``reason`` is one of
-:data:`REJECTION_REASONS`; selection functions collect these as :class:`Rejection`.
+:data:`REJECTION_REASONS`; :mod:`farfield.data.catalogue` records them per CIF.
 
 Entry points: :func:`iter_coremof_cifs` (stream CIF texts), :func:`cif_to_atoms` (parse
-and check one), :func:`pick_smallest_usable` (distinct, diverse small parents) and
-:func:`normalise_hydrogens` (X-ray → neutron X–H bond lengths).
+and check one) and :func:`normalise_hydrogens` (X-ray → neutron X–H bond lengths); picking
+diverse parents is :mod:`farfield.data.parent_selection`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import tarfile
 import warnings
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 
 import numpy as np
@@ -96,33 +96,6 @@ class CifEntry:
     name: str
     text: str
     n_sites: int  # rows in the _atom_site_ loop (= n_atoms for P1 files)
-
-
-@dataclass(frozen=True)
-class Rejection:
-    """Why an archive entry was not picked (``reason``: a key of REJECTION_REASONS)."""
-
-    subset: str
-    name: str
-    reason: str
-    detail: str = ""
-
-
-@dataclass
-class Candidate:
-    """A usable structure: ``atoms`` carries ``info['coremof_entry']`` etc."""
-
-    subset: str
-    name: str
-    refcode: str
-    atoms: Atoms
-    metals: tuple[str, ...]
-    formula: str = field(init=False)
-    skeleton: str = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.formula = self.atoms.symbols.formula.reduce()[0].format("hill")
-        self.skeleton = formula_skeleton(self.atoms)
 
 
 def archive_path(subset: str, suffix: str = ".tar.xz"):
@@ -351,104 +324,9 @@ def metal_family(metals: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(sorted({"Ln" if m in LANTHANIDES else m for m in metals}))
 
 
-def _check_metadata(entry: CifEntry, row: dict[str, str]) -> None:
+def check_metadata(entry: CifEntry, row: dict[str, str]) -> None:
     """Raise :class:`StructureRejected` if CoRE MOF's CSV flags the entry as unusable."""
     if row.get("DISORDER", "").strip().upper() == "DISORDER":
         raise StructureRejected(entry.name, "disorder", "CoRE MOF DISORDER flag")
     if row.get("Extension", "").strip().lower() == "charged":
         raise StructureRejected(entry.name, "charged_framework")
-
-
-def _check_entry(entry: CifEntry, row: dict[str, str], min_atoms: int, max_atoms: int) -> Atoms:
-    """Atoms of one archive entry, or :class:`StructureRejected` (metadata checks first)."""
-    _check_metadata(entry, row)
-    atoms = cif_to_atoms(entry.text, entry.name)
-    if not min_atoms <= len(atoms) <= max_atoms:
-        raise StructureRejected(entry.name, "atom_count", f"{len(atoms)} atoms")
-    atoms.info.update(coremof_entry=entry.name, coremof_subset=entry.subset)
-    return atoms
-
-
-def pick_smallest_usable(
-    n: int,
-    subsets: Iterable[str] = ("2019-ASR",),
-    max_atoms: int = 90,
-    min_atoms: int = 1,
-    max_per_metal: int | None = None,
-    size_bins: int = 1,
-) -> tuple[list[Candidate], list[Rejection]]:
-    """Pick up to ``n`` usable structures with distinct parents, smallest first.
-
-    Archive entries are visited by (atom-site count, subset order, name). A usable
-    structure is skipped as a duplicate if its refcode family or reduced formula was
-    already picked, or if it differs from one only by metal substitution
-    (:func:`formula_skeleton`). ``size_bins`` splits ``[min_atoms, max_atoms]`` into
-    equal-width atom-count bins that each get ``n / size_bins`` places, so parents span
-    the size range; ``max_per_metal`` caps picks per :func:`metal_family`. Both constraints
-    are relaxed in turn (cap first, then bins) if places stay empty.
-
-    Returns ``(picked, rejected)``; ``picked`` is in round-robin order over the bins
-    (smallest of each bin first), so any prefix is spread over sizes.
-    """
-    subsets = tuple(subsets)
-    metadata = {s: load_metadata(s) for s in subsets}
-    entries = sorted(
-        (e for e in iter_coremof_cifs(subsets, max_sites=max_atoms) if e.n_sites >= min_atoms),
-        key=lambda e: (e.n_sites, subsets.index(e.subset), e.name),
-    )
-    width = (max_atoms - min_atoms + 1) / size_bins
-    quota = [n // size_bins + (b < n % size_bins) for b in range(size_bins)]
-    bins: list[list[Candidate]] = [[] for _ in range(size_bins)]
-    leftovers: list[Candidate] = []
-    rejected: list[Rejection] = []
-    refcodes: set[str] = set()
-    formulas: set[str] = set()
-    skeletons: set[str] = set()
-    per_metal: Counter[tuple[str, ...]] = Counter()
-
-    def bin_of(cand: Candidate) -> int:
-        return min(int((len(cand.atoms) - min_atoms) // width), size_bins - 1)
-
-    def duplicate_of(cand: Candidate) -> str | None:
-        if cand.refcode in refcodes:
-            return "duplicate_refcode"
-        if cand.formula in formulas:
-            return "duplicate_formula"
-        return "duplicate_skeleton" if cand.skeleton in skeletons else None
-
-    def take(cand: Candidate, b: int) -> None:
-        bins[b].append(cand)
-        refcodes.add(cand.refcode)
-        formulas.add(cand.formula)
-        skeletons.add(cand.skeleton)
-        per_metal[metal_family(cand.metals)] += 1
-
-    for entry in entries:
-        if all(len(bins[b]) >= quota[b] for b in range(size_bins)):
-            break
-        try:
-            row = metadata[entry.subset].get(entry.name, {})
-            atoms = _check_entry(entry, row, min_atoms, max_atoms)
-        except StructureRejected as exc:
-            rejected.append(Rejection(entry.subset, entry.name, exc.reason, exc.detail))
-            continue
-        cand = Candidate(entry.subset, entry.name, refcode_of(entry.name), atoms, metals_of(atoms))
-        reason = duplicate_of(cand)
-        if reason:
-            rejected.append(Rejection(entry.subset, entry.name, reason, cand.formula))
-            continue
-        b = bin_of(cand)
-        capped = max_per_metal is not None and per_metal[metal_family(cand.metals)] >= max_per_metal
-        if len(bins[b]) < quota[b] and not capped:
-            take(cand, b)
-        else:
-            leftovers.append(cand)
-    for relax_bins in (False, True):
-        for cand in leftovers:
-            b = bin_of(cand)
-            total = sum(map(len, bins))
-            if total < n and duplicate_of(cand) is None and (relax_bins or len(bins[b]) < quota[b]):
-                take(cand, b)
-    ranked = [sorted(members, key=lambda c: (len(c.atoms), c.name)) for members in bins]
-    depth = max(map(len, ranked), default=0)
-    return [m[r] for r in range(depth) for m in ranked if r < len(m)], rejected

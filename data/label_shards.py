@@ -30,7 +30,7 @@ from ase import Atoms
 from tqdm import tqdm
 
 from farfield.data.extxyz import format_frame
-from farfield.data.labelling import label_gfn_xtb
+from farfield.data.labelling import THREAD_VARIABLES, label_gfn_xtb
 from farfield.data.readers import iter_frames
 from farfield.data.records import STRUCTURE_ID
 from farfield.data.sampling import CONFIG_KIND, SamplingSettings, md_snapshots
@@ -60,7 +60,7 @@ def openblas_preload() -> str | None:
 
 def worker_env() -> dict[str, str]:
     """Environment for labelling worker processes: one thread each, OpenBLAS if found."""
-    env = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    env = dict.fromkeys(THREAD_VARIABLES, "1")
     blas = openblas_preload()
     if blas:
         env["LD_PRELOAD"] = blas

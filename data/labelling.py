@@ -41,9 +41,13 @@ METHODS = ("GFN1-xTB", "GFN2-xTB", "IPEA1-xTB")
 LABEL_METHOD = "label_method"
 
 
+#: Environment variables that set OpenMP/BLAS thread counts.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
 def limit_threads(n: int = 1) -> None:
     """Set OpenMP/BLAS thread counts for this process (call before importing tblite)."""
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    for var in THREAD_VARIABLES:
         os.environ[var] = str(n)
 
 
