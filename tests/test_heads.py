@@ -142,8 +142,9 @@ def test_cg_solver_second_derivatives_match_dense():
 # --- LES --------------------------------------------------------------------------------
 
 
-def _les_reference(positions, cell, charges, sigma, kcut):
-    """The LES formula written out in numpy (full k-sphere, complex structure factor)."""
+def _les_reference(positions, cell, charges, sigma, kcut, background=False):
+    """The LES formula written out in numpy (full k-sphere, complex structure factor);
+    ``background`` adds the neutralising-background term."""
     volume = abs(np.linalg.det(cell))
     recip = 2 * math.pi * np.linalg.inv(cell).T
     m = [int(kcut * np.linalg.norm(c) / (2 * math.pi)) + 1 for c in cell]
@@ -156,7 +157,8 @@ def _les_reference(positions, cell, charges, sigma, kcut):
         s = (charges * np.exp(1j * positions @ k)).sum()
         energy += 2 * math.pi / volume * math.exp(-0.5 * sigma**2 * k2) / k2 * abs(s) ** 2
     energy -= (charges**2).sum() / (math.sqrt(2 * math.pi) * sigma)
-    energy -= math.pi * sigma**2 * charges.sum() ** 2 / volume
+    if background:
+        energy -= math.pi * sigma**2 * charges.sum() ** 2 / volume
     return COULOMB_CONSTANT * energy
 
 
@@ -178,6 +180,51 @@ def test_les_energy_matches_independent_formula(triclinic_cell, water_dimer):
                 for i in range(len(q)) for j in range(len(q)) if i != j
             )
         assert float(out["energy"][0].detach()) == pytest.approx(expected, rel=1e-10)
+
+
+#: e²/(4πε₀) in eV·Å (CODATA 2018), written here so the direct sum below shares nothing with farfield.
+_KE = 14.399645478425668
+
+
+def _direct_kspace_energy(positions, cell, charges, sigma, kcut):
+    """Reference LES energy by a direct pair sum in k-space, in plain numpy:
+    ``E = (2π k_e/V) Σ_{0<|k|≤kcut} e^{−σ²k²/2}/k² Σ_ij q_i q_j cos(k·(r_i − r_j)) − k_e Σ_i q_i²/(√(2π)σ)``
+    — no structure factor, no half-space trick, no background term (the reference LES has none)."""
+    volume = abs(np.linalg.det(cell))
+    recip = 2 * math.pi * np.linalg.inv(cell).T  # rows b_i with a_i · b_j = 2π δ_ij
+    separations = positions[:, None, :] - positions[None, :, :]  # (n, n, 3) Å
+    qq = np.outer(charges, charges)
+    reach = [int(np.ceil(kcut / np.linalg.norm(b))) + 1 for b in recip]
+    total = 0.0
+    for n1 in range(-reach[0], reach[0] + 1):
+        for n2 in range(-reach[1], reach[1] + 1):
+            for n3 in range(-reach[2], reach[2] + 1):
+                k = n1 * recip[0] + n2 * recip[1] + n3 * recip[2]
+                k2 = float(k @ k)
+                if k2 == 0.0 or k2 > kcut**2:
+                    continue
+                total += math.exp(-0.5 * sigma**2 * k2) / k2 * float((qq * np.cos(separations @ k)).sum())
+    return _KE * (2 * math.pi / volume * total - (charges**2).sum() / (math.sqrt(2 * math.pi) * sigma))
+
+
+@pytest.mark.parametrize("fixture", ["mof_cell", "triclinic_cell", "nacl_cell"])
+def test_les_non_neutral_charges_match_a_direct_kspace_sum(fixture, request):
+    """Default LES (``background: false``) = the reference LES energy for any net charge;
+    ``background: true`` differs by exactly −π k_e σ² Q²/V."""
+    atoms = request.getfixturevalue(fixture)
+    graph = _graph(atoms)
+    rng = np.random.default_rng(11)
+    q = rng.normal(0.3, 0.5, len(atoms))  # net charge clearly non-zero
+    assert abs(q.sum()) > 0.5
+    sigma, wavelength = 1.0, 2.0
+    expected = _direct_kspace_energy(atoms.positions, atoms.cell.array, q, sigma, 2 * math.pi / wavelength)
+    volume = abs(np.linalg.det(atoms.cell.array))
+    for background, shift in ((False, 0.0), (True, -math.pi * _KE * sigma**2 * q.sum() ** 2 / volume)):
+        head = LesHead(8, LesConfig(smearing=sigma, wavelength_cutoff=wavelength, background=background))
+        head.charges = lambda graph, features: torch.as_tensor(q)  # fixed latent charges
+        energy = float(_run(head, graph)["energy"][0])
+        assert energy == pytest.approx(expected + shift, rel=1e-10, abs=1e-10)
+    assert LesConfig().background is False
 
 
 def test_les_neutral_option_and_no_charge_loss(nacl_cell):

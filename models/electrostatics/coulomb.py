@@ -141,15 +141,22 @@ def resolve_method(method: str, n_atoms: int) -> Method:
 
 
 def reciprocal_only_potential(
-    positions: torch.Tensor, cell: torch.Tensor, charges: torch.Tensor, smearing: float, kspace_cutoff: float
+    positions: torch.Tensor,
+    cell: torch.Tensor,
+    charges: torch.Tensor,
+    smearing: float,
+    kspace_cutoff: float,
+    background: bool = True,
 ) -> torch.Tensor:
     """Potential (n_atoms, n_channels), eV/e, of Gaussian-smeared charges in a periodic cell
     whose pair kernel is ``erf(r/(√2σ))/r`` (each charge of width σ/√2), entirely in
     reciprocal space: the Ewald split with η = σ leaves no real-space part. Self
-    interaction and the neutralising-background term are removed as in
-    ``periodic_potential``; ``kspace_cutoff`` (1/Å) truncates the sum."""
+    interaction is removed as in ``periodic_potential``, and so is the neutralising-background
+    term unless ``background`` is False (then a non-neutral cell's energy is the bare k ≠ 0
+    sum minus the self term, LES's convention); ``kspace_cutoff`` (1/Å) truncates the sum."""
     q = _as_channels(charges)
-    volume = torch.linalg.det(cell).abs()
-    phi = kspace_potential(positions, cell, q, smearing, kspace_cutoff)
-    phi = phi - ewald_self_coefficient(smearing) * q - (2.0 * math.pi * smearing**2 / volume) * q.sum(dim=0, keepdim=True)
+    phi = kspace_potential(positions, cell, q, smearing, kspace_cutoff) - ewald_self_coefficient(smearing) * q
+    if background:
+        volume = torch.linalg.det(cell).abs()
+        phi = phi - (2.0 * math.pi * smearing**2 / volume) * q.sum(dim=0, keepdim=True)
     return COULOMB_CONSTANT * phi

@@ -50,12 +50,16 @@ class LesConfig(StrictModel):
     ``hidden``: width of the latent-charge MLP. ``smearing`` σ (Å): Gaussian of the
     reciprocal-space sum. ``wavelength_cutoff`` λ_c (Å): wave vectors ``|k| ≤ 2π/λ_c``.
     ``neutral``: shift each structure's latent charges to sum to its total charge.
+    ``background``: add the neutralising-background term −π k_e σ² Q²/V of a periodic cell
+    with net latent charge Q. Off by default, as in the reference LES (and MACELES), so the
+    energy equals LES's for any charges (docs/long_range.md).
     """
 
     hidden: int = Field(default=32, ge=1)
     smearing: float = Field(default=1.0, gt=0)
     wavelength_cutoff: float = Field(default=2.0, gt=0)
     neutral: bool = False
+    background: bool = False
 
 
 class EfaConfig(StrictModel):

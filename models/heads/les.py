@@ -5,11 +5,12 @@ Latent charges ``q_i`` (e) are an MLP of the backbone's invariant features and
 interact through Gaussian-smeared Coulomb with smearing σ, summed in reciprocal space
 for periodic cells:
 
-    E_lr = (2π k_e / V) Σ_{0<|k|≤k_c} exp(−σ²k²/2)/k² |S(k)|² − k_e Σ_i q_i²/(√(2π) σ) − π k_e σ² Q²/V
+    E_lr = (2π k_e / V) Σ_{0<|k|≤k_c} exp(−σ²k²/2)/k² |S(k)|² − k_e Σ_i q_i²/(√(2π) σ) [− π k_e σ² Q²/V]
 
 with ``S(k) = Σ_i q_i e^{ik·r_i}`` and ``k_c = 2π/λ_c``; the second term removes each
-charge's interaction with itself, the third is the neutralising background (zero for
-neutral structures). Non-periodic structures use the same kernel ``erf(r/(√2σ))/r``
+charge's interaction with itself. The bracketed neutralising-background term (zero for
+neutral structures) is added only with ``background: true``; by default the energy is
+the reference LES's for any net latent charge Q (docs/long_range.md). Non-periodic structures use the same kernel ``erf(r/(√2σ))/r``
 by direct sum over pairs ``i ≠ j``. No neutrality constraint unless ``neutral``; the
 head is trained on energies and forces only (it is not in ``CHARGE_HEADS``).
 
@@ -58,7 +59,8 @@ class LesHead(nn.Module):
         for s in iter_structures(graph, positions, cell, "les"):
             qs = q[s.atoms]
             if s.periodic:
-                potential = reciprocal_only_potential(s.positions, s.cell, qs, sigma, kspace_cutoff)
+                potential = reciprocal_only_potential(s.positions, s.cell, qs, sigma, kspace_cutoff,
+                                                      background=self.config.background)
             else:
                 widths = torch.full_like(qs, sigma / math.sqrt(2.0))
                 potential = molecular_potential(s.positions, qs, widths)
