@@ -16,7 +16,11 @@ Checks, in order:
 * ``arrays["charges"]`` if present: shape (n_atoms,), finite, summing to
   ``info["total_charge"]`` (default 0 e) within
   :data:`~farfield.data.records.CHARGE_SUM_TOLERANCE`;
-* ``info["stress"]`` if present: shape (6,) or (3, 3), finite (eV/Å³).
+* ``info["stress"]`` if present: shape (6,) or (3, 3), finite (eV/Å³);
+* physically plausible (:mod:`farfield.data.plausibility`), for the fields that passed
+  the checks above: atoms bonded to their neighbours, periodic cells of plausible density and
+  volume per atom, energy within the all-electron bound of its atoms, forces, stress
+  and charges of possible magnitude — what a corrupted or unit-confused file fails.
 
 Missing ``structure_id`` / ``parent_id`` / ``total_charge`` are filled in place with
 defaults (``f"{file stem}-{frame}"``, the structure_id, 0.0).
@@ -41,6 +45,7 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 
+from farfield.data import plausibility
 from farfield.data.records import (
     CHARGE_SUM_TOLERANCE,
     CHARGES,
@@ -155,11 +160,12 @@ def _check_energy(atoms: Atoms) -> list[str]:
         return [f"energy is {energy!r} ({type(energy).__name__}), expected a real number (eV)"]
     if not np.isfinite(float(energy)):
         return [f"energy is {float(energy)}, expected a finite number (eV)"]
-    return []
+    return plausibility.check_energy_scale(atoms, float(energy)) if len(atoms) else []
 
 
-def _check_per_atom(atoms: Atoms, key: str, shape: tuple[int, ...], unit: str) -> list[str]:
-    """Shape and finiteness of a per-atom array stored in arrays (or misplaced in info)."""
+def _check_per_atom(atoms: Atoms, key: str, shape: tuple[int, ...], unit: str, plausible=None) -> list[str]:
+    """Shape and finiteness of a per-atom array stored in arrays (or misplaced in info),
+    then ``plausible(array)`` (a :mod:`~farfield.data.plausibility` check) if given."""
     value = atoms.arrays.get(key, atoms.info.get(key))
     array = _as_float_array(value)
     if array is None:
@@ -168,7 +174,7 @@ def _check_per_atom(atoms: Atoms, key: str, shape: tuple[int, ...], unit: str) -
         return [f"{key} have shape {array.shape}, expected {shape} (n_atoms={len(atoms)})"]
     if not np.isfinite(array).all():
         return [f"{key} contain {_first_non_finite(array)}"]
-    return []
+    return plausible(array) if plausible is not None else []
 
 
 def _check_cell(atoms: Atoms) -> list[str]:
@@ -212,7 +218,7 @@ def _check_overlaps(atoms: Atoms) -> list[str]:
 def _check_charges(atoms: Atoms) -> list[str]:
     if CHARGES not in atoms.arrays and CHARGES not in atoms.info:
         return []
-    problems = _check_per_atom(atoms, CHARGES, (len(atoms),), "charges in e")
+    problems = _check_per_atom(atoms, CHARGES, (len(atoms),), "charges in e", plausibility.check_charge_scale)
     if problems:
         return problems
     total = atoms.info.get(TOTAL_CHARGE, 0.0)
@@ -236,7 +242,7 @@ def _check_stress(atoms: Atoms) -> list[str]:
         return [f"stress has shape {shape}, expected (6,) Voigt or (3, 3), eV/Å^3"]
     if not np.isfinite(stress).all():
         return ["stress contains NaN or inf"]
-    return []
+    return plausibility.check_stress_scale(stress)
 
 
 def _fill_defaults(atoms: Atoms, file: str, frame: int) -> None:
@@ -268,14 +274,15 @@ def validate_atoms(
     messages: list[str] = []
     if len(atoms) == 0:
         messages.append("frame has no atoms")
-    messages += _check_elements(atoms)
+    element_messages = _check_elements(atoms)
+    messages += element_messages
     positions_ok = np.isfinite(atoms.positions).all()
     if not positions_ok:
         messages.append(f"positions contain {_first_non_finite(atoms.positions)}")
     if require_labels or ENERGY in atoms.info:
         messages += _check_energy(atoms)
     if FORCES in atoms.arrays or FORCES in atoms.info:
-        messages += _check_per_atom(atoms, FORCES, (len(atoms), 3), "eV/Å")
+        messages += _check_per_atom(atoms, FORCES, (len(atoms), 3), "eV/Å", plausibility.check_force_scale)
     elif require_forces:
         messages.append(f"forces missing: no arrays[{FORCES!r}] (n_atoms, 3), eV/Å; "
                         f"{_keys('arrays', atoms.arrays)} (map other names with key_map, or accept "
@@ -283,7 +290,12 @@ def validate_atoms(
     cell_messages = _check_cell(atoms)
     messages += cell_messages
     if positions_ok and not cell_messages and len(atoms) > 0:
-        messages += _check_overlaps(atoms)
+        overlaps = _check_overlaps(atoms)
+        messages += overlaps
+        if not element_messages:  # masses and radii need known elements
+            messages += plausibility.check_cell_density(atoms)
+            if not overlaps:
+                messages += plausibility.check_bonding(atoms)
     messages += _check_charges(atoms)
     messages += _check_stress(atoms)
     _fill_defaults(atoms, file, frame)

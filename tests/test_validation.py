@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import re
 from pathlib import Path
 
 import ase.db
@@ -132,6 +133,106 @@ def test_unlabelled_structures_pass_when_labels_not_required():
     atoms = bulk("NaCl", "rocksalt", a=5.64, cubic=True)
     assert validate_atoms(atoms, file="a.cif", frame=0, require_labels=False) == []
     assert validate_atoms(atoms, file="a.cif", frame=0) != []
+
+
+# --- physically absurd structures (farfield.data.plausibility) -----------------------
+
+MOF = Path(__file__).parent / "data" / "mof_small.extxyz"
+
+
+def labelled_mof() -> Atoms:
+    """The 13-atom CoRE MOF fixture (Er, GFN1-xTB labels) as a normalised record."""
+    (atoms,) = read_structures(MOF).valid
+    return atoms
+
+
+def _scaled(factor):
+    """Positions and cell multiplied by ``factor``: what a file in other length units looks like."""
+    def mutate(atoms):
+        atoms.set_cell(atoms.cell.array * factor, scale_atoms=True)
+    return mutate
+
+
+def _scale(key, factor):
+    def mutate(atoms):
+        if key in atoms.arrays:
+            atoms.arrays[key] = atoms.arrays[key] * factor
+        else:
+            atoms.info[key] = np.asarray(atoms.info[key]) * factor
+    return mutate
+
+
+def _force_on_atom(atoms):
+    atoms.arrays["forces"][5] = [2000.0, 0.0, 0.0]
+
+
+@pytest.mark.parametrize(("mutate", "expected"), [
+    (_scaled(1.0 / 0.529177), "atoms are not bonded: the median atom"),  # Bohr read as Å
+    (_scaled(100.0), "cell too large for its atoms"),  # pm read as Å
+    (_scaled(100.0), "atoms are not bonded"),
+    (_scaled(0.1), "cell too small for its atoms"),  # nm read as Å
+    (_scale("energy", 1000.0), "is beyond any total energy of these 13 atoms"),  # meV
+    (_scale("forces", 1000.0), "eV/Å, which no physical structure reaches"),  # meV/Å
+    (_force_on_atom, "force on atom 5 is 2000 eV/Å"),
+    (_set("stress", np.array([50.0, 50.0, 50.0, 0.0, 0.0, 0.0])), "is the stress in kBar or GPa"),
+    (_scale("charges", 20.0), "beyond ±10 e"),
+])
+def test_physically_absurd_records_are_rejected_with_one_line(mutate, expected):
+    atoms = labelled_mof()
+    assert messages(atoms) == []
+    mutate(atoms)
+    found = messages(atoms)
+    assert any(expected in m for m in found), found
+    assert all("\n" not in m for m in found)
+
+
+def test_bohr_message_gives_the_typical_bond_ratio_and_an_example():
+    atoms = labelled_mof()
+    _scaled(1.0 / 0.529177)(atoms)
+    (message,) = messages(atoms)
+    assert re.search(r"^atoms are not bonded: the median atom's nearest neighbour is 1\.[6-9]\d× their covalent bond "
+                     r"length \(e\.g\. atom \d+ \(\w+\) is [\d.]+ Å from atom \d+ \(\w+\)\), at most 1\.5× expected; "
+                     r"are positions in Å \(not Bohr", message), message
+
+
+def test_unusual_but_real_structures_stay_valid():
+    """Vacuum boxes, single atoms, noble-gas solids, dense metals and all-electron energies pass."""
+    def labelled(atoms, energy):
+        atoms.info["energy"] = energy
+        atoms.arrays["forces"] = np.zeros((len(atoms), 3))
+        return atoms
+
+    water_in_box = molecule("H2O")
+    water_in_box.set_cell(np.eye(3) * 40.0)
+    water_in_box.pbc = True
+    single_atom_box = Atoms("C", positions=[[5, 5, 5]], cell=np.eye(3) * 30.0, pbc=True)
+    argon = bulk("Ar", "fcc", a=5.26)  # nearest neighbours 1.8x the covalent bond length
+    osmium = bulk("Os")  # the densest element, 22.6 g/cm^3
+    all_electron = labelled_nacl()
+    all_electron.info["energy"] = 4 * (-162.25 - 460.15) * 27.2114  # Na + Cl Hartree-Fock energies, eV
+    cases = [labelled(water_in_box, -14.0), labelled(single_atom_box, -0.1), labelled(argon, -0.08),
+             labelled(osmium, -22.0), all_electron]
+    stretched = molecule("H2O")  # a hot MD frame: one O-H bond at 1.5x, the other still bonded
+    stretched.positions[1] = stretched.positions[0] + 1.5 * (stretched.positions[1] - stretched.positions[0])
+    cases.append(labelled(stretched, -13.0))
+    hydride = bulk("LiH", "rocksalt", a=4.08)  # nearest neighbours 1.28x the covalent bond length
+    co2_in_mof = labelled_mof() + Atoms("CO2", positions=[[0, 0, 0], [0, 0, 1.16], [0, 0, -1.16]])
+    co2_in_mof.positions[-3:] += [3.2, 1.5, 2.9]
+    cases += [labelled(hydride, -6.0), co2_in_mof]
+    for atoms in cases:
+        assert messages(atoms) == [], atoms.get_chemical_formula()
+
+
+def test_unit_confused_frame_in_a_file_is_one_line_naming_file_and_frame(tmp_path):
+    good, bohr = labelled_mof(), labelled_mof()
+    _scaled(1.0 / 0.529177)(bohr)
+    path = tmp_path / "mixed.extxyz"
+    ase.io.write(path, [good, bohr, good], format="extxyz")
+    result = read_structures(path)
+    assert result.frames == [0, 2]
+    (problem,) = result.problems
+    assert str(problem).startswith(f"{path}: frame 1: atoms are not bonded")
+    assert "\n" not in str(problem)
 
 
 # --- readers on broken files ------------------------------------------------------
