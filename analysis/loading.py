@@ -3,8 +3,10 @@
 ``load_experiment`` returns an :class:`AnalysisData` with
 
 - ``trials``: one row per finished trial — tags (backbone, long_range, split, hashes),
-  the knobs the diagnostics group by (``seed``, ``layers``, ``channels``,
-  ``loss_charges``), every final ``{train,val,test}/…`` metric and the dummy baseline's
+  ``scheme``/``model`` labels (``celli(q)``: trained with reference charges), the knobs the
+  diagnostics group by (``seed``, ``layers``, ``channels``, ``cutoff`` in Å, ``loss_charges``
+  from the params ``seed``, ``model.layers``, ``model.channels``, ``model.cutoff``,
+  ``training.loss.charges``), every final ``{train,val,test}/…`` metric and the dummy baseline's
   test metrics (``baseline_e_mae`` …);
 - ``structures``: one row per (trial, test structure) — the logged prediction errors
   (signed energy error per atom in meV/atom, force MAE/RMSE in meV/Å, charge MAE in me),
@@ -30,7 +32,8 @@ from farfield.analysis.dataset_context import DatasetContext, open_dataset
 from farfield.analysis.placement import parent_placement
 from farfield.data.splitting import Split
 
-__all__ = ["TRIAL_KEYS", "AnalysisData", "load_experiment", "model_label"]
+__all__ = ["CHARGE_TRAINED", "TRIAL_KEYS", "AnalysisData", "load_experiment", "model_label", "scheme_label",
+           "trial_row"]
 
 #: Columns that identify what a trial is; the structure and charge tables carry them too.
 TRIAL_KEYS = ("run_id", "backbone", "long_range", "model", "split", "split_hash", "seed", "layers")
@@ -53,9 +56,22 @@ class AnalysisData:
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
-def model_label(backbone: str, long_range: str) -> str:
-    """``painn`` for a short-range model, ``painn+celli`` with a long-range scheme."""
-    return backbone if long_range in ("none", "") else f"{backbone}+{long_range}"
+#: Suffix of a scheme trained with reference charges (``training.loss.charges`` > 0).
+CHARGE_TRAINED = "(q)"
+
+
+def scheme_label(long_range: str, loss_charges: float = 0.0) -> str:
+    """``none``, ``les``, ``celli`` or ``celli(q)``: the long-range scheme, marked when it was
+    trained with reference charges (charge-loss weight ``loss_charges`` > 0, (e)⁻² units)."""
+    scheme = long_range or "none"
+    return f"{scheme}{CHARGE_TRAINED}" if scheme != "none" and loss_charges > 0 else scheme
+
+
+def model_label(backbone: str, long_range: str, loss_charges: float = 0.0) -> str:
+    """``painn`` for a short-range model, ``painn+celli`` with a long-range scheme,
+    ``painn+celli(q)`` when that scheme was trained with reference charges."""
+    scheme = scheme_label(long_range, loss_charges)
+    return backbone if scheme == "none" else f"{backbone}+{scheme}"
 
 
 def _number(params: dict[str, str], name: str, default: float = float("nan")) -> float:
@@ -65,17 +81,20 @@ def _number(params: dict[str, str], name: str, default: float = float("nan")) ->
         return default
 
 
-def _trial_row(run: mlflow_queries.TrialRun, n_test: int) -> dict:
+def trial_row(run: mlflow_queries.TrialRun, n_test: int) -> dict:
+    """One row of the ``trials`` table from a run's tags, params and final metrics as logged
+    (without the baseline metrics, which need the dataset); ``n_test``: test structures."""
     tags, params = run.tags, run.params
+    long_range, loss_charges = tags.get("long_range", "none"), _number(params, "training.loss.charges", 0.0)
     row = {
-        "run_id": run.run_id, "run_name": run.run_name, "backbone": tags["backbone"],
-        "long_range": tags.get("long_range", "none"),
-        "model": model_label(tags["backbone"], tags.get("long_range", "none")),
+        "run_id": run.run_id, "run_name": run.run_name, "backbone": tags["backbone"], "long_range": long_range,
+        "scheme": scheme_label(long_range, loss_charges),
+        "model": model_label(tags["backbone"], long_range, loss_charges),
         "split": tags.get("split", params.get("split.strategy", "?")), "split_hash": tags.get("split_hash", ""),
         "dataset_hash": tags.get("dataset_hash", ""), "sweep_id": tags.get("sweep_id", ""),
         "seed": int(_number(params, "seed", -1)), "split_seed": int(_number(params, "split.seed", -1)),
         "layers": int(_number(params, "model.layers", -1)), "channels": int(_number(params, "model.channels", -1)),
-        "loss_charges": _number(params, "training.loss.charges", 0.0), "n_test": n_test,
+        "cutoff": _number(params, "model.cutoff"), "loss_charges": loss_charges, "n_test": n_test,
         "epochs_run": run.metrics.get("epochs_run", float("nan")),
     }
     for side in METRIC_SIDES:
@@ -136,7 +155,7 @@ def load_experiment(tracking_uri: str, experiment: str, workdir: str | Path, swe
             placements[key] = parent_placement(context, split, run.params, _descriptor_cache(run_workspace, workdir))
             baselines[key] = baseline_errors(context, split, predictions["structure_id"].tolist(), max_structures)
         table = _structure_table(predictions, context, placements[key], baselines[key])
-        row = _trial_row(run, len(table))
+        row = trial_row(run, len(table))
         row.update(baseline_metrics(baselines[key].set_index("structure_id").loc[table["structure_id"]].reset_index()))
         trial_rows.append(row)
         for name in TRIAL_KEYS:
