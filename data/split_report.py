@@ -27,7 +27,13 @@ SIDE_COLOURS = {"train": "#9aa5b1", "val": "#2f7ed8", "test": "#d62728", "exclud
 FIGURES = ("embedding_by_side", "embedding_by_cluster", "nearest_train_distance", "size_by_side")
 
 
-def _embedding_by_side(parents: pd.DataFrame) -> Figure:
+def _metric(split: Split) -> str:
+    """The split's metric, as the figures name it."""
+    metric = split.statistics.get("nearest_train_distance", {}).get("metric", "joint")
+    return {"joint": "joint metric", "soap_cosine": "1 − cosine of mean SOAP"}.get(metric, metric)
+
+
+def _embedding_by_side(parents: pd.DataFrame, split: Split) -> Figure:
     fig = Figure(figsize=(5.5, 4.5))
     ax = fig.add_subplot()
     for side in ("train", "excluded", "val", "test"):
@@ -35,12 +41,12 @@ def _embedding_by_side(parents: pd.DataFrame) -> Figure:
         if len(rows):
             ax.scatter(rows["embedding_1"], rows["embedding_2"], s=12, c=SIDE_COLOURS[side],
                        label=f"{side} ({len(rows)})", alpha=0.85, linewidths=0)
-    ax.set(xlabel="PC 1 (joint metric)", ylabel="PC 2", title="parents by side")
+    ax.set(xlabel=f"PC 1 ({_metric(split)} space)", ylabel="PC 2", title="parents by side")
     ax.legend(fontsize=8)
     return fig
 
 
-def _embedding_by_cluster(parents: pd.DataFrame) -> Figure:
+def _embedding_by_cluster(parents: pd.DataFrame, split: Split) -> Figure:
     fig = Figure(figsize=(5.5, 4.5))
     ax = fig.add_subplot()
     colours = dict(cmap="tab20", vmin=0, vmax=max(int(parents["cluster"].max()), 1))
@@ -53,12 +59,13 @@ def _embedding_by_cluster(parents: pd.DataFrame) -> Figure:
                    linewidths=1.0, label=f"HDBSCAN noise ({len(noise)}), coloured by assigned cluster",
                    **colours)
         ax.legend(fontsize=8)
-    ax.set(xlabel="PC 1 (joint metric)", ylabel="PC 2",
-           title=f"{parents['cluster'].nunique()} clusters (HDBSCAN)")
+    method = "KMeans" if split.parameters.get("clustering", {}).get("method") == "kmeans" else "HDBSCAN"
+    ax.set(xlabel=f"PC 1 ({_metric(split)} space)", ylabel="PC 2",
+           title=f"{parents['cluster'].nunique()} clusters ({method})")
     return fig
 
 
-def _distance_histogram(parents: pd.DataFrame) -> Figure:
+def _distance_histogram(parents: pd.DataFrame, split: Split) -> Figure:
     fig = Figure(figsize=(5.5, 4.0))
     ax = fig.add_subplot()
     split_d = parents.loc[parents["side"] == "test", "nearest_train_distance"].dropna()
@@ -68,13 +75,13 @@ def _distance_histogram(parents: pd.DataFrame) -> Figure:
     ax.hist(random_d, bins=bins, alpha=0.55, color="#7f7f7f", label=f"random split (median {np.median(random_d):.3g})")
     ax.hist(split_d, bins=bins, alpha=0.55, color=SIDE_COLOURS["test"],
             label=f"this split (median {np.median(split_d):.3g})")
-    ax.set(xlabel="distance from a test parent to its nearest train parent (joint metric)",
+    ax.set(xlabel=f"distance from a test parent to its nearest train parent ({_metric(split)})",
            ylabel="test parents", title="how far test is from train")
     ax.legend(fontsize=8)
     return fig
 
 
-def _size_histogram(parents: pd.DataFrame) -> Figure:
+def _size_histogram(parents: pd.DataFrame, split: Split) -> Figure:
     fig = Figure(figsize=(5.5, 4.0))
     ax = fig.add_subplot()
     bins = np.histogram_bin_edges(parents["n_atoms"], bins=25)
@@ -109,6 +116,15 @@ def _html(split: Split, images: dict[str, bytes]) -> str:
     distance_rows = [[name] + [distances[name].get(k, "") for k in quantile_keys]
                      for name in ("test", "random_test", "val") if distances.get(name)]
     missing = stats.get("test_elements_missing_from_train", [])
+    rare, unseen = stats.get("rare_elements"), stats.get("test_unseen_elements")
+    coverage = ""
+    if rare:
+        coverage += (f"<p>dropped before splitting: {rare['n_structures_dropped']} structures, "
+                     f"{rare['n_parents_dropped']} parents with elements in fewer than {rare['min_element_parents']} "
+                     f"parents ({html.escape(' '.join(rare['elements'])) or 'none'})</p>")
+    if unseen:
+        coverage += (f"<p>test parents excluded for elements absent from train: {unseen['n_parents']} "
+                     f"({html.escape(' '.join(unseen['elements'])) or 'none'})</p>")
     figures = "".join(
         f'<figure><img alt="{name}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
         f"<figcaption>{name.replace('_', ' ')}</figcaption></figure>" for name, data in images.items())
@@ -120,9 +136,9 @@ td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}} figure{{display:
 <h1>Split report: {html.escape(split.strategy)}</h1>
 <p>dataset {html.escape(split.dataset_hash)} · seed {split.seed} · split {html.escape(split.content_hash)}</p>
 <h2>Sizes</h2>{_table(sizes, ["side", "parents", "structures", "min atoms", "max atoms", "elements"])}
-<p>excluded parents: {len(split.excluded)}</p>
+<p>excluded parents: {len(split.excluded)}</p>{coverage}
 <p class="{'warn' if missing else ''}">test elements missing from train: {html.escape(' '.join(missing)) or 'none'}</p>
-<h2>Nearest-train distance (joint metric)</h2>
+<h2>Nearest-train distance ({html.escape(_metric(split))})</h2>
 {_table(distance_rows, ["set"] + quantile_keys)}
 <p>median ratio test / random: {distances.get('test_over_random_median', 'n/a')}</p>
 <h2>Figures</h2>{figures}
@@ -143,7 +159,7 @@ def write_split_report(split_path: str | Path, out_dir: str | Path) -> Path:
               "nearest_train_distance": _distance_histogram, "size_by_side": _size_histogram}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    images = {name: _png(makers[name](parents)) for name in FIGURES}
+    images = {name: _png(makers[name](parents, split)) for name in FIGURES}
     for name, data in images.items():
         (out_dir / f"{name}.png").write_bytes(data)
     path = out_dir / "report.html"

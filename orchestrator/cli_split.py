@@ -20,7 +20,8 @@ __all__ = ["split_app"]
 
 split_app = typer.Typer(
     help="Make train/val/test splits over parent MOFs (random, size, max_separation, cluster, "
-         "element, metal) with chemical-space statistics, and draw their reports.",
+         "element, metal; the paper's kmeans and farthest_from_seed) with chemical-space statistics, "
+         "and draw their reports.",
     no_args_is_help=True,
 )
 console = Console()
@@ -42,7 +43,10 @@ def _config(values: dict) -> SplitConfig:
 @split_app.command("make")
 def make_command(
     dataset: str = typer.Option("bundled", help="Dataset store directory, or 'bundled'."),
-    strategy: str = typer.Option("random", help="random | size | max_separation | cluster | element | metal."),
+    strategy: str = typer.Option("random", help="random | size | max_separation | cluster | element | metal | "
+                                                "kmeans | farthest_from_seed."),
+    metric: str = typer.Option("joint", help="joint (farfield's geometry–composition metric) | soap_cosine "
+                                             "(the paper's: 1 − cosine of mean SOAP)."),
     train: float = typer.Option(0.8, help="Fraction of parents for training."),
     val: float = typer.Option(0.1, help="Fraction of parents for validation (drawn from the non-test rest)."),
     test: float = typer.Option(0.1, help="Fraction of parents for test (element/metal/cluster folds decide themselves)."),
@@ -58,6 +62,11 @@ def make_command(
     fold: Optional[int] = typer.Option(None, help="Which fold is the test set, 0..n_folds-1."),
     element: Optional[str] = typer.Option(None, help="Element whose parents all go to test (element/metal)."),
     gap: float = typer.Option(0.0, help="max_separation: exclude non-test parents closer than this to the test set."),
+    n_clusters: Optional[int] = typer.Option(None, help="kmeans: KMeans clusters, half held out (default 20)."),
+    max_train_atoms: Optional[int] = typer.Option(None, help="size: parents with more atoms than this are test "
+                                                             "(instead of the test fraction)."),
+    min_element_parents: Optional[int] = typer.Option(None, help="Drop structures with an element present in "
+                                                                 "fewer than N parents before splitting (paper: 10)."),
     workers: int = typer.Option(2, help="Ray actors computing descriptors (0 = in this process)."),
     workspace: Path = typer.Option(Path("workspace"), help="Folder for the bundled store, descriptor cache and splits."),
     out: Optional[Path] = typer.Option(None, help="Split file to write (default: WORKSPACE/splits/STRATEGY-HASH.json)."),
@@ -66,6 +75,7 @@ def make_command(
     """Make a split and write it (JSON) plus its per-parent table (parquet) for the report.
 
     Example:  farfield split make --dataset bundled --strategy cluster --min-cluster-size 3 --n-folds 2 --fold 0
+    Paper:    farfield split make --strategy kmeans --metric soap_cosine --min-element-parents 10
     """
     from farfield.data.datasets import resolve_dataset
     from farfield.data.splitting import make_split
@@ -73,10 +83,12 @@ def make_command(
     config = _config(dict(strategy=strategy, train=train, val=val, test=test, seed=seed, weight=weight,
                           min_cluster_size=min_cluster_size, min_samples=min_samples, pca_components=pca_components,
                           noise=noise, cluster_selection=cluster_selection, held_out_clusters=cluster or None, n_folds=n_folds, fold=fold,
-                          element=element, gap=gap))
+                          element=element, gap=gap, metric=metric, n_clusters=n_clusters,
+                          max_train_atoms=max_train_atoms))
     try:
         store = resolve_dataset(dataset, workspace)
-        outcome = make_split(store, config, cache_dir=workspace / "descriptors", n_workers=workers, address=address)
+        outcome = make_split(store, config, cache_dir=workspace / "descriptors", n_workers=workers, address=address,
+                             min_element_parents=min_element_parents)
     except (ValueError, FileNotFoundError) as err:
         raise _fail(str(err)) from None
     split = outcome.split
@@ -97,11 +109,20 @@ def _print_summary(split, path: Path) -> None:
     console.print(f"median nearest-train distance of test: {distances['test'].get('q50')} "
                   f"(random split of the same sizes: {distances['random_test'].get('q50')}, "
                   f"ratio {distances['test_over_random_median']})")
+    rare = stats.get("rare_elements")
+    if rare:
+        console.print(f"dropped before splitting (elements in < {rare['min_element_parents']} parents: "
+                      f"{' '.join(rare['elements']) or 'none'}): {rare['n_structures_dropped']} structures, "
+                      f"{rare['n_parents_dropped']} parents")
     missing = stats["test_elements_missing_from_train"]
     if missing:
         console.print(f"[yellow]test elements missing from train:[/] {' '.join(missing)}")
+    unseen = stats.get("test_unseen_elements")
+    if unseen and unseen["n_parents"]:
+        console.print(f"test parents excluded for elements absent from train ({' '.join(unseen['elements'])}): "
+                      f"{unseen['n_parents']}")
     if split.excluded:
-        console.print(f"excluded parents (gap): {len(split.excluded)}")
+        console.print(f"excluded parents (gap or unseen elements): {len(split.excluded)}")
     console.print(f"split file: {path}\nreport    : farfield split report {path}")
 
 

@@ -23,6 +23,7 @@ from mlflow.tracking import MlflowClient
 
 from farfield.data.datasets import resolve_dataset
 from farfield.data.splits import SIDES, Split, random_split
+from farfield.data.splitting import drop_rare_elements
 from farfield.data.splitting import make_split as make_chemspace_split
 from farfield.data.store import DatasetStore
 from farfield.models.blocks.readout import fit_reference_energies
@@ -89,16 +90,18 @@ def make_split(config: TrialConfig, store: DatasetStore) -> Split:
             )
         return split
     workspace = Path(config.workspace)
-    index = _trial_index(config, store)  # data.max_structures: split only the parents kept
+    # data.max_structures: split only the parents kept; data.min_element_parents is applied (and recorded) there
+    index = _trial_index(config, store, drop_rare=False)
+    rare = config.data.min_element_parents
     if config.split.strategy == "random":
         fractions = {side: getattr(config.split, side) for side in SIDES}
-        split = random_split(index, store.content_hash, fractions, config.split.seed)
+        split = random_split(index, store.content_hash, fractions, config.split.seed, min_element_parents=rare)
         split.save(workspace / "splits" / f"{split.strategy}-{split.content_hash[7:19]}.json")
         return split
     # descriptors in this process (n_workers=0): a trial may itself run inside a Ray task
     capped = index["structure_id"] if config.data.max_structures is not None else None
     outcome = make_chemspace_split(store, config.split, cache_dir=workspace / "descriptors", n_workers=0,
-                                   structure_ids=capped)
+                                   structure_ids=capped, min_element_parents=rare)
     outcome.save(workspace / "splits" / f"{outcome.split.strategy}-{outcome.split.content_hash[7:19]}.json")
     return outcome.split
 
@@ -118,10 +121,12 @@ def load_sides(config: TrialConfig, store: DatasetStore, split: Split) -> dict[s
     return {side: store.read(ids) if ids else [] for side, ids in side_ids(config, store, split).items()}
 
 
-def _trial_index(config: TrialConfig, store: DatasetStore):
+def _trial_index(config: TrialConfig, store: DatasetStore, drop_rare: bool = True):
     index = store.index
     if config.data.max_structures is not None:
         index = index.iloc[: config.data.max_structures]
+    if drop_rare:  # data.min_element_parents: structures with rare elements are not used
+        index = drop_rare_elements(index, config.data.min_element_parents).index
     return index
 
 

@@ -97,8 +97,11 @@ def test_parents_are_partitioned_and_deterministic(space, store, config):
 @pytest.mark.parametrize("strategy", ["random", "size", "max_separation"])
 def test_fractions_within_one_parent(space, store, strategy):
     split = _split(space, store, strategy=strategy, train=0.7, val=0.1, test=0.2, seed=3)
+    # biased strategies move test parents with elements absent from train to `excluded`
+    assert split.statistics.get("test_unseen_elements", {"n_parents": 0})["n_parents"] == len(split.excluded)
+    sizes = {"train": len(split.train), "val": len(split.val), "test": len(split.test) + len(split.excluded)}
     for side, fraction in (("train", 0.7), ("val", 0.1), ("test", 0.2)):
-        assert abs(len(getattr(split, side)) - fraction * len(space)) <= 1
+        assert abs(sizes[side] - fraction * len(space)) <= 1
 
 
 def test_seed_changes_the_split_and_file_is_byte_identical(space, store, workspace, tmp_path):
@@ -133,33 +136,40 @@ def test_cluster_split_never_cuts_a_cluster_and_folds_partition(space, store):
         assert members["side"].eq("test").all() or not members["side"].eq("test").any()
     n_clusters = outcome.split.statistics["clusters"]["n_clusters"]
     assert n_clusters >= 2
-    folds = [set(_split(space, store, strategy="cluster", n_folds=2, fold=k, **CLUSTERS).test) for k in range(2)]
+    folds = [set(f.test) | set(f.excluded)  # test parents with elements unseen in train are excluded
+             for f in (_split(space, store, strategy="cluster", n_folds=2, fold=k, **CLUSTERS) for k in range(2))]
     assert not folds[0] & folds[1] and len(folds[0] | folds[1]) == len(space)
 
 
 def test_element_and_metal_hold_out_every_parent_with_it(space, store):
     split = _split(space, store, strategy="element", element="Cu")
     with_cu = {p for p, elements in zip(space.parent_ids, space.elements) if "Cu" in elements}
-    assert with_cu and set(split.test) == with_cu
+    # the held-out element is exempt from the unseen-element rule; other unseen elements are excluded
+    assert with_cu and set(split.test) | set(split.excluded) == with_cu and split.test
     assert "Cu" not in split.statistics["train"]["elements"]
     assert "Cu" in split.statistics["test_elements_missing_from_train"]
     metal = _split(space, store, strategy="metal", seed=4)
     chosen = metal.parameters["selection"]["element"]
-    assert set(metal.test) == {p for p, e in zip(space.parent_ids, space.elements) if chosen in e}
+    assert set(metal.test) | set(metal.excluded) == {p for p, e in zip(space.parent_ids, space.elements) if chosen in e}
 
 
 def test_size_and_gap_properties(space, store):
     split = _split(space, store, strategy="size")
     atoms = dict(zip(space.parent_ids, space.n_atoms))
     assert min(atoms[p] for p in split.test) >= max(atoms[p] for p in split.train + split.val)
+    def selected(split):  # the strategy's test set: test + test parents excluded for unseen elements
+        unseen = split.statistics["test_unseen_elements"]["parent_ids"]
+        return sorted(set(split.test) | set(unseen)), set(split.excluded) - set(unseen)
+
     plain = _split(space, store, strategy="max_separation")
-    to_test = space.nearest_distance(_rows(space, plain.train + plain.val), _rows(space, plain.test))
+    to_test = space.nearest_distance(_rows(space, plain.train + plain.val), _rows(space, selected(plain)[0]))
     gap = float(np.sort(to_test)[3]) + 1e-9  # the 4 nearest non-test parents lie inside the gap
     gapped = _split(space, store, strategy="max_separation", gap=gap)
-    assert gapped.test == plain.test and len(gapped.excluded) == 4
+    test, in_gap = selected(gapped)
+    assert test == selected(plain)[0] and len(in_gap) == 4
     rest = _rows(space, gapped.train + gapped.val)
-    assert space.distances(rest, _rows(space, gapped.test)).min() >= gap
-    near = space.distances(_rows(space, gapped.excluded), _rows(space, gapped.test)).min(axis=1)
+    assert space.distances(rest, _rows(space, test)).min() >= gap
+    near = space.distances(_rows(space, sorted(in_gap)), _rows(space, test)).min(axis=1)
     assert (near < gap).all()
 
 
@@ -243,15 +253,17 @@ def test_tiny_dataset_splits_without_clusters_but_cluster_strategy_says_why():
 
 @pytest.mark.parametrize("strategy", ["random", "size"])
 def test_trial_split_with_max_structures_covers_only_the_kept_parents(strategy, store, workspace):
-    """data.max_structures: the split is made over the kept parents, every side non-empty."""
+    """data.max_structures: the split is made over the kept parents, every side non-empty
+    (120 structures: on fewer, every largest parent has an element no smaller one has)."""
     from farfield.orchestrator.config import TrialConfig
     from farfield.orchestrator.trial import make_split as trial_split
 
     config = TrialConfig.model_validate({
-        "workspace": str(workspace), "data": {"dataset": "bundled", "max_structures": 48},
+        "workspace": str(workspace), "data": {"dataset": "bundled", "max_structures": 120},
         "split": {"strategy": strategy, "train": 0.6, "val": 0.2, "test": 0.2}})
-    kept = set(store.index["parent_id"].iloc[:48])
+    kept = set(store.index["parent_id"].iloc[:120])
     split = trial_split(config, store)
     sides = {side: set(getattr(split, side)) for side in SIDES}
-    assert set().union(*sides.values()) == kept
-    assert all(len(ids) >= 2 for ids in sides.values()), {k: len(v) for k, v in sides.items()}
+    assert set().union(*sides.values(), split.excluded) == kept
+    assert all(len(ids) >= 2 for ids in (sides["train"], sides["val"])) and sides["test"], \
+        {k: len(v) for k, v in sides.items()}

@@ -1,4 +1,4 @@
-"""Embedding (PCA, optionally UMAP) and HDBSCAN clustering of the parents.
+"""Embedding (PCA, optionally UMAP), HDBSCAN clustering of the parents, and the paper's KMeans.
 
 HDBSCAN (the ``hdbscan`` package) runs on the first ``pca_components`` principal components
 of the joint coordinates: Euclidean distances there approximate the joint metric while
@@ -6,6 +6,9 @@ density estimates stay meaningful. Noise points (HDBSCAN label −1) are never d
 ``noise="nearest"`` gives each the cluster of its nearest clustered parent in the joint
 metric; ``noise="singleton"`` makes each its own cluster. ``Clustering.is_noise`` keeps
 which parents were noise either way.
+
+:func:`kmeans_parents` is the paper's clustering (scikit-learn KMeans on the metric's
+vectors, every parent in a cluster); the ``kmeans`` split holds out half of its clusters.
 """
 
 from __future__ import annotations
@@ -14,11 +17,16 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
 
 from farfield.data.chemspace.metric import ChemicalSpace
 
-__all__ = ["Clustering", "cluster_parents", "embed"]
+__all__ = ["KMEANS_RANDOM_STATE", "Clustering", "cluster_parents", "embed", "embed_2d", "kmeans_parents"]
+
+#: KMeans initialisation seed: fixed, so the clusters of a dataset do not depend on the split
+#: seed (which only chooses the held-out half).
+KMEANS_RANDOM_STATE = 0
 
 NoisePolicy = Literal["nearest", "singleton"]
 
@@ -41,6 +49,12 @@ def embed(space: ChemicalSpace, n_components: int = 2, method: Literal["pca", "u
                              "(pip install umap-learn); use method='pca' otherwise") from err
         return umap.UMAP(n_components=n_components, random_state=seed).fit_transform(x)
     raise ValueError(f"embedding method {method!r} is unknown; expected 'pca' or 'umap'")
+
+
+def embed_2d(space: ChemicalSpace) -> np.ndarray:
+    """(n_parents, 2) PCA map of the parents (zero-padded where fewer components exist)."""
+    embedding = embed(space, 2)
+    return np.hstack([embedding, np.zeros((len(space), 2 - embedding.shape[1]))])
 
 
 @dataclass
@@ -106,3 +120,26 @@ def cluster_parents(space: ChemicalSpace, min_cluster_size: int = 5, min_samples
     parameters = {"min_cluster_size": min_cluster_size, "min_samples": min_samples,
                   "pca_components": int(reduced.shape[1]), "noise": noise, "selection": selection}
     return Clustering(labels, raw, is_noise, reduced[:, :2], parameters)
+
+
+def kmeans_parents(space: ChemicalSpace, n_clusters: int) -> Clustering:
+    """KMeans (``n_init=10``, seed ``KMEANS_RANDOM_STATE``) with ``n_clusters`` clusters on
+    ``space.coordinates`` — the joint coordinates, or the unit-norm mean SOAP vectors of the
+    ``soap_cosine`` metric (on unit vectors squared Euclidean distance is 2 · (1 − cosine)).
+    Clusters are numbered by their smallest row, so labels do not depend on KMeans' order."""
+    n = len(space)
+    if n_clusters < 2:
+        raise ValueError(f"split.n_clusters must be >= 2, got {n_clusters}")
+    if n < n_clusters:
+        raise ValueError(f"cannot make {n_clusters} KMeans clusters of {n} parents; lower split.n_clusters "
+                         f"(at most {n})")
+    raw = KMeans(n_clusters=n_clusters, n_init=10, random_state=KMEANS_RANDOM_STATE).fit_predict(space.coordinates)
+    first_row = {int(c): int(np.flatnonzero(raw == c)[0]) for c in np.unique(raw)}
+    renumber = {c: new for new, c in enumerate(sorted(first_row, key=first_row.get))}
+    labels = np.array([renumber[int(c)] for c in raw], dtype=np.int64)
+    if len(renumber) < n_clusters:
+        raise ValueError(f"KMeans found only {len(renumber)} distinct clusters of the {n_clusters} asked "
+                         f"(duplicate parents?); lower split.n_clusters")
+    return Clustering(labels, labels.copy(), np.zeros(n, dtype=bool), embed_2d(space),
+                      {"method": "kmeans", "n_clusters": n_clusters, "n_init": 10,
+                       "random_state": KMEANS_RANDOM_STATE})

@@ -22,13 +22,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from ase import Atoms
 
 from farfield.data.chemspace.elements import IS_METAL, MAX_Z
 from farfield.data.config import StrictModel
 from farfield.data.records import PARENT_ID, STRUCTURE_ID
 
-__all__ = ["DescriptorSettings", "FrameDescriptors", "SoapDescriptor", "describe_frames"]
+__all__ = ["DescriptorKind", "DescriptorSettings", "FrameDescriptors", "SoapDescriptor", "describe_frames",
+           "describe_with", "element_counts", "soap_for_pbc"]
 
 #: SOAP channel of each atomic number: H, C, N, O keep their own; other non-metals → S (16),
 #: metals → Fe (26). Index 0 unused.
@@ -37,8 +39,29 @@ _CHANNEL_Z[[1, 6, 7, 8]] = [1, 6, 7, 8]
 _CHANNELS = (1, 6, 7, 8, 16, 26)
 
 
-class DescriptorSettings(StrictModel):
-    """SOAP parameters of the geometry descriptor (composition has none).
+class DescriptorKind(StrictModel):
+    """Base of descriptor settings: which structures of a store are described, and how.
+
+    :func:`farfield.data.chemspace.sharded.store_descriptors` calls ``select`` on the store
+    index, hands the chosen structures to workers that call ``describe``, and caches the
+    result under ``key()``.
+    """
+
+    def key(self) -> str:
+        """Short hash of the settings (names the descriptor cache file)."""
+        text = json.dumps(self.model_dump(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+    def select(self, index: pd.DataFrame) -> pd.DataFrame:
+        """Rows of a store ``index`` to describe (default: every structure)."""
+        return index
+
+    def describe(self, frames: Sequence[Atoms]) -> FrameDescriptors:
+        raise NotImplementedError
+
+
+class DescriptorSettings(DescriptorKind):
+    """SOAP parameters of the joint metric's geometry descriptor (composition has none).
 
     ``r_cut``: Å; ``n_max``/``l_max``: radial/angular expansion orders; ``sigma``: Å,
     Gaussian width of the atom densities; ``max_centers``: average over at most this many
@@ -51,10 +74,8 @@ class DescriptorSettings(StrictModel):
     sigma: float = 0.5
     max_centers: int | None = 64
 
-    def key(self) -> str:
-        """Short hash of the settings (names the descriptor cache file)."""
-        text = json.dumps(self.model_dump(), sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:10]
+    def describe(self, frames: Sequence[Atoms]) -> FrameDescriptors:
+        return describe_frames(frames, self)
 
 
 @dataclass
@@ -129,18 +150,36 @@ class SoapDescriptor:
         if limit is not None and len(atoms) > limit:
             rng = np.random.default_rng(zlib.crc32(seed_text.encode()))
             centers = np.sort(rng.choice(len(atoms), size=limit, replace=False)).tolist()
-        soap = self._periodic if atoms.pbc.all() else self._molecular
-        if atoms.pbc.any() and not atoms.pbc.all():
-            raise ValueError(f"structure {seed_text!r}: pbc {atoms.pbc.tolist()} is mixed; the "
-                             f"SOAP descriptor supports fully periodic or non-periodic structures")
+        soap = soap_for_pbc(atoms, seed_text, self._periodic, self._molecular)
         vector = np.asarray(soap.create(channels, centers=centers), dtype=np.float64).reshape(-1)
         norm = np.linalg.norm(vector)
         return vector / norm if norm > 0 else vector
 
 
+def soap_for_pbc(atoms: Atoms, structure_id: str, periodic, molecular):
+    """``periodic`` for a fully periodic structure, ``molecular`` for a non-periodic one
+    (dscribe SOAP objects); ValueError naming the structure if its pbc is mixed."""
+    if atoms.pbc.any() and not atoms.pbc.all():
+        raise ValueError(f"structure {structure_id!r}: pbc {atoms.pbc.tolist()} is mixed; the "
+                         f"SOAP descriptor supports fully periodic or non-periodic structures")
+    return periodic if atoms.pbc.all() else molecular
+
+
+def element_counts(atoms: Atoms, structure_id: str) -> np.ndarray:
+    """(MAX_Z + 1,) atoms of each element Z in ``atoms``."""
+    if atoms.numbers.max(initial=0) > MAX_Z:
+        raise ValueError(f"structure {structure_id!r}: atomic number > {MAX_Z}")
+    return np.bincount(atoms.numbers, minlength=MAX_Z + 1)
+
+
 def describe_frames(frames: Sequence[Atoms], settings: DescriptorSettings) -> FrameDescriptors:
     """Descriptors of ``frames`` (records with ``structure_id``; ``parent_id`` defaults to it)."""
-    soap = SoapDescriptor(settings)
+    return describe_with(frames, SoapDescriptor(settings))
+
+
+def describe_with(frames: Sequence[Atoms], soap) -> FrameDescriptors:
+    """Element counts of ``frames`` and ``soap(atoms, structure_id)`` → (``soap.n_features``,)
+    as their geometry (``parent_id`` defaults to the structure id)."""
     n = len(frames)
     counts = np.zeros((n, MAX_Z + 1), dtype=np.int32)
     geometry = np.zeros((n, soap.n_features))
@@ -149,9 +188,7 @@ def describe_frames(frames: Sequence[Atoms], settings: DescriptorSettings) -> Fr
         structure_id = str(atoms.info.get(STRUCTURE_ID, row))
         structure_ids.append(structure_id)
         parent_ids.append(str(atoms.info.get(PARENT_ID, structure_id)))
-        if atoms.numbers.max(initial=0) > MAX_Z:
-            raise ValueError(f"structure {structure_id!r}: atomic number > {MAX_Z}")
-        counts[row] = np.bincount(atoms.numbers, minlength=MAX_Z + 1)
+        counts[row] = element_counts(atoms, structure_id)
         geometry[row] = soap(atoms, structure_id)
     return FrameDescriptors(np.array(structure_ids, dtype=str), np.array(parent_ids, dtype=str),
                             np.array([len(a) for a in frames], dtype=np.int64), counts, geometry)

@@ -18,23 +18,32 @@ random parents is 2 in either block. The joint distance is
 
 (``w`` = ``weight``, default 0.5), i.e. the Euclidean distance between the rows of
 ``ChemicalSpace.coordinates = [√w · geometry, √(1−w) · composition]``.
+
+The same class holds the paper's metric (``metric="soap_cosine"``, built by
+:func:`farfield.data.chemspace.mean_soap.soap_cosine_space`): ``coordinates`` are unit-norm
+mean SOAP vectors and the distance is 1 − cosine similarity.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 from ase.data import chemical_symbols
 
 from farfield.data.chemspace.descriptors import FrameDescriptors
+from farfield.data.config import DEFAULT_JOINT_WEIGHT
 from farfield.data.chemspace.elements import COVALENT_RADIUS, IS_METAL, PAULING_ELECTRONEGATIVITY
 
-__all__ = ["ATTRIBUTE_NAMES", "DEFAULT_WEIGHT", "ChemicalSpace", "chemical_space", "composition_features"]
+__all__ = ["ATTRIBUTE_NAMES", "DEFAULT_WEIGHT", "METRICS", "ChemicalSpace", "chemical_space",
+           "composition_features"]
 
-DEFAULT_WEIGHT = 0.5
+DEFAULT_WEIGHT = DEFAULT_JOINT_WEIGHT
+#: Distances a ChemicalSpace can measure: farfield's joint metric, or the paper's 1 − cosine.
+METRICS = ("joint", "soap_cosine")
 ATTRIBUTE_NAMES = ("electronegativity_mean", "electronegativity_var", "covalent_radius_mean",
                    "covalent_radius_var", "metal_fraction")
 
@@ -81,12 +90,14 @@ def _zscore(block: np.ndarray, clip: float) -> np.ndarray:
 
 @dataclass
 class ChemicalSpace:
-    """Parents as points of the joint metric space (rows sorted by ``parent_ids``).
+    """Parents as points of a metric space (rows sorted by ``parent_ids``).
 
     ``parent_ids``: (n,) str; ``n_atoms``: (n,) mean atoms per configuration;
     ``n_configurations``: (n,) int; ``elements``: per parent, its element symbols in Z order;
     ``geometry``/``composition``: (n, ·) standardised blocks; ``weight``: w;
-    ``coordinates``: (n, d), Euclidean distance between rows = joint distance.
+    ``metric``: ``"joint"`` — ``coordinates`` (n, d), Euclidean distance between rows = joint
+    distance — or ``"soap_cosine"`` — ``geometry`` holds unit-norm mean SOAP vectors,
+    ``composition`` is empty, ``weight`` 1, and the distance is 1 − cosine similarity.
     """
 
     parent_ids: np.ndarray
@@ -97,6 +108,11 @@ class ChemicalSpace:
     composition: np.ndarray
     composition_names: list[str]
     weight: float
+    metric: Literal["joint", "soap_cosine"] = "joint"
+
+    def __post_init__(self) -> None:
+        if self.metric not in METRICS:
+            raise ValueError(f"ChemicalSpace.metric {self.metric!r} is unknown; expected one of {METRICS}")
 
     @cached_property
     def coordinates(self) -> np.ndarray:
@@ -107,13 +123,13 @@ class ChemicalSpace:
         return len(self.parent_ids)
 
     def distances(self, rows_a: np.ndarray, rows_b: np.ndarray) -> np.ndarray:
-        """(len(rows_a), len(rows_b)) joint distances between parents given by row numbers."""
+        """(len(rows_a), len(rows_b)) distances between parents given by row numbers."""
         x = self.coordinates
-        return _pairwise(x[np.asarray(rows_a)], x[np.asarray(rows_b)])
+        return self._pairwise(x[np.asarray(rows_a)], x[np.asarray(rows_b)])
 
     def nearest(self, query_rows: np.ndarray, reference_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(distances, rows)``, each (len(query_rows),): every query parent's nearest reference
-        parent (its row number) and the joint distance to it; computed in chunks."""
+        parent (its row number) and the distance to it; computed in chunks."""
         query_rows, reference_rows = np.asarray(query_rows, dtype=int), np.asarray(reference_rows, dtype=int)
         if len(reference_rows) == 0:
             raise ValueError("nearest: the reference set is empty")
@@ -121,7 +137,7 @@ class ChemicalSpace:
         reference = x[reference_rows]
         distances, rows = np.empty(len(query_rows)), np.empty(len(query_rows), dtype=int)
         for start in range(0, len(query_rows), 256):
-            block = _pairwise(x[query_rows[start : start + 256]], reference)
+            block = self._pairwise(x[query_rows[start : start + 256]], reference)
             best = block.argmin(axis=1)
             distances[start : start + len(best)] = block[np.arange(len(best)), best]
             rows[start : start + len(best)] = reference_rows[best]
@@ -131,10 +147,11 @@ class ChemicalSpace:
         """(len(query_rows),) distance from each query parent to its nearest reference parent."""
         return self.nearest(query_rows, reference_rows)[0]
 
-
-def _pairwise(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    squared = (a**2).sum(axis=1)[:, None] + (b**2).sum(axis=1)[None, :] - 2.0 * a @ b.T
-    return np.sqrt(np.maximum(squared, 0.0))
+    def _pairwise(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        if self.metric == "soap_cosine":  # rows are unit vectors
+            return np.clip(1.0 - a @ b.T, 0.0, 2.0)
+        squared = (a**2).sum(axis=1)[:, None] + (b**2).sum(axis=1)[None, :] - 2.0 * a @ b.T
+        return np.sqrt(np.maximum(squared, 0.0))
 
 
 def chemical_space(descriptors: FrameDescriptors, weight: float = DEFAULT_WEIGHT,

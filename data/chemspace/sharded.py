@@ -1,10 +1,12 @@
 """Descriptors over dataset shards in Ray actors, cached by dataset hash.
 
-A thin wrapper: each actor builds one :class:`SoapDescriptor`-backed worker and maps
-:func:`describe_frames` over the shards it is handed; ``load`` turns a shard's payload
-(e.g. a list of structure ids, or CIF texts) into ``Atoms`` inside the actor, so reading
-and parsing are parallel too. ``n_workers=0`` runs everything in this process (no Ray).
-The cache file is ``<cache_dir>/<dataset hash[:16]>-<settings key>.npz``.
+A thin wrapper: each actor holds the descriptor settings (``DescriptorSettings`` for the
+joint metric, ``MeanSoapSettings`` for the paper's SOAP cosine) and calls their ``describe``
+on the shards it is handed; ``load`` turns a shard's payload (e.g. a list of structure ids,
+or CIF texts) into ``Atoms`` inside the actor, so reading and parsing are parallel too.
+``n_workers=0`` runs everything in this process (no Ray). The structures described are
+``settings.select(store.index)`` (every structure, or one per parent). The cache file is
+``<cache_dir>/<dataset hash[:16]>-<settings key>.npz``.
 """
 
 from __future__ import annotations
@@ -14,11 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ase import Atoms
-from farfield.data.chemspace.descriptors import (
-    DescriptorSettings,
-    FrameDescriptors,
-    describe_frames,
-)
+from farfield.data.chemspace.descriptors import DescriptorKind, DescriptorSettings, FrameDescriptors
 from farfield.data.ray_runtime import ray_running
 from farfield.data.store import DatasetStore
 
@@ -28,16 +26,16 @@ __all__ = ["describe_shards", "descriptor_cache_path", "store_descriptors"]
 class _ShardWorker:
     """Body of the Ray actor: ``load`` then describe one shard at a time."""
 
-    def __init__(self, settings_data: dict, load: Callable[[Any], list[Atoms]]):
-        self.settings = DescriptorSettings.model_validate(settings_data)
+    def __init__(self, settings: DescriptorKind, load: Callable[[Any], list[Atoms]]):
+        self.settings = settings
         self.load = load
 
     def describe(self, payload: Any) -> FrameDescriptors:
-        return describe_frames(self.load(payload), self.settings)
+        return self.settings.describe(self.load(payload))
 
 
 def describe_shards(shards: Sequence[Any], load: Callable[[Any], list[Atoms]],
-                    settings: DescriptorSettings | None = None, n_workers: int = 2,
+                    settings: DescriptorKind | None = None, n_workers: int = 2,
                     address: str | None = None) -> FrameDescriptors:
     """Descriptors of every structure of every shard, in shard order.
 
@@ -50,14 +48,14 @@ def describe_shards(shards: Sequence[Any], load: Callable[[Any], list[Atoms]],
     if not shards:
         raise ValueError("describe_shards: no shards given (the dataset is empty?)")
     if n_workers == 0:
-        worker = _ShardWorker(settings.model_dump(), load)
+        worker = _ShardWorker(settings, load)
         return FrameDescriptors.concat([worker.describe(shard) for shard in shards])
     import ray
     from ray.util import ActorPool
 
     with ray_running(n_workers, address):
         actor = ray.remote(num_cpus=1)(_ShardWorker)
-        actors = [actor.remote(settings.model_dump(), load) for _ in range(min(n_workers, len(shards)))]
+        actors = [actor.remote(settings, load) for _ in range(min(n_workers, len(shards)))]
         pool = ActorPool(actors)
         parts = list(pool.map(lambda a, shard: a.describe.remote(shard), list(shards)))
         for handle in actors:
@@ -77,16 +75,17 @@ class _StoreReader:
         return self._store.read(structure_ids)
 
 
-def descriptor_cache_path(store: DatasetStore, settings: DescriptorSettings, cache_dir: str | Path) -> Path:
+def descriptor_cache_path(store: DatasetStore, settings: DescriptorKind, cache_dir: str | Path) -> Path:
     """Where :func:`store_descriptors` caches ``store``'s descriptors for ``settings``."""
     digest = store.content_hash.removeprefix("sha256:")[:16]
     return Path(cache_dir) / f"{digest}-{settings.key()}.npz"
 
 
-def store_descriptors(store: DatasetStore, settings: DescriptorSettings | None = None,
+def store_descriptors(store: DatasetStore, settings: DescriptorKind | None = None,
                       cache_dir: str | Path | None = None, n_workers: int = 2,
                       address: str | None = None) -> FrameDescriptors:
-    """Descriptors of every structure of ``store`` (index order), from the cache if present.
+    """Descriptors of the structures ``settings.select`` picks from ``store`` (index order; by
+    default every structure), from the cache if present.
 
     ``cache_dir``: folder of cached ``.npz`` files (None = no cache). A cached file is
     used only if its recorded dataset hash and settings match.
@@ -94,11 +93,12 @@ def store_descriptors(store: DatasetStore, settings: DescriptorSettings | None =
     settings = settings or DescriptorSettings()
     path = descriptor_cache_path(store, settings, cache_dir) if cache_dir is not None else None
     metadata = {"dataset_hash": store.content_hash, "settings": settings.model_dump()}
+    chosen = settings.select(store.index)
     if path is not None and path.is_file():
         cached, recorded = FrameDescriptors.load(path)
-        if recorded == metadata and list(cached.structure_ids) == list(store.index["structure_id"]):
+        if recorded == metadata and list(cached.structure_ids) == list(chosen["structure_id"]):
             return cached
-    groups = store.index.groupby("shard", sort=False)["structure_id"]
+    groups = chosen.groupby("shard", sort=False)["structure_id"]
     shards = [list(ids) for _, ids in groups]
     result = describe_shards(shards, _StoreReader(str(Path(store.path).resolve())), settings,
                              n_workers, address)

@@ -1,7 +1,7 @@
 """Split statistics: sizes, element coverage, and how far test parents are from train.
 
 The "OOD-ness" of a split is the distribution of each test parent's distance to its
-nearest training parent in the joint metric, reported next to the same numbers for a
+nearest training parent in the split's metric, reported next to the same numbers for a
 random split of the same sizes (same seed, same excluded parents).
 """
 

@@ -16,9 +16,9 @@ from ase.data import atomic_numbers
 
 from farfield.data.chemspace import ChemicalSpace, Clustering
 from farfield.data.chemspace.elements import IS_METAL
-from farfield.data.config import SplitConfig
 
-__all__ = ["STRATEGIES", "ParentSet", "Selection", "SplittingStrategy", "strategy_from_config"]
+__all__ = ["ClusterSplit", "ElementSplit", "MaxSeparationSplit", "MetalSplit", "ParentSet", "RandomSplit",
+           "Selection", "SizeSplit", "SplittingStrategy"]
 
 
 @dataclass
@@ -78,14 +78,31 @@ class RandomSplit(SplittingStrategy):
         return Selection(np.sort(rng.permutation(len(parents))[:n_test]))
 
 
+@dataclass
 class SizeSplit(SplittingStrategy):
-    """The ``n_test`` largest parents (atoms per configuration; ties by parent_id) in test."""
+    """The ``n_test`` largest parents (atoms per configuration; ties by parent_id) in test, or,
+    with ``max_train_atoms`` (the paper's small → large split), every parent with more atoms
+    than that."""
 
-    name = "size"
+    max_train_atoms: int | None = None
+    name: ClassVar[str] = "size"
 
     def select_test(self, parents, n_test, rng):
+        if self.max_train_atoms is not None:
+            return self._above_threshold(parents)
         order = np.lexsort((np.arange(len(parents)), -parents.n_atoms))
         return Selection(np.sort(order[:n_test]), details={"test_min_atoms": float(parents.n_atoms[order[n_test - 1]])})
+
+    def _above_threshold(self, parents: ParentSet) -> Selection:
+        test = np.flatnonzero(parents.n_atoms > self.max_train_atoms)
+        if len(test) == 0:
+            raise ValueError(f"split.max_train_atoms={self.max_train_atoms}: no parent has more atoms (the largest "
+                             f"has {parents.n_atoms.max():g}); lower split.max_train_atoms")
+        if len(test) == len(parents):
+            raise ValueError(f"split.max_train_atoms={self.max_train_atoms}: every parent has more atoms (the "
+                             f"smallest has {parents.n_atoms.min():g}); nothing is left to train on")
+        return Selection(test, details={"max_train_atoms": self.max_train_atoms,
+                                        "test_min_atoms": float(parents.n_atoms[test].min())})
 
 
 @dataclass
@@ -254,21 +271,3 @@ class MetalSplit(ElementSplit):
             tie_break = dict(zip(usable, rng.permutation(len(usable))))
             element = min(usable, key=lambda m: (abs(counts[m] - n_test), tie_break[m]))
         return Selection(self._parents_with(parents, element), details={"element": element})
-
-
-STRATEGIES: dict[str, type[SplittingStrategy]] = {
-    cls.name: cls for cls in (RandomSplit, SizeSplit, MaxSeparationSplit, ClusterSplit, ElementSplit, MetalSplit)
-}
-
-
-def strategy_from_config(config: SplitConfig) -> SplittingStrategy:
-    """The strategy object named by ``config.strategy`` with its parameters."""
-    if config.strategy not in STRATEGIES:
-        raise ValueError(f"split.strategy {config.strategy!r} is unknown; expected one of {sorted(STRATEGIES)}")
-    if config.strategy == "max_separation":
-        return MaxSeparationSplit(gap=config.gap)
-    if config.strategy == "cluster":
-        return ClusterSplit(config.held_out_clusters, config.n_folds, config.fold)
-    if config.strategy in ("element", "metal"):
-        return STRATEGIES[config.strategy](element=config.element or "")
-    return STRATEGIES[config.strategy]()
