@@ -6,7 +6,11 @@ WORKSPACE ?= workspace
 PYTEST_ARGS ?=
 BIN := $(VENV)/bin
 
-.PHONY: quickstart test test-slow bench venv dev-venv clean ui
+# System packages the tests need: headless Chromium for the browser tests (the HTML report and
+# the MLflow UI must render in a real browser). Installed by `make test` when missing.
+SYSTEM_PACKAGES ?= chromium chromium-driver
+
+.PHONY: quickstart test test-slow bench venv dev-venv system-packages clean ui
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,13 +29,27 @@ quickstart: venv
 	$(BIN)/farfield quickstart --workspace $(WORKSPACE)
 	$(BIN)/farfield report --experiment quickstart-sweep --sweep latest --workspace $(WORKSPACE) --out $(WORKSPACE)/report --md-probe best --md-steps 100
 
-## make test: the default suite (slow tests excluded)
-test: dev-venv
+## make test: the default suite (slow tests excluded), after installing the system packages it needs
+test: dev-venv system-packages
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 ## make test-slow: only the tests marked slow
-test-slow: dev-venv
+test-slow: dev-venv system-packages
 	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+
+## make system-packages: headless Chromium via apt-get (as root, or with sudo) unless already there;
+## otherwise stop with the one command to run
+system-packages:
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then exit 0; fi; \
+	install="apt-get update && apt-get install -y $(SYSTEM_PACKAGES)"; \
+	if ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "make test: headless Chromium is missing and this is not a Debian/Ubuntu system: install Chromium so that 'chromium' is on PATH, then run make test again" >&2; exit 1; fi; \
+	if [ "$$(id -u)" = 0 ]; then as_root=""; \
+	elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then as_root="sudo -n"; \
+	else echo "make test: headless Chromium is missing; run: sudo sh -c '$$install'  (then make test again)" >&2; exit 1; fi; \
+	echo "make test: installing $(SYSTEM_PACKAGES) (headless Chromium for the browser tests)"; \
+	$$as_root apt-get update -qq && $$as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES) >/dev/null \
+	  || { echo "make test: installing $(SYSTEM_PACKAGES) failed; run: sudo sh -c '$$install'" >&2; exit 1; }
 
 ## make bench: benchmarks → benchmarks/results/*.json
 bench: venv
