@@ -337,3 +337,25 @@ def test_cli_makes_a_paper_split(rare_store, tmp_path):
     bad = runner.invoke(app, args + ["--strategy", "size", "--n-clusters", "4"])
     assert bad.exit_code == 1 and "split.n_clusters is set but split.strategy is 'size'" in bad.output
     assert len(bad.output.strip().splitlines()) == 1
+
+
+def test_split_distances_benchmark_runs_on_a_store(store, tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "benchmarks" / "split_distances.py"
+    spec = importlib.util.spec_from_file_location("split_distances", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "split_distances.json"
+    result = module.main(["--dataset", str(store.path), "--workspace", str(tmp_path), "--workers", "0",
+                          "--min-element-parents", "3", "--max-train-atoms", "20", "--n-clusters", "4",
+                          "--out", str(out)])
+    saved = json.loads(out.read_text())
+    assert saved == json.loads(json.dumps(result))
+    assert [row["strategy"] for row in saved["splits"]] == ["random", "size", "kmeans", "farthest_from_seed"]
+    assert saved["rare_elements"]["elements"] == ["Cd"]  # in 2 of 24 parents
+    table = capsys.readouterr().out
+    for row in saved["splits"]:
+        assert f"| {row['strategy']} |" in table
+        assert row["median_nearest_train"] > 0 and row["median_nearest_train_random"] > 0
