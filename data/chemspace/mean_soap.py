@@ -11,7 +11,8 @@ composition (farfield's joint metric keeps them as two weighted blocks instead).
 
 Cost: about 2 ms per atom with 62 species on one core, so each parent is described by **one
 representative frame — its first configuration in the store index** — not by every
-configuration. Computed through :func:`farfield.data.chemspace.sharded.store_descriptors`
+configuration (the first in the whole store, even where ``data.min_element_parents`` dropped
+that configuration from a parent it kept in part). Computed through :func:`farfield.data.chemspace.sharded.store_descriptors`
 (Ray actors over shards, cached by dataset hash and these settings), i.e. once per store.
 """
 

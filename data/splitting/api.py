@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from farfield.data.chemspace import (
+    DEFAULT_WEIGHT,
     ChemicalSpace,
     Clustering,
     DescriptorKind,
@@ -217,7 +218,7 @@ def _parents_table(space, clustering, rows, excluded, baseline, nearest, random_
     })
 
 
-def parent_space(store: DatasetStore, metric: str = "joint", weight: float = 0.5,
+def parent_space(store: DatasetStore, metric: str = "joint", weight: float = DEFAULT_WEIGHT,
                  cache_dir: str | Path | None = None, n_workers: int = 0, settings: DescriptorKind | None = None,
                  address: str | None = None, index: pd.DataFrame | None = None) -> tuple[ChemicalSpace, DescriptorKind]:
     """``(space, descriptor settings)``: the parents of ``index`` (default: all of ``store``) in
