@@ -134,7 +134,7 @@ def _claim_long_range(trials: pd.DataFrame, structures: pd.DataFrame) -> Claim:
                                          "random", more))
         else:
             decisions.append((INCONCLUSIVE, f"{words}: gain OOD {out.text()}, OOD − random {more.text()} "
-                                            "(not both significantly positive)", more))
+                                            "(not both significantly positive)", more if more.n else out))
     for (scheme, split), group in pairs.groupby(["scheme_a", "split"], sort=True):
         for metric, words, unit, column in METRICS:
             evidence.append(paired_structure_effect(

@@ -15,15 +15,15 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-__all__ = ["charge_figure", "cluster_bias_figure", "depth_figure", "distance_figure", "long_range_figure",
-           "md_probe_figure", "parity_figure", "summary_figure"]
+__all__ = ["charge_figure", "cluster_bias_figure", "depth_figure", "distance_figure", "headline_figure",
+           "long_range_figure", "md_probe_figure", "parity_figure", "summary_figure"]
 
 DPI = 90
 
 
-def _png(figure) -> bytes:
+def _png(figure, rect=(0, 0, 1, 1)) -> bytes:
     buffer = io.BytesIO()
-    figure.tight_layout()
+    figure.tight_layout(rect=rect)
     figure.savefig(buffer, format="png", dpi=DPI)
     plt.close(figure)
     return buffer.getvalue()
@@ -60,6 +60,54 @@ def summary_figure(summary: pd.DataFrame) -> bytes | None:
         ax.set_ylabel("test force MAE (meV/Å)")
     axes[0].legend(fontsize=7)
     return _png(figure)
+
+
+def _headline_labels(table: pd.DataFrame) -> pd.Series:
+    """``model`` per row, with ``· NL`` where one model appears at several depths."""
+    depths = table.groupby("model")["layers"].transform("nunique")
+    return table["model"] + np.where(depths > 1, " · " + table["layers"].astype(str) + "L", "")
+
+
+def headline_figure(table: pd.DataFrame) -> bytes | None:
+    """The report's headline (``summary.headline_table`` rows, in their split order): test force
+    (meV/Å) and energy (meV/atom) MAE per model × split, mean ± 95 % CI over seeds on a log
+    scale; per split the zero-force / reference-energy baseline (black bar) and the long-range
+    yardstick (red dashed: beyond-cutoff Coulomb of the reference charges, see ``yardstick``)."""
+    if table.empty:
+        return None
+    splits = list(dict.fromkeys(table["split"]))
+    labels = _headline_labels(table)
+    models = list(dict.fromkeys(labels))
+    colors = _colors(models)
+    width = 0.84 / len(models)
+    figure, axes = plt.subplots(1, 2, figsize=(13, 4.6))
+    panels = (("test/f_mae", "baseline_f_mae_mean", "yardstick_f_mae", "test force MAE (meV/Å)"),
+              ("test/e_mae", "baseline_e_mae_mean", "yardstick_e_mae", "test energy MAE (meV/atom)"))
+    for ax, (metric, baseline, yardstick, ylabel) in zip(axes, panels):
+        for j, model in enumerate(models):
+            rows = table[labels == model].set_index("split").reindex(splits)
+            x = np.arange(len(splits)) - 0.42 + width * (j + 0.5)
+            ax.bar(x, rows[f"{metric}_mean"], width * 0.92, yerr=rows[f"{metric}_ci95"].fillna(0), capsize=2,
+                   color=colors[model], label=model, error_kw={"lw": 0.8})
+        marks = table.groupby("split", sort=False)[[baseline, yardstick]].mean().reindex(splits)
+        for i, split in enumerate(splits):
+            ax.hlines(marks[baseline].iloc[i], i - 0.46, i + 0.46, colors="black", lw=2,
+                      label="baseline (zero forces, reference energies)" if i == 0 else None)
+            if np.isfinite(marks[yardstick].iloc[i]):
+                ax.hlines(marks[yardstick].iloc[i], i - 0.46, i + 0.46, colors="#d62728", linestyles="--", lw=2,
+                          label="long-range yardstick (beyond-cutoff Coulomb)" if i == 0 else None)
+        ax.set_yscale("log")
+        drawn = np.r_[table[f"{metric}_mean"], marks[baseline], marks[yardstick]]
+        drawn = drawn[np.isfinite(drawn) & (drawn > 0)]
+        if len(drawn):
+            ax.set_ylim(drawn.min() / 1.6, drawn.max() * 1.6)
+        ax.set_xticks(np.arange(len(splits)), [f"{s}\n(in distribution)" if s == "random" else f"{s}\n(biased)"
+                                               for s in splits])
+        ax.set_ylabel(ylabel)
+        ax.grid(axis="y", which="both", alpha=0.25)
+    handles, names = axes[0].get_legend_handles_labels()
+    figure.legend(handles, names, loc="upper center", ncol=min(len(names), 5), fontsize=8, frameon=False)
+    return _png(figure, rect=(0, 0, 1, 1 - 0.06 * int(np.ceil(len(names) / 5))))
 
 
 def parity_figure(structures: pd.DataFrame) -> bytes | None:

@@ -4,8 +4,10 @@
 MLflow, compute every diagnostic, derive the findings, optionally run the MD stability
 probe, and write
 
-    OUT/index.html        self-contained page (figures inlined)
-    OUT/report.md         Markdown summary linking figures/ and tables/
+    OUT/index.html        self-contained page (figures inlined): verdicts, headline, figures,
+                          tables, then every finding (grouped by kind, collapsed)
+    OUT/report.md         Markdown summary linking figures/ and tables/, verdicts first
+    OUT/claims.json       the verdicts on the paper's five claims (``claims``)
     OUT/findings.json     the findings with their numbers, tests and p-values
     OUT/figures/*.png     the figures
     OUT/tables/*.csv|json every table (tidy; JSON as records)
@@ -25,10 +27,14 @@ from pathlib import Path
 
 import pandas as pd
 from farfield.analysis import mlflow_queries, plots
+from farfield.analysis.claims import evaluate_claims
 from farfield.analysis.diagnostics import Diagnostics, compute_diagnostics
 from farfield.analysis.findings import Finding, derive_findings
 from farfield.analysis.loading import AnalysisData, load_experiment
 from farfield.analysis.render import render_html, render_markdown
+from farfield.analysis.summary import headline_table
+from farfield.analysis.verdicts import ClaimSet, claims_table
+from farfield.analysis.yardstick import split_yardsticks
 
 __all__ = ["Report", "ReportOptions", "build_report", "make_report", "write_report"]
 
@@ -40,7 +46,9 @@ class ReportOptions:
     ``md_trials``: run ids for the MD probe, ``"best"`` (the best trial per model on
     each split), or empty (no probe). ``md_steps``/``md_timestep_fs``/``md_temperature_k``/
     ``md_structures``: the probe's trajectories (see ``md_probe``). ``workspace``: fallback
-    workspace for runs whose recorded one is not found (see ``load_experiment``).
+    workspace for runs whose recorded one is not found (see ``load_experiment``); the
+    long-range yardstick is cached under ``<workspace>/cache/yardstick`` (``yardstick_cache``
+    overrides; without either it is recomputed each time).
     """
 
     sweep_id: str | None = None
@@ -54,25 +62,50 @@ class ReportOptions:
     md_temperature_k: float = 300.0
     md_structures: int = 2
     n_distance_bins: int = 5
+    yardstick_cache: str | None = None
+
+    def cache_dir(self) -> Path | None:
+        if self.yardstick_cache is not None:
+            return Path(self.yardstick_cache)
+        return Path(self.workspace) / "cache" / "yardstick" if self.workspace is not None else None
 
 
 @dataclass
 class Report:
+    """Everything a report shows: ``claims`` (verdicts), ``headline`` (the headline table),
+    ``yardsticks`` (per split replica), the diagnostics, the findings and the figures."""
+
     title: str
     header: list[str]
     diagnostics: Diagnostics
     findings: list[Finding]
     figures: dict[str, bytes | None]
+    claims: ClaimSet
+    headline: pd.DataFrame
+    yardsticks: pd.DataFrame
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        """The verdict, evidence, headline and yardstick tables, then every diagnostic table."""
+        evidence = pd.DataFrame([{"claim": claim.number, **effect.to_dict()} for claim in self.claims.claims
+                                 for effect in claim.evidence])
+        if len(evidence):
+            evidence["run_ids"] = evidence["run_ids"].map(" ".join)
+        return {"claims": claims_table(self.claims), "claim_evidence": evidence, "headline": self.headline,
+                "yardstick": self.yardsticks, **self.diagnostics.tables()}
 
 
-def build_report(data: AnalysisData, md_probe: pd.DataFrame | None = None, n_distance_bins: int = 5) -> Report:
-    """Diagnostics, findings and figures of ``data`` (``md_probe``: rows of ``md_probe.run_probe``)."""
+def build_report(data: AnalysisData, md_probe: pd.DataFrame | None = None, n_distance_bins: int = 5,
+                 yardstick_cache: str | Path | None = None) -> Report:
+    """Diagnostics, claim verdicts, findings and figures of ``data`` (``md_probe``: rows of
+    ``md_probe.run_probe``; ``yardstick_cache``: folder caching the long-range yardstick)."""
     diagnostics = compute_diagnostics(data, n_distance_bins)
     if md_probe is not None:
         diagnostics.md_probe = md_probe
     d = diagnostics
+    yardsticks = split_yardsticks(d.trials, d.structures, data.contexts, cache_dir=yardstick_cache)
+    headline = headline_table(d.summary, yardsticks)
     figures = {
-        "summary": plots.summary_figure(d.summary), "parity": plots.parity_figure(d.structures),
+        "headline": plots.headline_figure(headline), "summary": plots.summary_figure(d.summary), "parity": plots.parity_figure(d.structures),
         "distance": plots.distance_figure(d.distance_curves, d.structures),
         "clusters": plots.cluster_bias_figure(d.buckets["cluster"]), "charges": plots.charge_figure(d.charges),
         "depth": plots.depth_figure(d.depth), "long_range": plots.long_range_figure(d.pair_differences),
@@ -84,8 +117,12 @@ def build_report(data: AnalysisData, md_probe: pd.DataFrame | None = None, n_dis
               f"{len(d.trials)} finished trials, {d.structures['structure_id'].nunique()} distinct test structures, "
               f"splits: {', '.join(sorted(d.trials['split'].unique()))}",
               f"generated {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}"]
-    header += [f"skipped run {run_id}: {why}" for run_id, why in data.skipped]
-    return Report(f"farfield report: {data.experiment}", header, diagnostics, derive_findings(diagnostics), figures)
+    header += [f"skipped run {run_id}: {why}" for run_id, why in data.skipped][:5]
+    if len(data.skipped) > 5:
+        header.append(f"… and {len(data.skipped) - 5} more skipped runs")
+    claims = evaluate_claims(d.trials, d.structures, d.charge_summary)
+    return Report(f"farfield report: {data.experiment}", header, diagnostics, derive_findings(diagnostics), figures,
+                  claims, headline, yardsticks)
 
 
 def _json_ready(table: pd.DataFrame) -> list[dict]:
@@ -98,7 +135,7 @@ def write_report(report: Report, out: str | Path) -> dict[str, Path]:
     out = Path(out)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     (out / "tables").mkdir(parents=True, exist_ok=True)
-    tables = report.diagnostics.tables()
+    tables = report.tables()
     for name, table in tables.items():
         table.to_csv(out / "tables" / f"{name}.csv", index=False)
         (out / "tables" / f"{name}.json").write_text(json.dumps(_json_ready(table), indent=1))
@@ -109,12 +146,13 @@ def write_report(report: Report, out: str | Path) -> dict[str, Path]:
             figure_files[name] = f"figures/{name}.png"
     findings = [f.to_dict() for f in report.findings]
     (out / "findings.json").write_text(json.dumps(findings, indent=1, default=_json_default))
+    (out / "claims.json").write_text(json.dumps(report.claims.to_dict(), indent=1, default=_json_default))
     (out / "index.html").write_text(render_html(report.title, report.header, report.findings, tables,
-                                                report.figures), encoding="utf-8")
+                                                report.figures, report.claims), encoding="utf-8")
     (out / "report.md").write_text(render_markdown(report.title, report.header, report.findings, tables,
-                                                   figure_files), encoding="utf-8")
+                                                   figure_files, report.claims), encoding="utf-8")
     return {"html": out / "index.html", "markdown": out / "report.md", "findings": out / "findings.json",
-            "tables": out / "tables", "figures": out / "figures"}
+            "claims": out / "claims.json", "tables": out / "tables", "figures": out / "figures"}
 
 
 def _json_default(value):
@@ -144,7 +182,7 @@ def make_report(tracking_uri: str, experiment: str, out: str | Path,
             settings = ProbeSettings(steps=options.md_steps, timestep_fs=options.md_timestep_fs,
                                      temperature_k=options.md_temperature_k, n_structures=options.md_structures)
             probe = probe_trials(data, run_ids, settings)
-        report = build_report(data, probe, options.n_distance_bins)
+        report = build_report(data, probe, options.n_distance_bins, options.cache_dir())
     paths = write_report(report, out)
     run_id = None
     if options.log_to_mlflow:

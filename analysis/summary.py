@@ -14,13 +14,17 @@ import numpy as np
 import pandas as pd
 from farfield.analysis.stats import mean_ci, welch_test
 
-__all__ = ["CONFIG_KEYS", "SUMMARY_METRICS", "split_gap", "summary_table"]
+__all__ = ["CONFIG_KEYS", "HEADLINE_COLUMNS", "SUMMARY_METRICS", "headline_table", "split_gap", "split_order",
+           "summary_table"]
 
 #: What distinguishes two configurations (replicates share all of these).
 CONFIG_KEYS = ["backbone", "long_range", "model", "layers", "split"]
 SUMMARY_METRICS = ("test/e_mae", "test/e_rmse", "test/f_mae", "test/f_rmse", "test/q_mae",
                    "train/e_mae", "train/f_mae", "baseline_e_mae", "baseline_f_mae", "e_skill", "f_skill")
 RANDOM = "random"
+HEADLINE_COLUMNS = ["model", "layers", "split", "n_trials", "test/f_mae_mean", "test/f_mae_ci95", "test/e_mae_mean",
+                    "test/e_mae_ci95", "baseline_f_mae_mean", "baseline_e_mae_mean", "yardstick_f_mae",
+                    "yardstick_e_mae"]
 
 
 def with_skill(trials: pd.DataFrame) -> pd.DataFrame:
@@ -73,3 +77,26 @@ def split_gap(trials: pd.DataFrame, metric: str = "test/f_mae") -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["model", "layers", "split", "metric", "random_mean", "split_mean",
                                        "difference", "ratio", "baseline_ratio", "n_random", "n_split",
                                        "p_value", "test"])
+
+
+def split_order(splits) -> list[str]:
+    """The random split first, then the biased ones alphabetically."""
+    return sorted(set(splits), key=lambda split: (split != RANDOM, split))
+
+
+def headline_table(summary: pd.DataFrame, yardsticks: pd.DataFrame) -> pd.DataFrame:
+    """One row per (model, layers, split) of ``summary``: test force (meV/Å) and energy (meV/atom)
+    MAE, mean and 95 % CI half-width over seeds, the baseline's, and the split's long-range
+    yardstick (``yardstick.split_yardsticks``, averaged over the split's replicas; NaN without
+    reference charges). Rows in ``split_order``, then model and depth."""
+    if summary.empty:
+        return pd.DataFrame(columns=HEADLINE_COLUMNS)
+    table = summary.copy()
+    if len(yardsticks):
+        per_split = yardsticks.groupby("split")[["yardstick_f_mae", "yardstick_e_mae"]].mean().reset_index()
+        table = table.merge(per_split, on="split", how="left")
+    else:
+        table["yardstick_f_mae"], table["yardstick_e_mae"] = np.nan, np.nan
+    table["_order"] = table["split"].map({s: i for i, s in enumerate(split_order(table["split"]))})
+    table = table.sort_values(["_order", "model", "layers"]).reset_index(drop=True)
+    return table[HEADLINE_COLUMNS]

@@ -68,12 +68,13 @@ class Effect:
         return int(np.sign(self.value - self.null))
 
     def text(self) -> str:
-        """``+0.12 (95 % CI +0.05 to +0.19) fraction`` or ``n/a`` style, for tables."""
+        """``+0.12 (95 % CI +0.05 to +0.19) fraction`` (``1.7 (… 1.4 to 2.0) ×`` for ratios), for tables."""
         if not math.isfinite(self.value):
             return "n/a (no data)"
-        ci = (f" (95 % CI {self.ci_low:+.3g} to {self.ci_high:+.3g})"
+        number = "{:+.3g}" if self.null == 0 else "{:.3g}"  # signed differences; plain ratios and spreads
+        ci = (f" (95 % CI {number.format(self.ci_low)} to {number.format(self.ci_high)})"
               if math.isfinite(self.ci_low) and math.isfinite(self.ci_high) else " (no CI: < 2 units)")
-        return f"{self.value:+.3g}{ci} {self.unit}".strip()
+        return f"{number.format(self.value)}{ci} {self.unit}".strip()
 
     def to_dict(self) -> dict:
         data = {key: _clean(value) for key, value in asdict(self).items()}

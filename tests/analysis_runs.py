@@ -73,7 +73,8 @@ def real_report(tmp_path_factory) -> RealReport:
                                 tags={"sweep_id": SWEEP_ID, "sweep_summary": "true", "sweep_name": "analysis-test"})
     client.set_terminated(summary.info.run_id, status="FINISHED")
     out = workspace / "report"
-    options = ReportOptions(sweep_id=SWEEP_ID, md_trials="best", md_steps=8, md_structures=1)
+    options = ReportOptions(sweep_id=SWEEP_ID, md_trials="best", md_steps=8, md_structures=1,
+                            yardstick_cache=str(workspace / "cache" / "yardstick"))
     report, paths, logged = make_report(uri, EXPERIMENT, out, options)
     _CACHE["report"] = RealReport(workspace, uri, out, report, paths, summary.info.run_id, logged, results)
     return _CACHE["report"]

@@ -4,7 +4,9 @@ Checks that loading gives one row per trial and per test structure (matching the
 predictions), that every table has the rows the trial design implies, that distances
 agree with the split file's own statistics, that the baseline matches an independent
 least-squares fit, that a potential whose charges are made to collapse is flagged, that
-the report is written and logged to the sweep's summary run, and the CLI.
+the report is written and logged to the sweep's summary run, that claims.json and the
+headline figure (with the long-range yardstick, checked against farfield's electrostatics)
+come from these runs, the page's layout, and the CLI.
 """
 
 from __future__ import annotations
@@ -167,7 +169,68 @@ def test_report_files_findings_and_mlflow_artifacts(real):
     assert "md_stability" in kinds and "md_probe_summary" in real.report.diagnostics.tables()
     assert real.logged_run_id == real.summary_run_id
     listed = {a.path for a in MlflowClient(real.tracking_uri).list_artifacts(real.summary_run_id, "report")}
-    assert {"report/index.html", "report/report.md", "report/findings.json"} <= listed
+    assert {"report/index.html", "report/report.md", "report/findings.json", "report/claims.json"} <= listed
+
+
+def test_claims_json_rests_on_the_sweeps_runs(real):
+    claims = json.loads(real.paths["claims"].read_text())
+    assert [c["claim"] for c in claims["claims"]] == [1, 2, 3, 4, 5]
+    run_ids = {r.run_id for r in real.results}
+    for claim in claims["claims"]:
+        assert claim["verdict"] in ("supported", "contradicted", "inconclusive") and claim["statement"]
+        assert set(claim["run_ids"]) <= run_ids
+    by_number = {c["claim"]: c for c in claims["claims"]}
+    # one seed per cell: nothing can be decided, and claims 3 and 5 lack their designs altogether
+    assert all(c["verdict"] == "inconclusive" for c in claims["claims"])
+    assert by_number[3]["reason"].startswith("not testable") and by_number[5]["reason"].startswith("not testable")
+    les_run = real.results[3].run_id
+    assert by_number[4]["run_ids"] == [les_run] and by_number[4]["effect"] > 0
+    assert set(by_number[1]["run_ids"]) == {les_run, real.results[2].run_id}  # painn+les and its twin, size split
+    assert claims["precondition"]["fraction_of_baseline"] > 0
+
+
+def test_headline_figure_and_yardstick_from_the_real_sweep(real):
+    from farfield.analysis.yardstick import beyond_cutoff
+    from farfield.data.datasets import bundled_store
+
+    report = real.report
+    image = report.figures["headline"]
+    assert image is not None and image[:8] == b"\x89PNG\r\n\x1a\n" and (real.paths["figures"] / "headline.png").is_file()
+    headline, summary = report.headline, report.diagnostics.summary
+    assert sorted(zip(headline["model"], headline["layers"], headline["split"])) == \
+        sorted(zip(summary["model"], summary["layers"], summary["split"]))
+    assert list(headline["split"]).index("size") > list(headline["split"]).index("random")  # random first
+    yardsticks = report.yardsticks
+    assert set(yardsticks["split"]) == {"random", "size"} and (yardsticks["cutoff"] == 4.0).all()
+    assert (yardsticks["n_with_charges"] == yardsticks["n_structures"]).all()
+    # tens of meV/Å from beyond a 4 Å cutoff, far below the zero-force baseline
+    assert ((yardsticks["yardstick_f_mae"] > 5) & (yardsticks["yardstick_f_mae"] < 500)).all()
+    assert (headline["yardstick_f_mae"] < headline["baseline_f_mae_mean"]).all()
+    # the cached per-structure values are farfield's electrostatics on the stored frames
+    cached = pd.concat(pd.read_parquet(p) for p in (real.workspace / "cache" / "yardstick").glob("*.parquet"))
+    random_run = real.results[0].run_id
+    ids = report.diagnostics.structures.loc[report.diagnostics.structures["run_id"] == random_run, "structure_id"]
+    assert set(ids) <= set(cached["structure_id"])
+    for atoms in bundled_store(real.workspace).read(list(ids[:2])):
+        energy, forces = beyond_cutoff(atoms, 4.0)
+        row = cached.set_index("structure_id").loc[atoms.info["structure_id"]]
+        assert row["e_beyond_per_atom_mev"] == pytest.approx(1e3 * energy / len(atoms))
+        assert row["f_beyond_mae_mev"] == pytest.approx(1e3 * np.abs(forces).mean())
+
+
+def test_page_puts_verdicts_headline_figures_tables_then_grouped_findings(real):
+    page = real.paths["html"].read_text()
+    marks = ["id='verdicts'", "<h2>Headline", "<h2>Figures", "<h2>Tables", "<h2>Details"]
+    positions = [page.index(mark) for mark in marks]
+    assert positions == sorted(positions)
+    assert page.count("<table") == page.count("<div class='scroll'><table")  # every table scrolls sideways
+    details = page.split("<h2>Details")[1]
+    assert details.count("<li") == len(real.report.findings) and "<li" not in page.split("<h2>Details")[0]
+    kinds = {f.kind for f in real.report.findings}
+    assert details.count("<details>") == len(kinds)
+    markdown = real.paths["markdown"].read_text()
+    order = [markdown.index(m) for m in ("## Verdicts", "![headline]", "## Figures", "## Findings")]
+    assert order == sorted(order)
 
 
 def test_cli_report_writes_a_report_for_a_sweep_by_name(real, tmp_path):
@@ -178,6 +241,7 @@ def test_cli_report_writes_a_report_for_a_sweep_by_name(real, tmp_path):
                                       "--out", str(out), "--sweep", "analysis-test", "--no-charges", "--no-log"])
     assert result.exit_code == 0, result.output
     assert (out / "index.html").is_file() and (out / "tables" / "summary.csv").is_file()
+    assert len(json.loads((out / "claims.json").read_text())["claims"]) == 5
     assert len(pd.read_csv(out / "tables" / "trials.csv")) == len(TRIALS)
     assert SWEEP_ID in (out / "report.md").read_text()
 

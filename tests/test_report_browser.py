@@ -2,10 +2,11 @@
 
 The page is opened twice: once with a small probe script injected at the top of ``<head>``
 (records every error event — uncaught exceptions and resources that fail to load — and
-every ``console.error``, then on ``load`` counts the images that decoded) and dumped with
-``--dump-dom``; Chromium's own console log on stderr is checked too. Then a screenshot is
-taken and must show the rendered page, plots included. The checker is shown to catch a
-broken image and a console error. Without Chromium these tests fail, they do not skip.
+every ``console.error``, then on ``load`` counts the images that decoded and measures where
+the verdict table lies in a 1280 × 800 window) and dumped with ``--dump-dom``; Chromium's own
+console log on stderr is checked too. Then screenshots are taken: the page must show its
+plots, and its first screen the verdict table. The checker is shown to catch a broken image
+and a console error. Without Chromium these tests fail, they do not skip.
 """
 
 from __future__ import annotations
@@ -40,12 +41,17 @@ window.addEventListener('error', function (e) {
 window.addEventListener('load', function () {
   var images = Array.prototype.slice.call(document.images);
   var loaded = images.filter(function (i) { return i.complete && i.naturalWidth > 0; }).length;
+  var verdicts = document.getElementById('verdicts');
+  var box = verdicts ? verdicts.getBoundingClientRect() : null;
   var out = document.createElement('pre'); out.id = '__probe';
-  out.textContent = JSON.stringify({errors: window.__errors, images: images.length, loaded: loaded});
+  out.textContent = JSON.stringify({errors: window.__errors, images: images.length, loaded: loaded,
+    viewport: [window.innerWidth, window.innerHeight], verdicts: box ? [box.top, box.bottom, box.right] : null});
   document.body.appendChild(out);
 });
 </script>"""
 CONSOLE_LINE = re.compile(r":CONSOLE[^\]]*\]\s*(.*)")
+#: A laptop's first screen (CSS pixels).
+FIRST_SCREEN = (1280, 800)
 
 
 def chromium() -> str:
@@ -67,7 +73,8 @@ def check_page(page: Path, workdir: Path) -> dict:
     text = page.read_text(encoding="utf-8")
     probed = workdir / f"probed-{page.name}"
     probed.write_text(text.replace("<head>", "<head>" + PROBE, 1), encoding="utf-8")
-    result = _run(["--virtual-time-budget=10000", "--dump-dom", probed.resolve().as_uri()], workdir / "profile-dom")
+    result = _run([f"--window-size={FIRST_SCREEN[0]},{FIRST_SCREEN[1]}", "--virtual-time-budget=10000", "--dump-dom",
+                   probed.resolve().as_uri()], workdir / "profile-dom")
     match = re.search(r'<pre id="__probe">(.*?)</pre>', result.stdout, re.DOTALL)
     if match is None:
         pytest.fail(f"Chromium did not run the page's load event (exit {result.returncode}); stderr tail:\n"
@@ -108,6 +115,23 @@ def test_report_screenshot_shows_the_rendered_page_with_its_plots(report_page, t
     # the summary/parity plots draw in matplotlib's blues: a browser that rendered no image has none
     blue = (pixels[..., 2] > 0.55) & (pixels[..., 0] < 0.45) & (pixels[..., 2] - pixels[..., 0] > 0.25)
     assert blue.mean() > 0.002, f"no plot colours in the screenshot (blue fraction {blue.mean():.4f})"
+
+
+def test_the_verdict_table_is_in_the_first_screen(report_page, tmp_path):
+    found = check_page(report_page, tmp_path)
+    top, bottom, right = found["verdicts"]
+    width, height = found["viewport"]
+    assert width == FIRST_SCREEN[0] and height <= FIRST_SCREEN[1]  # the window, less any browser chrome
+    assert 0 < top < bottom <= height and right <= width, found
+    pixels = screenshot(report_page, tmp_path, size=FIRST_SCREEN)[..., :3]
+    assert pixels.shape[:2] == (FIRST_SCREEN[1], FIRST_SCREEN[0])
+    # the verdict badges (amber: inconclusive, green: supported, red: contradicted) are drawn in it
+    r, g, b = pixels[..., 0], pixels[..., 1], pixels[..., 2]
+    amber = (r > 0.95) & (g > 0.85) & (g < 0.95) & (b > 0.55) & (b < 0.75)
+    green = (g > 0.85) & (r < 0.85) & (b < 0.85) & (g - r > 0.05)
+    red = (r > 0.93) & (g < 0.85) & (b < 0.85) & (r - g > 0.1)
+    badges = amber | green | red
+    assert badges[: int(bottom) + 1].mean() > 0.001, f"no verdict badge colours above y={bottom:.0f}"
 
 
 def test_checker_catches_a_broken_image_and_a_console_error(tmp_path):

@@ -1,0 +1,143 @@
+"""The long-range yardstick: how much Coulomb interaction of the reference charges lies beyond
+a model's cutoff, on each split's test structures (../shared/PAPER.md, last section).
+
+For one structure the reference partial charges (e) are made neutral (the mean is
+subtracted), smeared as Gaussians of width ``WIDTH`` (Å), and their full periodic Coulomb
+energy and forces are computed with farfield's own Ewald sum (``models/electrostatics``);
+the part *beyond the cutoff* is that minus the same kernel ``erf(r/(√2γ))/r`` summed over
+the pairs closer than the cutoff (periodic images included). Forces of that remainder come
+from autograd, so they are its exact gradient.
+
+Read as errors of a model that is exact except for that remainder:
+
+- ``yardstick_f_mae`` (meV/Å): the mean |component| of the beyond-cutoff forces — the force
+  MAE of a model that gets everything right but omits them;
+- ``yardstick_e_mae`` (meV/atom): the mean absolute deviation of the beyond-cutoff energy
+  per atom from its test-set mean — the energy MAE of a model that replaces it by a
+  constant per atom.
+
+A model whose test error is far above these numbers cannot show what long-range terms are
+worth. Per-structure values are cached as parquet per (dataset hash, cutoff, width).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from ase import Atoms
+from farfield.data import records
+from farfield.models.electrostatics import COULOMB_CONSTANT, coulomb_energy, periodic_potential, tune
+from farfield.models.electrostatics.gaussian import pair_widths, smeared_kernel
+from farfield.models.electrostatics.realspace import all_pairs, pair_potential, periodic_pairs
+
+__all__ = ["ACCURACY", "STRUCTURE_COLUMNS", "WIDTH", "beyond_cutoff", "split_yardsticks", "structure_yardsticks"]
+
+#: Gaussian width (standard deviation, Å) of every reference charge.
+WIDTH = 1.0
+#: Relative accuracy of the Ewald sum (energies and forces).
+ACCURACY = 1e-4
+STRUCTURE_COLUMNS = ["structure_id", "n_atoms", "has_charges", "e_beyond_per_atom_mev", "f_beyond_mae_mev"]
+
+
+def beyond_cutoff(atoms: Atoms, cutoff: float, width: float = WIDTH) -> tuple[float, np.ndarray]:
+    """``(energy eV, forces (n_atoms, 3) eV/Å)`` of the neutralised reference charges of
+    ``atoms`` (``arrays["charges"]``, e) from beyond ``cutoff`` (Å), as Gaussians of ``width`` Å.
+
+    Periodic in all three directions: Ewald sum; otherwise the direct sum (nothing periodic).
+    """
+    if records.CHARGES not in atoms.arrays:
+        raise ValueError(f"structure {atoms.info.get(records.STRUCTURE_ID, '?')} has no reference charges "
+                         f"(arrays[{records.CHARGES!r}])")
+    if cutoff <= 0 or width <= 0:
+        raise ValueError(f"cutoff and width must be > 0 Å, got cutoff={cutoff}, width={width}")
+    positions = torch.tensor(atoms.positions, dtype=torch.float64, requires_grad=True)
+    charges = torch.tensor(np.asarray(atoms.arrays[records.CHARGES], dtype=np.float64))
+    charges = charges - charges.mean()
+    widths = torch.full((len(atoms),), float(width), dtype=torch.float64)
+    periodic = bool(np.all(atoms.pbc))
+    cell = torch.tensor(atoms.cell.array if periodic else np.zeros((3, 3)), dtype=torch.float64)
+    if periodic:
+        parameters = tune(cell, len(atoms), ACCURACY, "ewald", max_width=math.sqrt(2.0) * width)
+        full = periodic_potential(positions, cell, charges, widths, parameters, "ewald")
+        pairs = periodic_pairs(positions, cell, cutoff)
+    else:
+        pairs = all_pairs(len(atoms), positions.device, positions.dtype)
+        full = None
+    distances = pairs.distances(positions, cell)
+    kernel = smeared_kernel(distances, pair_widths(widths[pairs.center], widths[pairs.neighbor]))
+    near = COULOMB_CONSTANT * pair_potential(pairs, torch.where(distances < cutoff, kernel, 0.0), charges[:, None])
+    if full is None:
+        full = COULOMB_CONSTANT * pair_potential(pairs, kernel, charges[:, None])
+    energy = coulomb_energy(charges, full - near)[0]
+    (gradient,) = torch.autograd.grad(energy, positions)
+    return float(energy.detach()), (-gradient).numpy()
+
+
+def _structure_row(atoms: Atoms, cutoff: float, width: float) -> dict:
+    sid = atoms.info[records.STRUCTURE_ID]
+    if records.CHARGES not in atoms.arrays:
+        return {"structure_id": sid, "n_atoms": len(atoms), "has_charges": False,
+                "e_beyond_per_atom_mev": np.nan, "f_beyond_mae_mev": np.nan}
+    energy, forces = beyond_cutoff(atoms, cutoff, width)
+    return {"structure_id": sid, "n_atoms": len(atoms), "has_charges": True,
+            "e_beyond_per_atom_mev": 1e3 * energy / len(atoms), "f_beyond_mae_mev": 1e3 * float(np.abs(forces).mean())}
+
+
+def structure_yardsticks(context, structure_ids: Iterable[str], cutoff: float, width: float = WIDTH,
+                         cache_dir: str | Path | None = None) -> pd.DataFrame:
+    """``STRUCTURE_COLUMNS`` per structure of ``context`` (an ``analysis.dataset_context.DatasetContext``):
+    beyond-cutoff energy per atom (meV/atom) and force MAE (meV/Å); NaN without charges.
+    With ``cache_dir``, rows are read from and added to ``yardstick-<hash>-rc<cutoff>-w<width>.parquet``."""
+    wanted = list(dict.fromkeys(structure_ids))
+    cache = None
+    known = pd.DataFrame(columns=STRUCTURE_COLUMNS)
+    if cache_dir is not None:
+        cache = Path(cache_dir) / f"yardstick-{context.content_hash[:16]}-rc{cutoff:g}-w{width:g}.parquet"
+        if cache.is_file():
+            known = pd.read_parquet(cache)
+    missing = [sid for sid in wanted if sid not in set(known["structure_id"])]
+    if missing:
+        fresh = pd.DataFrame([_structure_row(atoms, cutoff, width) for atoms in context.frames(missing)],
+                             columns=STRUCTURE_COLUMNS)
+        known = fresh if known.empty else pd.concat([known, fresh], ignore_index=True)
+        if cache is not None:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            known.to_parquet(cache, index=False)
+    return known.set_index("structure_id").loc[wanted].reset_index()
+
+
+def _summarise(rows: pd.DataFrame) -> dict:
+    charged = rows[rows["has_charges"].astype(bool)]
+    if charged.empty:
+        return {"n_structures": len(rows), "n_with_charges": 0, "yardstick_f_mae": np.nan, "yardstick_e_mae": np.nan}
+    energy = charged["e_beyond_per_atom_mev"].to_numpy(dtype=np.float64)
+    return {"n_structures": len(rows), "n_with_charges": len(charged),
+            "yardstick_f_mae": float(np.average(charged["f_beyond_mae_mev"], weights=charged["n_atoms"])),
+            "yardstick_e_mae": float(np.abs(energy - energy.mean()).mean()),
+            "e_beyond_mean": float(energy.mean())}
+
+
+def split_yardsticks(trials: pd.DataFrame, structures: pd.DataFrame, contexts: dict, width: float = WIDTH,
+                     cache_dir: str | Path | None = None) -> pd.DataFrame:
+    """One row per (split, split_hash, cutoff) of the trials: the yardstick of that split's test
+    structures (``yardstick_f_mae`` meV/Å, ``yardstick_e_mae`` meV/atom, ``e_beyond_mean``
+    meV/atom). ``contexts``: run id → dataset context (``AnalysisData.contexts``); the cutoff
+    is each trial's ``cutoff`` column (param ``model.cutoff``, Å)."""
+    columns = ["split", "split_hash", "cutoff", "n_structures", "n_with_charges", "yardstick_f_mae",
+               "yardstick_e_mae", "e_beyond_mean"]
+    rows = []
+    if trials.empty or "cutoff" not in trials:
+        return pd.DataFrame(columns=columns)
+    for (split, split_hash, cutoff), group in trials.groupby(["split", "split_hash", "cutoff"], sort=True):
+        run_id = group["run_id"].iloc[0]
+        if not math.isfinite(cutoff) or run_id not in contexts:
+            continue
+        ids = structures.loc[structures["run_id"] == run_id, "structure_id"].tolist()
+        per_structure = structure_yardsticks(contexts[run_id], ids, float(cutoff), width, cache_dir)
+        rows.append({"split": split, "split_hash": split_hash, "cutoff": cutoff, **_summarise(per_structure)})
+    return pd.DataFrame(rows, columns=columns)
