@@ -59,8 +59,9 @@ from farfield.data.label_shards import (
     read_shard,
     write_text_atomic,
 )
-from farfield.data.parent_selection import select_parents
-from farfield.data.records import CHARGES, FORCES, PARENT_ID, STRUCTURE_ID
+from farfield.data.parent_selection import select_covered_parents, select_parents
+from farfield.data.records import CHARGES, ENERGY, FORCES, PARENT_ID, STRESS, STRUCTURE_ID
+from farfield.data.relaxation import LABELS_REUSED, RELAX_SEED, RELAX_STEPS, THERMAL_SNAPSHOTS
 from farfield.data.sampling import CONFIG_KIND, SamplingSettings, sample_configurations
 from farfield.data.store import DatasetStore, write_store
 
@@ -71,7 +72,8 @@ METHOD_NAMES = {"gfn1": "GFN1-xTB", "gfn2": "GFN2-xTB"}
 PLAN = "plan.json"
 #: Settings applied when the store is assembled from labelled shards (changing them
 #: re-assembles without relabelling).
-ASSEMBLY_FIELDS = ("max_force", "max_charge", "max_energy_shift", "min_configs")
+ASSEMBLY_FIELDS = ("max_force", "max_charge", "max_energy_shift", "min_configs",
+                   "max_label_force")
 
 
 class BuildSettings(StrictModel):
@@ -85,6 +87,12 @@ class BuildSettings(StrictModel):
     size_bins: int = Field(default=6, ge=1)
     size_exponent: float = 1.0
     max_per_metal: int | None = Field(default=12, ge=1)
+    #: Parents above ``sampling.large_atoms`` atoms chosen apart from the small ones (the
+    #: test side of a small→large split); 0 = no separate large quota.
+    large_parents: int = Field(default=0, ge=0)
+    #: Every element occurs in at least this many parents (selection tops rare elements up
+    #: or drops them; assembly drops parents whose elements fell below it); 0 = no rule.
+    min_element_parents: int = Field(default=0, ge=0)
     normalise_hydrogens: bool = True
     sampling: SamplingSettings = Field(default_factory=SamplingSettings)
     method: Literal["GFN1-xTB", "GFN2-xTB"] = "GFN1-xTB"
@@ -95,6 +103,8 @@ class BuildSettings(StrictModel):
     max_charge: float = Field(default=4.0, gt=0.0)
     max_energy_shift: float = Field(default=1.0, gt=0.0)
     min_configs: int = Field(default=3, ge=1)
+    #: Frames with an atomic force above this (eV/Å) are dropped at assembly; None = keep.
+    max_label_force: float | None = Field(default=None, gt=0.0)
     shard_size: int = Field(default=8, ge=1)
     seed: int = 0
 
@@ -138,16 +148,76 @@ def _load_parents(chosen: pd.DataFrame, settings: BuildSettings) -> tuple[dict[s
     return atoms_of, rejected
 
 
+def _reusable_labels(path: str | Path | None) -> dict[str, Atoms]:
+    """Labelled input geometries (``config_kind == "input"``) of an earlier build, by id."""
+    if path is None:
+        return {}
+    import ase.io
+
+    out = {}
+    for atoms in ase.io.read(path, ":"):
+        if atoms.info.get(CONFIG_KIND) != "input":
+            continue
+        if atoms.calc is not None:  # ASE's extxyz reader moves labels into a calculator
+            results = atoms.calc.results
+            atoms.info.setdefault(ENERGY, results.get("energy"))
+            if "forces" in results:
+                atoms.arrays.setdefault(FORCES, np.array(results["forces"]))
+            if "stress" in results:
+                atoms.info.setdefault(STRESS, np.array(results["stress"]))
+            if "charges" in results:
+                atoms.arrays.setdefault(CHARGES, np.array(results["charges"]))
+            atoms.calc = None
+        if atoms.info.get(ENERGY) is not None and FORCES in atoms.arrays:
+            out[str(atoms.info[STRUCTURE_ID])] = atoms
+    return out
+
+
+def _relax_seed(c0: Atoms, settings: SamplingSettings, reusable: dict[str, Atoms]) -> Atoms:
+    """The planned frame a worker expands into a labelled relaxation (see
+    :mod:`farfield.data.relaxation`); carries the labels of an identical earlier input."""
+    seed = c0.copy()
+    n_relax, n_thermal = settings.frames_for(len(c0))
+    seed.info.update({CONFIG_KIND: RELAX_SEED, RELAX_STEPS: n_relax, THERMAL_SNAPSHOTS: n_thermal})
+    old = reusable.get(str(c0.info[STRUCTURE_ID]))
+    if (old is not None and np.array_equal(old.numbers, c0.numbers)
+            and np.allclose(old.positions, c0.positions, atol=1e-6, rtol=0)
+            and np.allclose(old.cell.array, c0.cell.array, atol=1e-6, rtol=0)):
+        seed.info.update({ENERGY: float(old.info[ENERGY]), LABELS_REUSED: True,
+                          "label_method": old.info.get("label_method", "")})
+        if STRESS in old.info:
+            seed.info[STRESS] = np.asarray(old.info[STRESS], dtype=float)
+        seed.arrays[FORCES] = np.array(old.arrays[FORCES])
+        if CHARGES in old.arrays:
+            seed.arrays[CHARGES] = np.array(old.arrays[CHARGES])
+    return seed
+
+
+def _expected_frames(settings: SamplingSettings, n_atoms: int) -> int:
+    if settings.relaxes:
+        n_relax, n_thermal = settings.frames_for(n_atoms)
+        return 1 + n_relax + n_thermal
+    return settings.configs_per_parent
+
+
 def _plan(settings: BuildSettings, work: Path, cache_dir: str | Path | None, n_workers: int,
-          address: str | None, progress: bool) -> None:
+          address: str | None, progress: bool, reuse_labels: str | Path | None = None) -> None:
     """Catalogue, select, sample and write ``inputs/`` shards, then ``plan.json``."""
     catalogue = build_catalogue(settings.sources, cache_dir=cache_dir, n_workers=n_workers,
                                 address=address, progress=progress)
     n_pick = settings.parents + math.ceil(settings.spare_fraction * settings.parents)
-    selection = select_parents(catalogue, n_pick, min_atoms=settings.min_atoms,
-                               max_atoms=settings.max_atoms, n_bins=settings.size_bins,
-                               size_exponent=settings.size_exponent,
-                               max_per_metal=settings.max_per_metal, seed=settings.seed)
+    common = dict(min_atoms=settings.min_atoms, max_atoms=settings.max_atoms,
+                  n_bins=settings.size_bins, size_exponent=settings.size_exponent,
+                  max_per_metal=settings.max_per_metal, seed=settings.seed)
+    if settings.large_parents or settings.min_element_parents:
+        n_large = math.ceil(settings.large_parents * (1 + settings.spare_fraction))
+        selection = select_covered_parents(
+            catalogue, n_pick, n_large=n_large, large_atoms=settings.sampling.large_atoms or 100,
+            min_element_parents=math.ceil(settings.min_element_parents
+                                          * (1 + settings.spare_fraction)), **common)
+    else:
+        selection = select_parents(catalogue, n_pick, **common)
+    reusable = _reusable_labels(reuse_labels)
     atoms_of, late = _load_parents(selection.chosen, settings)
     inputs = work / INPUTS
     inputs.mkdir(parents=True, exist_ok=True)
@@ -162,6 +232,8 @@ def _plan(settings: BuildSettings, work: Path, cache_dir: str | Path | None, n_w
                                        settings.seed)
         for frame in frames:
             frame.info.update(coremof_entry=row.name, total_charge=settings.total_charge)
+        if settings.sampling.relaxes:
+            frames = [_relax_seed(frames[0], settings.sampling, reusable)]
         if settings.sampling.md_snapshots:
             seed_frame = frames[0].copy()
             seed_frame.info.update({STRUCTURE_ID: f"{row.refcode}-md", CONFIG_KIND: MD_SEED,
@@ -173,7 +245,8 @@ def _plan(settings: BuildSettings, work: Path, cache_dir: str | Path | None, n_w
         shard += frames
         parent_rows.append({"parent_id": row.refcode, "source": row.source, "name": row.name,
                             "n_atoms": len(atoms), "formula": row.formula, "metals": row.metals,
-                            "size_bin": row.size_bin})
+                            "size_bin": row.size_bin,
+                            "frames": _expected_frames(settings.sampling, len(atoms))})
     if shard:
         shards.append(shard)
     for number, frames in enumerate(shards):
@@ -188,9 +261,13 @@ def _plan(settings: BuildSettings, work: Path, cache_dir: str | Path | None, n_w
     plan = {"settings": settings.model_dump(), "key": settings.key(), "n_shards": len(shards),
             "n_parents_planned": len(parent_rows), "quotas": selection.quotas,
             "size_bin_edges": selection.edges,
-            "shard_sizes": {f"shard-{i:05d}.extxyz": len(s) for i, s in enumerate(shards)},
-            "shard_costs": {f"shard-{i:05d}.extxyz": sum(len(a) ** 2 for a in s)
-                            for i, s in enumerate(shards)},
+            "shard_sizes": {f"shard-{i:05d}.extxyz": sum(
+                1 + int(a.info.get(RELAX_STEPS, 0)) + int(a.info.get(THERMAL_SNAPSHOTS, 0))
+                for a in s) for i, s in enumerate(shards)},
+            "shard_costs": {f"shard-{i:05d}.extxyz": sum(
+                len(a) ** 2 * (1 + int(a.info.get(RELAX_STEPS, 0)) + int(a.info.get(THERMAL_SNAPSHOTS, 0)))
+                for a in s) for i, s in enumerate(shards)},
+            "labels_reused": sum(bool(a.info.get(LABELS_REUSED)) for s in shards for a in s),
             "catalogue": {"n_cifs": len(catalogue),
                           "n_usable": int((catalogue["status"] == "ok").sum()),
                           "rejected": catalogue.loc[catalogue["status"] != "ok", "reason"]
@@ -250,16 +327,60 @@ def _assemble(work: Path, plan: dict, settings: BuildSettings) -> tuple[list[Ato
                                            f"|E/atom - E/atom(c0)| {shift:.3f} eV "
                                            f"(limit {settings.max_energy_shift}): an SCF "
                                            f"solution far from the input geometry's"})
-        needed = min(settings.min_configs, settings.sampling.configs_per_parent)
+        if settings.max_label_force is not None:
+            for atoms in list(group):
+                f_atoms = float(np.linalg.norm(atoms.arrays[FORCES], axis=1).max())
+                if f_atoms > settings.max_label_force:
+                    group.remove(atoms)
+                    failures.append({"structure_id": atoms.info[STRUCTURE_ID],
+                                     "reason": "force_cap",
+                                     "detail": f"max |F| {f_atoms:.1f} eV/Å above "
+                                               f"{settings.max_label_force} eV/Å"})
+        needed = min(settings.min_configs, _expected_frames(settings.sampling, len(c0)))
         if len(group) < needed:
             failures.append({"structure_id": c0.info[STRUCTURE_ID], "reason": "parent_dropped",
                              "detail": f"only {len(group)} of the configurations labelled "
                                        f"(fewer than {needed}); parent dropped"})
             continue
         good.append(parent_id)
-    kept = [a for parent_id in _stratify_sizes(good[: settings.parents], work)
-            for a in by_parent[parent_id]]
+    elements = {p: {str(s) for s in by_parent[p][0].get_chemical_symbols()} for p in good}
+    good = _drop_rare(good, elements, settings.min_element_parents, failures)
+    kept = _drop_rare(_quota(good, by_parent, settings), elements,
+                      settings.min_element_parents, failures)
+    kept = [a for parent_id in _stratify_sizes(kept, work) for a in by_parent[parent_id]]
     return kept, failures
+
+
+def _quota(good: list[str], by_parent: dict[str, list[Atoms]], settings: BuildSettings) -> list[str]:
+    """The first ``parents`` good parents in plan order; with ``large_parents``, the first
+    ``large_parents`` above ``sampling.large_atoms`` and the first others up to ``parents``."""
+    if not settings.large_parents:
+        return good[: settings.parents]
+    limit = settings.sampling.large_atoms or 100
+    large = [p for p in good if len(by_parent[p][0]) > limit][: settings.large_parents]
+    small = [p for p in good if len(by_parent[p][0]) <= limit]
+    return [p for p in good if p in set(large) | set(small[: settings.parents - len(large)])]
+
+
+def _drop_rare(parents: list[str], elements: dict[str, set[str]], m: int,
+               failures: list[dict]) -> list[str]:
+    """Drop parents carrying an element found in fewer than ``m`` of them, until none is
+    left (each dropped parent recorded as ``rare_element``)."""
+    while m:
+        counts: dict[str, int] = {}
+        for p in parents:
+            for el in elements[p]:
+                counts[el] = counts.get(el, 0) + 1
+        rare = {el for el, c in counts.items() if c < m}
+        if not rare:
+            break
+        for p in parents:
+            if elements[p] & rare:
+                failures.append({"structure_id": f"{p}-c0", "reason": "rare_element",
+                                 "detail": f"contains {' '.join(sorted(elements[p] & rare))}, "
+                                           f"found in fewer than {m} kept parents; parent dropped"})
+        parents = [p for p in parents if not elements[p] & rare]
+    return parents
 
 
 def _max_charge(atoms: Atoms) -> float:
@@ -286,14 +407,20 @@ def _versions() -> dict[str, str]:
 
 def build_dataset(settings: BuildSettings, out: str | Path, *, n_workers: int = 2,
                   address: str | None = None, cache_dir: str | Path | None = None,
-                  progress: bool = True, command: str | None = None) -> tuple[DatasetStore, dict]:
-    """Plan (or resume), label and assemble the store at ``out``; returns it and a report."""
+                  progress: bool = True, command: str | None = None,
+                  reuse_labels: str | Path | None = None) -> tuple[DatasetStore, dict]:
+    """Plan (or resume), label and assemble the store at ``out``; returns it and a report.
+
+    ``reuse_labels``: an extxyz (e.g. the previous bundled set) whose labelled input
+    geometries are reused for identical relax seeds (same id, atoms, positions and cell
+    to 1e-6 Å), saving their single points; used only when a plan is made.
+    """
     out = Path(out)
     work = work_dir_of(out)
     work.mkdir(parents=True, exist_ok=True)
     plan = _read_plan(work, settings)
     if plan is None:
-        _plan(settings, work, cache_dir, n_workers, address, progress)
+        _plan(settings, work, cache_dir, n_workers, address, progress, reuse_labels)
         plan = _read_plan(work, settings)
     labelling = label_shards(work, method=settings.method, n_workers=n_workers, address=address,
                              accuracy=settings.accuracy, max_iterations=settings.max_iterations,

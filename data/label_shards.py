@@ -1,5 +1,10 @@
 """Label planned shards of structures with GFN-xTB in Ray actors, resumably.
 
+Planned frames are labelled as they are, except two kinds of seed frame that the worker
+expands: ``md_seed`` (a short Langevin run, :func:`farfield.data.sampling.md_snapshots`)
+and ``relax_seed`` (a labelled relaxation plus thermal frames,
+:mod:`farfield.data.relaxation`).
+
 A build's work directory holds ``inputs/shard-NNNNN.extxyz`` (unlabelled frames, made
 once by the planner). :func:`label_shards` hands each shard whose result is missing
 to a pool of :class:`ShardLabeller` actors. Each actor holds one method setting and
@@ -33,6 +38,7 @@ from farfield.data.extxyz import format_frame
 from farfield.data.labelling import THREAD_VARIABLES, label_gfn_xtb
 from farfield.data.readers import iter_frames
 from farfield.data.records import STRUCTURE_ID
+from farfield.data.relaxation import RELAX_SEED, relaxation_frames
 from farfield.data.sampling import CONFIG_KIND, SamplingSettings, md_snapshots
 
 __all__ = ["FAILURES", "INPUTS", "LABELLED", "ShardLabeller", "label_shards",
@@ -128,6 +134,16 @@ class ShardLabeller:
         done, failures, n_atoms = [], [], 0
         for atoms in inputs:
             sid = atoms.info[STRUCTURE_ID]
+            if atoms.info.get(CONFIG_KIND) == RELAX_SEED:
+                try:
+                    frames, failed = relaxation_frames(atoms, self._label, self.sampling, self.seed)
+                except Exception as exc:  # the optimiser itself failed: record, keep going
+                    frames, failed = [], [{"structure_id": sid, "reason": "relaxation_failed",
+                                           "detail": f"{type(exc).__name__}: {exc}"}]
+                done += frames
+                failures += failed
+                n_atoms += len(atoms) * len(frames)
+                continue
             try:
                 todo = self._expand_md(atoms) if atoms.info.get(CONFIG_KIND) == MD_SEED else [atoms]
             except Exception as exc:  # MD blew up: record it, keep the shard going

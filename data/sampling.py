@@ -47,6 +47,31 @@ class SamplingSettings(StrictModel):
     md_temperature: float = Field(default=500.0, gt=0.0)
     md_interval: int = Field(default=10, ge=1)
     md_timestep: float = Field(default=0.5, gt=0.0, le=5.0)
+    #: Near-equilibrium frames (:mod:`farfield.data.relaxation`): labelled optimiser steps
+    #: after the input geometry, then thermal frames around the last one. When either is
+    #: set, a parent's frames come from the relaxation instead of ``configs_per_parent``.
+    relax_steps: int = Field(default=0, ge=0, le=200)
+    relax_max_step: float = Field(default=0.15, gt=0.0, le=1.0)
+    relax_fmax: float = Field(default=0.05, gt=0.0)
+    thermal_snapshots: int = Field(default=0, ge=0, le=64)
+    thermal_sigma: float = Field(default=0.02, ge=0.0, le=0.5)
+    thermal_strain: float = Field(default=0.01, ge=0.0, le=0.2)
+    #: Parents with more atoms than ``large_atoms`` get ``large_relax_steps`` and
+    #: ``large_thermal_snapshots`` instead (cheaper test-side parents); None = same as small.
+    large_atoms: int | None = Field(default=None, ge=1)
+    large_relax_steps: int = Field(default=0, ge=0, le=200)
+    large_thermal_snapshots: int = Field(default=0, ge=0, le=64)
+
+    @property
+    def relaxes(self) -> bool:
+        """Whether frames come from a relaxation (:mod:`farfield.data.relaxation`)."""
+        return bool(self.relax_steps or self.thermal_snapshots)
+
+    def frames_for(self, n_atoms: int) -> tuple[int, int]:
+        """``(relax_steps, thermal_snapshots)`` for a parent of ``n_atoms`` atoms."""
+        if self.large_atoms is not None and n_atoms > self.large_atoms:
+            return self.large_relax_steps, self.large_thermal_snapshots
+        return self.relax_steps, self.thermal_snapshots
 
 
 def parent_rng(seed: int, parent_id: str) -> np.random.Generator:

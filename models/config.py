@@ -83,12 +83,25 @@ class ModelConfig(StrictModel):
 
 
 class LossWeights(StrictModel):
-    """Weights of the mean-squared-error terms (units: (eV/atom)², (eV/Å)², e², (eV/Å³)²)."""
+    """Weights of the mean-squared-error terms.
+
+    ``normalize: false``: the weights multiply the raw terms (units (eV/atom)², (eV/Å)², e²,
+    (eV/Å³)²). ``normalize: true``: each term is first divided by its target's variance on
+    the training set (energy per atom after the reference energies, force components,
+    reference charges, stress; :func:`farfield.models.training.loss.target_scales`), so the
+    weights are relative and unit-free and neither term drowns the other whatever the data.
+    ``final_energy_factor`` / ``final_fraction``: a second stage over the last
+    ``final_fraction`` of the epochs with the energy weight multiplied by
+    ``final_energy_factor`` (as mace-torch's SWA stage raises its energy weight); 1 = off.
+    """
 
     energy: float = Field(default=1.0, ge=0)
-    forces: float = Field(default=10.0, ge=0)
+    forces: float = Field(default=1.0, ge=0)
     charges: float = Field(default=0.0, ge=0)
     stress: float = Field(default=0.0, ge=0)
+    normalize: bool = True
+    final_energy_factor: float = Field(default=1.0, ge=0)
+    final_fraction: float = Field(default=0.2, ge=0, le=1)
 
 
 class TrainingConfig(StrictModel):

@@ -116,6 +116,32 @@ def build_command(
         "--md-snapshots", min=0, help="Extra frames per parent from a short GFN-xTB "
                                       "Langevin run (0 = none).")] = 0,
     md_temperature: Annotated[float, typer.Option("--md-temperature", help="K.")] = 500.0,
+    relax_steps: Annotated[int, typer.Option(
+        "--relax-steps", min=0, help="Near-equilibrium frames: labelled GFN-xTB optimiser steps "
+                                     "after the input geometry (replaces --configs-per-parent).")] = 0,
+    thermal: Annotated[int, typer.Option(
+        "--thermal", min=0, help="Frames around the relaxation's end: ±--thermal-strain "
+                                 "isotropic strain, then --thermal-sigma Å displacements.")] = 0,
+    thermal_sigma: Annotated[float, typer.Option("--thermal-sigma", help="Å.")] = 0.02,
+    thermal_strain: Annotated[float, typer.Option("--thermal-strain")] = 0.01,
+    large_atoms: Annotated[Optional[int], typer.Option(
+        "--large-atoms", min=1, help="Parents above this many atoms are 'large' "
+                                     "(own quota and frame counts).")] = None,
+    large_parents: Annotated[int, typer.Option(
+        "--large-parents", min=0, help="How many of --parents are large.")] = 0,
+    large_relax_steps: Annotated[int, typer.Option("--large-relax-steps", min=0)] = 0,
+    large_thermal: Annotated[int, typer.Option("--large-thermal", min=0)] = 0,
+    min_element_parents: Annotated[int, typer.Option(
+        "--min-element-parents", min=0, help="Every element in at least this many parents.")] = 0,
+    max_label_force: Annotated[Optional[float], typer.Option(
+        "--max-label-force", help="Drop frames with an atomic force above this, eV/Å.")] = None,
+    min_configs: Annotated[int, typer.Option(
+        "--min-configs", min=1, help="Drop parents with fewer labelled frames.")] = 3,
+    spare_fraction: Annotated[float, typer.Option(
+        "--spare-fraction", help="Extra parents planned to replace failures.")] = 0.05,
+    reuse_labels: Annotated[Optional[Path], typer.Option(
+        "--reuse-labels", help="extxyz of an earlier build: its labelled input geometries are "
+                               "reused when identical.")] = None,
     method: Annotated[str, typer.Option("--method", help="gfn1 or gfn2.")] = "gfn1",
     total_charge: Annotated[float, typer.Option("--total-charge", help="e.")] = 0.0,
     shard_size: Annotated[int, typer.Option("--shard-size", min=1,
@@ -149,7 +175,14 @@ def build_command(
             sampling=SamplingSettings(configs_per_parent=configs_per_parent, rattle_sigma=rattle,
                                       isotropic_strain=isotropic_strain,
                                       shear_strain=shear_strain, md_snapshots=md_snapshots,
-                                      md_temperature=md_temperature),
+                                      md_temperature=md_temperature, relax_steps=relax_steps,
+                                      thermal_snapshots=thermal, thermal_sigma=thermal_sigma,
+                                      thermal_strain=thermal_strain, large_atoms=large_atoms,
+                                      large_relax_steps=large_relax_steps,
+                                      large_thermal_snapshots=large_thermal),
+            large_parents=large_parents, min_element_parents=min_element_parents,
+            max_label_force=max_label_force, min_configs=min_configs,
+            spare_fraction=spare_fraction,
             method=METHOD_NAMES[method.lower()], total_charge=total_charge,
             shard_size=shard_size, seed=seed)
     except ValidationError as err:
@@ -162,7 +195,7 @@ def build_command(
     typer.echo(f"labelling BLAS: {blas or fallback}")
     try:
         store, report = build_dataset(settings, out, n_workers=workers, address=address,
-                                      cache_dir=cache_dir)
+                                      cache_dir=cache_dir, reuse_labels=reuse_labels)
         if export is not None:
             manifest = export_extxyz_xz(store, export)
             typer.echo(f"exported {export} ({manifest['file']['bytes'] / 1e6:.2f} MB)")

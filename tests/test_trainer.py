@@ -44,7 +44,7 @@ def test_trainer_overfits_eight_structures(bundled_frames):
     torch.manual_seed(0)
     graphs, potential = _setup(_smallest(bundled_frames, 8))
     config = TrainingConfig(epochs=60, batch_size=4, lr=5e-3, ema_decay=None, patience=None,
-                            lr_schedule="cosine", loss=LossWeights(energy=1.0, forces=10.0))
+                            lr_schedule="cosine", loss=LossWeights(energy=1.0, forces=10.0, normalize=False))
     trainer = Trainer(potential, config, seed=0, progress=False)
     before = trainer.evaluate(graphs).metrics["f_mae"]
     trainer.fit(graphs, graphs)
@@ -105,6 +105,41 @@ def test_charge_loss_only_where_reference_charges_exist(bundled_frames):
     batch.has_charges[:] = False
     _, parts = weighted_loss(prediction, batch, weights)
     assert "charges" not in parts
+
+
+def test_normalised_loss_divides_each_term_by_its_training_variance(bundled_frames):
+    """With ``normalize`` the loss is Σ w · MSE / Var(target), the variances computed here
+    directly from the frames (energy per atom minus the reference energies)."""
+    from farfield.models import collate
+    from farfield.models.training.loss import target_scales
+
+    graphs, potential = _setup(_smallest(bundled_frames, 6), channels=8)
+    ref = potential.reference_energies
+    scales = target_scales(graphs, lambda g: ref(g.numbers).sum().reshape(1).detach())
+    per_atom = [(float(g.energy[0]) - float(ref(g.numbers).sum())) / len(g.numbers) for g in graphs]
+    forces = np.concatenate([g.forces.numpy().ravel() for g in graphs])
+    assert scales["energy"] == pytest.approx(np.var(per_atom, ddof=1), rel=1e-5)
+    assert scales["forces"] == pytest.approx(np.mean(forces ** 2), rel=1e-5)
+    batch = collate(graphs)
+    prediction = {"energy": batch.energy + 0.01 * batch.n_atoms, "forces": batch.forces + 0.2}
+    raw, parts = weighted_loss(prediction, batch, LossWeights(energy=2.0, forces=3.0, normalize=False))
+    assert float(raw) == pytest.approx(2.0 * parts["energy"] + 3.0 * parts["forces"], rel=1e-5)
+    normed, _ = weighted_loss(prediction, batch, LossWeights(energy=2.0, forces=3.0), scales,
+                              energy_factor=5.0)
+    expected = 10.0 * parts["energy"] / scales["energy"] + 3.0 * parts["forces"] / scales["forces"]
+    assert float(normed) == pytest.approx(expected, rel=1e-5)
+
+
+def test_final_stage_raises_the_energy_weight(bundled_frames):
+    """The last ``final_fraction`` of the epochs run with the energy weight × factor; the
+    validation loss (logged per epoch) jumps by the factor's effect at the switch."""
+    graphs, potential = _setup(_smallest(bundled_frames, 4), channels=8)
+    config = TrainingConfig(epochs=4, batch_size=2, ema_decay=None, patience=None,
+                            loss=LossWeights(final_energy_factor=1000.0, final_fraction=0.5))
+    trainer = Trainer(potential, config, seed=0, progress=False)
+    result = trainer.fit(graphs, graphs)
+    assert trainer.energy_factor == 1000.0
+    assert result.best_epoch >= 2  # best epoch looked for again in the final stage
 
 
 def test_bad_checkpoint_gives_clear_error(tmp_path):

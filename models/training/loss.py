@@ -2,21 +2,53 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import torch
 
 from farfield.models.config import LossWeights
 from farfield.models.graph import AtomicGraph
 
 
+LOSS_TERMS = ("energy", "forces", "charges", "stress")
+
+
+def target_scales(graphs: Sequence[AtomicGraph], reference_energy: Callable[[AtomicGraph], torch.Tensor]
+                  ) -> dict[str, float]:
+    """Variance of each loss term's target over ``graphs`` (the training set).
+
+    ``energy``: of the energy per atom minus the per-element reference energies
+    (``reference_energy(graph)`` → (1,) eV), (eV/atom)²; ``forces``: mean square of the
+    force components, (eV/Å)²; ``charges``: of the reference charges, e²; ``stress``: mean
+    square of the stress components, (eV/Å³)². A term without data gets 1; tiny variances
+    are floored at 1e-8 of their unit so a constant target cannot blow the weight up.
+    """
+    with torch.no_grad():
+        per_atom = torch.cat([((g.energy - reference_energy(g)) / g.n_atoms).reshape(-1)
+                              for g in graphs]).double()
+        forces = torch.cat([g.forces.reshape(-1) for g in graphs]).double()
+        charges = torch.cat([g.charges[g.has_charges[g.batch]].reshape(-1) for g in graphs]).double()
+        stress = torch.cat([g.stress[g.has_stress].reshape(-1) for g in graphs]).double()
+    values = {"energy": per_atom.var() if per_atom.numel() > 1 else None,
+              "forces": forces[torch.isfinite(forces)].pow(2).mean() if forces.numel() else None,
+              "charges": charges.var() if charges.numel() > 1 else None,
+              "stress": stress.pow(2).mean() if stress.numel() else None}
+    return {name: max(float(v), 1e-8) if v is not None and torch.isfinite(v) else 1.0
+            for name, v in values.items()}
+
+
 def weighted_loss(
-    prediction: dict[str, torch.Tensor], batch: AtomicGraph, weights: LossWeights
+    prediction: dict[str, torch.Tensor], batch: AtomicGraph, weights: LossWeights,
+    scales: dict[str, float] | None = None, energy_factor: float = 1.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Loss and its parts.
 
     Energy enters per atom ((eV/atom)²) so large and small cells weigh alike; forces in
     (eV/Å)²; charges (e²) only for structures with reference charges and only when the
     model predicts charges; stress ((eV/Å³)²) only where labelled.
-    Returns the scalar loss and a dict of the unweighted parts (floats).
+    ``scales`` (from :func:`target_scales`): with ``weights.normalize`` each term is divided by
+    its scale. ``energy_factor`` multiplies the energy weight (the trainer's final stage).
+    Returns the scalar loss and a dict of the unweighted, unscaled parts (floats).
     """
     n_atoms = batch.n_atoms.to(prediction["energy"].dtype)
     parts: dict[str, torch.Tensor] = {}
@@ -29,7 +61,10 @@ def weighted_loss(
         parts["charges"] = (prediction["charges"] - batch.charges)[atom_mask].pow(2).mean()
     if weights.stress > 0 and "stress" in prediction and bool(batch.has_stress.any()):
         parts["stress"] = (prediction["stress"] - batch.stress)[batch.has_stress].pow(2).mean()
-    total = sum(getattr(weights, name) * value for name, value in parts.items())
+    divide = scales if (weights.normalize and scales) else {}
+    factor = {"energy": energy_factor}
+    total = sum(getattr(weights, name) * factor.get(name, 1.0) * value / divide.get(name, 1.0)
+                for name, value in parts.items())
     if not isinstance(total, torch.Tensor):
         raise ValueError("loss has no terms: every loss weight with data is zero (training.loss)")
     return total, {name: float(value.detach()) for name, value in parts.items()}

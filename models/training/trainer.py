@@ -21,7 +21,7 @@ from farfield.models.graph import AtomicGraph
 from farfield.models.potential import Potential
 from farfield.models.training.ema import WeightEMA
 from farfield.models.training.graphs import iterate_batches
-from farfield.models.training.loss import weighted_loss
+from farfield.models.training.loss import target_scales, weighted_loss
 from farfield.models.training.metrics import ErrorAccumulator
 
 
@@ -86,6 +86,18 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(potential.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.scheduler = self._make_scheduler()
         self.ema = WeightEMA(potential, config.ema_decay) if config.ema_decay else None
+        #: Variances of the loss targets on the training set (set by :meth:`fit`).
+        self.scales: dict[str, float] | None = None
+        #: Multiplies the energy weight: ``loss.final_energy_factor`` in the final stage.
+        self.energy_factor = 1.0
+
+    def _loss(self, prediction, batch):
+        return weighted_loss(prediction, batch, self.config.loss, self.scales, self.energy_factor)
+
+    def _reference_energy(self, graph: AtomicGraph) -> torch.Tensor:
+        with torch.no_grad():
+            per_atom = self.potential.reference_energies(graph.numbers.to(self.device))
+        return per_atom.sum().reshape(1).cpu().to(graph.energy.dtype)
 
     def _make_scheduler(self):
         cfg = self.config
@@ -110,7 +122,7 @@ class Trainer:
         for batch in iterate_batches(graphs, self.config.batch_size, shuffle=True, generator=self.generator):
             batch = self._to_device(batch)
             prediction = self.potential(batch, compute_forces=True, create_graph=True)
-            loss, parts = weighted_loss(prediction, batch, self.config.loss)
+            loss, parts = self._loss(prediction, batch)
             if not torch.isfinite(loss):
                 raise NonFiniteLossError(
                     f"training loss became {float(loss.detach())} (parts: {parts}); lower training.lr or check the data"
@@ -134,7 +146,7 @@ class Trainer:
         for batch in iterate_batches(graphs, self.config.eval_batch_size, shuffle=False):
             batch = self._to_device(batch)
             prediction = self.potential(batch, compute_forces=True)
-            loss, _ = weighted_loss(prediction, batch, self.config.loss)
+            loss, _ = self._loss(prediction, batch)
             loss_sum += float(loss.detach()) * batch.n_graphs
             n += batch.n_graphs
             errors.add(prediction, batch)
@@ -150,13 +162,25 @@ class Trainer:
     def fit(self, train: Sequence[AtomicGraph], val: Sequence[AtomicGraph]) -> TrainingResult:
         """Train for ``config.epochs`` (or until early stopping); keep the best validation weights.
 
-        After ``fit`` the potential holds the selected weights (EMA, best epoch).
+        After ``fit`` the potential holds the selected weights (EMA, best epoch). With a final
+        stage (``loss.final_energy_factor`` ≠ 1) the energy weight changes at its first epoch,
+        so the best epoch is looked for again from there (losses of the two stages differ in
+        scale); early stopping in the first stage starts the final one at once.
         """
         result = TrainingResult()
         best_state = None
         stale = 0
+        self.scales = target_scales(train, self._reference_energy) if train else None
+        loss_cfg = self.config.loss
+        final_start = self.config.epochs
+        has_final = loss_cfg.final_energy_factor != 1.0 and loss_cfg.final_fraction > 0
+        if has_final:
+            final_start = self.config.epochs - max(1, round(loss_cfg.final_fraction * self.config.epochs))
         bar = tqdm(range(self.config.epochs), desc="epochs", unit="epoch", disable=not self.progress)
         for epoch in bar:
+            if epoch == final_start:
+                self.energy_factor = loss_cfg.final_energy_factor
+                result.best_val_loss, stale = math.inf, 0
             train_parts = self.train_epoch(train)
             if self.ema is not None:
                 with self.ema.applied(self.potential):
@@ -181,7 +205,9 @@ class Trainer:
                 result.best_val_loss, result.best_epoch, best_state, stale = val_loss, epoch, candidate, 0
             else:
                 stale += 1
-                if self.config.patience and stale >= self.config.patience:
+                if self.config.patience and stale >= self.config.patience and has_final and epoch < final_start:
+                    final_start = epoch + 1  # the first stage has converged: the final one starts now
+                elif self.config.patience and stale >= self.config.patience:
                     result.stopped_early = True
                     break
         if best_state is not None:
