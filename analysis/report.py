@@ -73,7 +73,8 @@ class ReportOptions:
 @dataclass
 class Report:
     """Everything a report shows: ``claims`` (verdicts), ``headline`` (the headline table),
-    ``yardsticks`` (per split replica), the diagnostics, the findings and the figures."""
+    ``yardsticks`` (per split replica), the diagnostics, the findings and the figures;
+    ``skipped``: ``(run id, reason)`` of runs that could not be read."""
 
     title: str
     header: list[str]
@@ -83,6 +84,7 @@ class Report:
     claims: ClaimSet
     headline: pd.DataFrame
     yardsticks: pd.DataFrame
+    skipped: list[tuple[str, str]] = field(default_factory=list)
 
     def tables(self) -> dict[str, pd.DataFrame]:
         """The verdict, evidence, headline and yardstick tables, then every diagnostic table."""
@@ -122,7 +124,7 @@ def build_report(data: AnalysisData, md_probe: pd.DataFrame | None = None, n_dis
         header.append(f"… and {len(data.skipped) - 5} more skipped runs")
     claims = evaluate_claims(d.trials, d.structures, d.charge_summary)
     return Report(f"farfield report: {data.experiment}", header, diagnostics, derive_findings(diagnostics), figures,
-                  claims, headline, yardsticks)
+                  claims, headline, yardsticks, list(data.skipped))
 
 
 def _json_ready(table: pd.DataFrame) -> list[dict]:

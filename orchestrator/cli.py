@@ -18,6 +18,7 @@ from rich.table import Table
 from farfield.orchestrator.cli_data import data_app
 from farfield.orchestrator.cli_report import report as report_command
 from farfield.orchestrator.cli_split import split_app
+from farfield.orchestrator.cli_study import study as study_command
 from farfield.orchestrator.cli_sweep import register as register_sweep_commands
 from farfield.orchestrator.config import ConfigError, TrialConfig, load_trial_config
 
@@ -31,6 +32,7 @@ app.add_typer(data_app, name="data")
 app.add_typer(split_app, name="split")
 register_sweep_commands(app)
 app.command(name="report")(report_command)
+app.command(name="study")(study_command)
 console = Console()
 err_console = Console(stderr=True)
 

@@ -19,7 +19,7 @@ def _fail(err: BaseException) -> None:
     raise typer.Exit(1)
 
 
-def _tracking(workspace: Path, tracking_uri: str | None, experiment: str):
+def report_tracking(workspace: Path, tracking_uri: str | None, experiment: str):
     """``(uri, server or None)``: the explicit URI, ``MLFLOW_TRACKING_URI``, the workspace's live
     server, or its SQLite store — through a managed server when the experiment's artifacts
     are proxied (``mlflow-artifacts:/``, as a sweep's are)."""
@@ -38,9 +38,29 @@ def _tracking(workspace: Path, tracking_uri: str | None, experiment: str):
     return uri, None
 
 
+def print_verdicts(result) -> None:
+    """The verdict table of a ``Report`` (``result.claims``) on the console."""
+    from rich.table import Table
+
+    table = Table(title="the paper's five claims on this study", show_lines=True)
+    for column in ("#", "claim", "verdict", "effect (95 % CI)", "p"):
+        table.add_column(column, overflow="fold")
+    colours = {"supported": "green", "contradicted": "red", "inconclusive": "yellow"}
+    for claim in result.claims.claims:
+        effect = claim.effect
+        p_value = "–" if effect is None or effect.p_value != effect.p_value else f"{effect.p_value:.2g}"
+        table.add_row(str(claim.number), claim.statement, f"[{colours[claim.verdict]}]{claim.verdict}[/]",
+                      f"{effect.name}: {effect.text()}" if effect is not None else claim.reason, p_value)
+    console.print(table)
+    pre = result.claims.precondition
+    if pre.met is False:
+        console.print(f"[yellow]precondition not met: {pre.text}; every verdict is inconclusive[/]", soft_wrap=True)
+
+
 def report(
     experiment: str = typer.Option(..., "--experiment", help="MLflow experiment whose trials to analyse."),
-    out: Path = typer.Option(..., "--out", help="Folder for index.html, report.md, findings.json, tables/, figures/."),
+    out: Path = typer.Option(..., "--out", help="Folder for index.html, report.md, claims.json, findings.json, "
+                                                "tables/, figures/."),
     workspace: Path = typer.Option(Path("workspace"), help="Workspace of the runs (its MLflow store or server)."),
     tracking_uri: str | None = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (overrides --workspace)."),
     sweep: str | None = typer.Option(None, "--sweep", help="Only this sweep's trials: sweep id, sweep name, or 'latest'."),
@@ -58,9 +78,10 @@ def report(
 ) -> None:
     """Write the failure-diagnosis report of an experiment (or one sweep of it).
 
-    Reads every finished trial from MLflow and writes a self-contained HTML page, a Markdown
-    summary, findings with their significance tests, and every table as CSV/JSON; then logs the
-    folder as `report/` artifacts of the sweep's summary run.
+    Reads every finished trial from MLflow and writes a self-contained HTML page and a Markdown
+    summary that open with the verdicts on the paper's five claims (also claims.json) and the
+    headline figure, findings with their significance tests, and every table as CSV/JSON; then
+    logs the folder as `report/` artifacts of the sweep's summary run.
 
     Examples: farfield report --experiment quickstart-sweep --sweep latest --out workspace/report
               farfield report --experiment quickstart --workspace workspace --out report --md-probe best
@@ -73,7 +94,7 @@ def report(
     torch.set_num_threads(torch_threads)
     server = None
     try:
-        uri, server = _tracking(workspace, tracking_uri, experiment)
+        uri, server = report_tracking(workspace, tracking_uri, experiment)
         sweep_id = resolve_sweep_id(uri, experiment, sweep) if sweep else None
         probe = md_probe if md_probe in (None, "best") else [r.strip() for r in md_probe.split(",") if r.strip()]
         options = ReportOptions(sweep_id=sweep_id, dataset=dataset, workspace=str(workspace), with_charges=charges, log_to_mlflow=log,
@@ -85,10 +106,11 @@ def report(
     finally:
         if server is not None:
             server.stop()
-    console.print(f"[bold]{len(result.findings)} findings[/] from {len(result.diagnostics.trials)} trials:")
-    for finding in result.findings:
-        console.print(f"  - {finding.text}", highlight=False, soft_wrap=True)
+    print_verdicts(result)
+    console.print(f"{len(result.findings)} further findings from {len(result.diagnostics.trials)} trials "
+                  "(grouped by kind at the end of the report)")
     console.print(f"report         : {paths['html']}")
+    console.print(f"verdicts       : {paths['claims']}")
     console.print(f"summary        : {paths['markdown']}")
     if run_id is not None:
         console.print(f"logged to MLflow run {run_id} (artifacts report/)")
