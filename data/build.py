@@ -152,23 +152,12 @@ def _reusable_labels(path: str | Path | None) -> dict[str, Atoms]:
     """Labelled input geometries (``config_kind == "input"``) of an earlier build, by id."""
     if path is None:
         return {}
-    import ase.io
+    from farfield.data.readers import iter_frames
 
     out = {}
-    for atoms in ase.io.read(path, ":"):
-        if atoms.info.get(CONFIG_KIND) != "input":
-            continue
-        if atoms.calc is not None:  # ASE's extxyz reader moves labels into a calculator
-            results = atoms.calc.results
-            atoms.info.setdefault(ENERGY, results.get("energy"))
-            if "forces" in results:
-                atoms.arrays.setdefault(FORCES, np.array(results["forces"]))
-            if "stress" in results:
-                atoms.info.setdefault(STRESS, np.array(results["stress"]))
-            if "charges" in results:
-                atoms.arrays.setdefault(CHARGES, np.array(results["charges"]))
-            atoms.calc = None
-        if atoms.info.get(ENERGY) is not None and FORCES in atoms.arrays:
+    for _, atoms in iter_frames(Path(path)):
+        if (isinstance(atoms, Atoms) and atoms.info.get(CONFIG_KIND) == "input"
+                and atoms.info.get(ENERGY) is not None and FORCES in atoms.arrays):
             out[str(atoms.info[STRUCTURE_ID])] = atoms
     return out
 

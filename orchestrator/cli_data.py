@@ -288,32 +288,51 @@ def import_command(
 
 
 @data_app.command("info")
-def info_command(store_path: Annotated[Path, typer.Argument(
-        metavar="STORE", help="A dataset store directory.", show_default=False)]) -> None:
-    """Summarise a dataset store: counts, elements, label method, hash, sizes, sources.
+def info_command(
+    store_path: Annotated[str, typer.Argument(
+        metavar="STORE", help="A dataset store directory, or 'bundled'.", show_default=False)],
+    workspace: Annotated[Path, typer.Option(
+        "--workspace", help="Where 'bundled' is unpacked (a store under datasets/).")] = Path("workspace"),
+    forces: Annotated[bool, typer.Option(
+        "--forces/--no-forces", help="Read every frame for the force statistics.")] = True,
+) -> None:
+    """Summarise a dataset store: counts, elements with their parent counts, sizes, forces.
 
     Example:
 
-        farfield data info stores/mofs
+        farfield data info bundled
+        farfield data info stores/mofs --no-forces
     """
+    from farfield.data.datasets import resolve_dataset
+    from farfield.data.summary import store_summary
+
     try:
-        store = DatasetStore.open(store_path)
-    except StoreError as err:
+        store = resolve_dataset(store_path, workspace)
+    except (StoreError, FileNotFoundError, ValueError) as err:
         raise _fail(str(err)) from err
     manifest, index = store.manifest, store.index
+    summary = store_summary(store, forces=forces)
     console = Console()
     console.print(f"[bold]{store.path}[/bold]", soft_wrap=True)
     charges = manifest.get("has_charges", {})
+    elements = summary["element_parents"]
     for name, value in (
         ("structures", manifest["n_structures"]), ("parents", manifest["n_parents"]),
-        ("shards", manifest["n_shards"]), ("elements", " ".join(manifest["elements"])),
+        ("shards", manifest["n_shards"]),
+        ("elements", f"{len(elements)}: " + " ".join(f"{el} {n}" for el, n in elements.items())),
+        ("rarest element", "{} in {} parents".format(*min(elements.items(), key=lambda kv: kv[1]))),
         ("label method", manifest["label_method"]),
         ("with charges", f"{charges.get('with', '?')} of {manifest['n_structures']}"),
         ("periodic", f"{int(index['periodic'].sum())} of {len(index)}"),
         ("content hash", manifest["content_hash"]),
         ("created with", ", ".join(f"{k} {v}" for k, v in manifest.get("created_with", {}).items())),
     ):
-        console.print(f"  {name:>13}: {value}", highlight=False, soft_wrap=True)
+        console.print(f"  {name:>14}: {value}", highlight=False, soft_wrap=True)
+    sizes = Table(title="Parents per size (atoms)")
+    for label in summary["parent_sizes"]:
+        sizes.add_column(label, justify="right")
+    sizes.add_row(*(str(n) for n in summary["parent_sizes"].values()))
+    console.print(sizes)
     stats = Table(title="Per structure")
     for column in ("quantity", "min", "median", "mean", "max"):
         stats.add_column(column, justify="left" if column == "quantity" else "right")
@@ -323,6 +342,16 @@ def info_command(store_path: Annotated[Path, typer.Argument(
         stats.add_row(label, *(fmt.format(v) for v in (values.min(), values.median(),
                                                        values.mean(), values.max())))
     console.print(stats)
+    if forces:
+        table = Table(title="Forces per configuration kind (eV/Å)")
+        for column in ("kind", "frames", "mean |F component|", "median |F_atom|",
+                       "atoms > 5 eV/Å", "max |F_atom|"):
+            table.add_column(column, justify="left" if column == "kind" else "right")
+        for row in summary["forces"]:
+            table.add_row(row["kind"], str(row["frames"]), f"{row['mean_abs_component']:.3f}",
+                          f"{row['median_atom_force']:.3f}", f"{100 * row['share_above_5']:.2f} %",
+                          f"{row['max_atom_force']:.2f}")
+        console.print(table)
     sources = Table(title="Per source")
     for column in ("source", "structures", "parents"):
         sources.add_column(column, justify="left" if column == "source" else "right")
