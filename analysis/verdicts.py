@@ -128,8 +128,8 @@ def difference_effect(name: str, metric: str, values_a, values_b, unit: str, bas
     test = "welch t" + (" on log errors" if log else "")
     if log:
         value, low, high = math.exp(value) if len(a) and len(b) else nan, math.exp(low), math.exp(high)
-    return Effect(name, metric, value, low, high, unit, len(a) + len(b), test, p_value, 1.0 if log else 0.0, basis,
-                  _run_ids(runs))
+    n = len(a) + len(b) if len(a) and len(b) else 0  # no effect without both sides
+    return Effect(name, metric, value, low, high, unit, n, test, p_value, 1.0 if log else 0.0, basis, _run_ids(runs))
 
 
 def paired_structure_effect(structures: pd.DataFrame, runs_a, runs_b, column: str, name: str, unit: str) -> Effect:
