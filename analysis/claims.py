@@ -52,7 +52,8 @@ RANDOM = "random"
 #: The models learned if their random-split test force MAE is below this fraction of the zero-force baseline.
 LEARNED_MAX_FRACTION = 0.5
 #: (trial metric, words, unit, per-structure column): the errors the error-based claims test.
-METRICS = (("test/f_mae", "force MAE", "meV/Å", "f_mae_mev"), ("test/e_mae", "energy MAE", "meV/atom", "e_abs_error_mev"))
+METRICS = (("test/f_mae", "force MAE", "meV/Å", "f_mae_mev"),
+           ("test/e_mae", "energy MAE", "meV/atom", "e_abs_error_mev"))
 #: Trials that differ only in their long-range scheme.
 TWIN_KEY = ["backbone", "layers", "channels", "split", "split_hash", "seed"]
 #: Short-range trials that differ only in depth.
@@ -302,9 +303,9 @@ def learned(trials: pd.DataFrame) -> Precondition:
                 continue
             fraction = float(np.nanmean(pool[metric]) / np.nanmean(pool[baseline]))
             met = fraction < LEARNED_MAX_FRACTION
-            return Precondition(met, fraction, LEARNED_MAX_FRACTION, f"{len(pool)} reference trials reach {100 * fraction:.0f} % of the "
-                                               f"baseline's test {words} MAE (must be below "
-                                               f"{100 * LEARNED_MAX_FRACTION:.0f} %)")
+            text = (f"{len(pool)} reference trials reach {100 * fraction:.0f} % of the baseline's test {words} MAE "
+                    f"(must be below {100 * LEARNED_MAX_FRACTION:.0f} %)")
+            return Precondition(met, fraction, LEARNED_MAX_FRACTION, text)
     return Precondition(None, float("nan"), LEARNED_MAX_FRACTION, "no baseline error to compare with: not checked")
 
 

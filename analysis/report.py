@@ -107,7 +107,8 @@ def build_report(data: AnalysisData, md_probe: pd.DataFrame | None = None, n_dis
     yardsticks = split_yardsticks(d.trials, d.structures, data.contexts, cache_dir=yardstick_cache)
     headline = headline_table(d.summary, yardsticks)
     figures = {
-        "headline": plots.headline_figure(headline), "summary": plots.summary_figure(d.summary), "parity": plots.parity_figure(d.structures),
+        "headline": plots.headline_figure(headline), "summary": plots.summary_figure(d.summary),
+        "parity": plots.parity_figure(d.structures),
         "distance": plots.distance_figure(d.distance_curves, d.structures),
         "clusters": plots.cluster_bias_figure(d.buckets["cluster"]), "charges": plots.charge_figure(d.charges),
         "depth": plots.depth_figure(d.depth), "long_range": plots.long_range_figure(d.pair_differences),

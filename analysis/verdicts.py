@@ -25,7 +25,8 @@ from farfield.analysis.stats import CONFIDENCE, mean_ci, one_sample_test, paired
 from scipy import stats
 
 __all__ = ["ALPHA", "CONTRADICTED", "INCONCLUSIVE", "SUPPORTED", "VERDICTS", "Claim", "ClaimSet", "Effect",
-           "Precondition", "claims_table", "combine_metrics", "difference_effect", "effect_over_units", "paired_structure_effect", "ratio_effect"]
+           "Precondition", "claims_table", "combine_metrics", "difference_effect", "effect_over_units",
+           "paired_structure_effect", "ratio_effect"]
 
 ALPHA = 0.05
 SUPPORTED, CONTRADICTED, INCONCLUSIVE = "supported", "contradicted", "inconclusive"
