@@ -6,6 +6,8 @@
     stats            CIs, slopes, paired / one-sample / Welch tests, BH correction
     summary / distance / buckets / charges / depth / pairing     the diagnostics
     diagnostics      all of them at once; findings: plain-language statements with tests
+    claims / verdicts         verdicts on the paper's five claims (rules: docs/analysis.md)
+    yardstick        beyond-cutoff Coulomb of the reference charges per split (the headline's yardstick)
     plots / render / report   figures, HTML + Markdown, the report folder (``farfield report``)
     md_probe         NVE stability probe through the ASE calculator
 
