@@ -25,7 +25,7 @@ from pydantic import Field, ValidationError, model_validator
 from farfield.data.config import SplitConfig, StrictModel
 from farfield.orchestrator.config import ConfigError, TrialConfig, _merge, read_yaml, validate_config
 
-GRID_AXES = ("backbone", "long_range", "split", "seed")
+GRID_AXES = ("backbone", "variant", "long_range", "split", "seed")
 
 
 class SearchRange(StrictModel):
@@ -70,13 +70,24 @@ class SchedulerConfig(StrictModel):
     reduction_factor: float = Field(default=2.0, gt=1)
 
 
+class Variant(StrictModel):
+    """One named model/training variant of a grid: ``set`` maps dotted trial-config paths to
+    values, e.g. ``{name: celli-q, set: {model.long_range: [celli], training.loss.charges: 1.0}}``."""
+
+    name: str = Field(min_length=1)
+    set: dict[str, Any] = Field(default_factory=dict)
+
+
 class GridAxes(StrictModel):
     """Categorical axes crossed as a grid; an omitted axis keeps the base trial's value.
 
     ``split``: strategy names, or mappings of split fields (merged into ``split``).
+    ``variant``: named sets of overrides (:class:`Variant`) — what one axis cannot say
+    alone, such as CELLI with and without reference charges or a deeper short-range model.
     """
 
     backbone: list[str] | None = None
+    variant: list[Variant] | None = None
     long_range: list[list[str]] | None = None
     split: list[str | dict[str, Any]] | None = None
     seed: list[int] | None = None
@@ -112,6 +123,16 @@ class SweepConfig(TrialConfig):
 
     @model_validator(mode="after")
     def _every_cell_and_range_is_a_valid_trial(self) -> SweepConfig:
+        names = [v.name for v in self.sweep.grid.variant or []]
+        if len(set(names)) != len(names):
+            raise ValueError(f"sweep.grid.variant: names must be unique, got {names}")
+        for variant in self.sweep.grid.variant or []:
+            for path in variant.set:
+                try:
+                    _field_at(path)
+                except ValueError as err:
+                    raise ValueError(f"sweep.grid.variant {variant.name!r}: "
+                                     f"{str(err).removeprefix(f'sweep.ranges.{path}: ')} ({path})") from None
         for cell in grid_cells(self):
             _validated_trial(self, cell, {}, where=f"sweep.grid cell {cell}")
         for path, spec in self.sweep.ranges.items():
@@ -145,6 +166,8 @@ def split_strategies() -> tuple[str, ...]:
 def grid_cells(config: SweepConfig) -> list[dict[str, Any]]:
     """Every combination of the grid axes: ``[{"backbone": "painn", "split": "random"}, ...]``."""
     axes = {axis: values for axis in GRID_AXES if (values := getattr(config.sweep.grid, axis)) is not None}
+    if "variant" in axes:  # plain mappings: cells travel through Ray Tune and into tables
+        axes["variant"] = [v.model_dump(mode="json") for v in axes["variant"]]
     for axis, values in axes.items():
         if not values:
             raise ValueError(f"sweep.grid.{axis}: empty list; omit the axis to keep the base value")
@@ -160,6 +183,8 @@ def cell_label(cell: dict[str, Any]) -> str:
         value = cell[axis]
         if axis == "long_range":
             value = "+".join(value) or "none"
+        elif axis == "variant":
+            value = value["name"]
         elif axis == "split" and isinstance(value, dict):
             value = value.get("strategy", "split")
         elif axis == "seed":
@@ -182,7 +207,8 @@ def trial_data(config: SweepConfig, cell: dict[str, Any], sampled: dict[str, Any
     if "seed" in cell:
         overrides["seed"] = cell["seed"]
     data = _merge(data, overrides)
-    for path, value in sampled.items():
+    settings = dict(cell["variant"]["set"]) if "variant" in cell else {}
+    for path, value in {**settings, **sampled}.items():
         node = data
         *parents, leaf = path.split(".")
         for part in parents:

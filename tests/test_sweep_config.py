@@ -43,6 +43,35 @@ sweep:
     assert trial.seed == 2 and trial.split.seed == 3
 
 
+def test_variant_axis_sets_its_paths_and_names_the_cell(tmp_path):
+    config = load_sweep_config(_write(tmp_path, """
+name: s
+sweep:
+  grid:
+    variant:
+      - {name: short-range, set: {model.long_range: []}}
+      - {name: celli-q, set: {model.long_range: [celli], training.loss.charges: 2.5}}
+      - {name: deep, set: {model.layers: 4}}
+    seed: [0, 1]
+"""))
+    cells = grid_cells(config)
+    assert len(cells) == 6
+    trials = {cell_label(c): TrialConfig.model_validate(trial_data(config, c, {})) for c in cells}
+    assert trials["celli-q|s1"].model.long_range == ["celli"]
+    assert trials["celli-q|s1"].training.loss.charges == 2.5
+    assert trials["short-range|s0"].training.loss.charges == config.training.loss.charges
+    assert trials["deep|s0"].model.layers == 4 and trials["short-range|s0"].model.layers == config.model.layers
+
+
+@pytest.mark.parametrize("variant, message", [
+    ("{name: v, set: {model.layerz: 4}}", "layerz"),
+    ("{name: v, set: {model.layers: 0}}", "layers"),
+])
+def test_variant_with_a_bad_path_or_value_is_rejected(tmp_path, variant, message):
+    with pytest.raises(ConfigError, match=message):
+        load_sweep_config(_write(tmp_path, f"name: s\nsweep:\n  grid:\n    variant: [{variant}]\n"))
+
+
 def test_unknown_key_in_sweep_section_suggests_the_valid_one(tmp_path):
     with pytest.raises(ConfigError, match=r"sweep.sampels_per_cell: unknown key; did you mean 'samples_per_cell'"):
         load_sweep_config(_write(tmp_path, "sweep:\n  sampels_per_cell: 2\n"))
