@@ -114,6 +114,9 @@ class SweepSpec(StrictModel):
     max_failures: int = Field(default=1, ge=0)
     storage_path: str | None = None
     search_seed: int = 0
+    #: The grid's ``seed`` also sets ``split.seed``: each seed is a split replica (a new
+    #: random split, KMeans hold-out half or farthest-from-seed start) and a new initialisation.
+    split_follows_seed: bool = False
 
 
 class SweepConfig(TrialConfig):
@@ -206,6 +209,8 @@ def trial_data(config: SweepConfig, cell: dict[str, Any], sampled: dict[str, Any
         overrides["split"] = dict(split) if isinstance(split, dict) else {"strategy": split}
     if "seed" in cell:
         overrides["seed"] = cell["seed"]
+        if config.sweep.split_follows_seed:
+            overrides.setdefault("split", {})["seed"] = cell["seed"]
     data = _merge(data, overrides)
     settings = dict(cell["variant"]["set"]) if "variant" in cell else {}
     for path, value in {**settings, **sampled}.items():

@@ -63,6 +63,25 @@ sweep:
     assert trials["deep|s0"].model.layers == 4 and trials["short-range|s0"].model.layers == config.model.layers
 
 
+def test_split_follows_seed_makes_each_seed_a_split_replica(tmp_path):
+    text = """
+name: s
+sweep:
+  grid:
+    split: [random, {strategy: size, seed: 7}]
+    seed: [0, 3]
+"""
+    plain = load_sweep_config(_write(tmp_path, text))
+    follows = load_sweep_config(_write(tmp_path, text + "  split_follows_seed: true\n"))
+    for config, expected in ((plain, {0: 0, 3: 0}), (follows, {0: 0, 3: 3})):
+        for cell in grid_cells(config):
+            trial = TrialConfig.model_validate(trial_data(config, cell, {}))
+            if trial.split.strategy == "random":
+                assert trial.split.seed == expected[trial.seed]
+            else:  # an explicit split seed wins only without split_follows_seed
+                assert trial.split.seed == (trial.seed if config is follows else 7)
+
+
 @pytest.mark.parametrize("variant, message", [
     ("{name: v, set: {model.layerz: 4}}", "layerz"),
     ("{name: v, set: {model.layers: 0}}", "layers"),
@@ -156,7 +175,7 @@ def test_a_trial_config_is_not_a_sweep(tmp_path):
 
 
 def test_example_sweep_configs_validate_and_their_trials_too():
-    paths = sorted((REPO / "configs").glob("sweep-*.yaml"))
+    paths = sorted([*(REPO / "configs").glob("sweep-*.yaml"), *(REPO / "configs").glob("study-*.yaml")])
     assert paths, "no example sweep configs in configs/"
     for path in paths:
         config = load_sweep_config(path)
