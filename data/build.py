@@ -467,6 +467,9 @@ def export_extxyz_xz(store: DatasetStore, path: str | Path) -> dict:
                         "rounding": "forces (eV/Å) and charges (e) to 8 decimals"}
     sizes = store.index["n_atoms"]
     manifest["n_atoms_range"] = [int(sizes.min()), int(sizes.max())]
+    from farfield.data.summary import store_summary
+
+    manifest["summary"] = store_summary(store)
     stem = path.name.removesuffix(".xz").removesuffix(".extxyz")
     path.with_name(stem + ".json").write_text(json.dumps(manifest, indent=1) + "\n")
     return manifest

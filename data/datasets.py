@@ -15,7 +15,7 @@ from farfield.data.readers import read_structures
 from farfield.data.store import DatasetStore, write_store
 
 BUNDLED_DIR = Path(__file__).parent / "bundled"
-BUNDLED_FILE = BUNDLED_DIR / "coremof-gfn1.extxyz.xz"
+BUNDLED_FILE = BUNDLED_DIR / "coremof-gfn1-eq.extxyz.xz"
 BUNDLED_METHOD = "GFN1-xTB (tblite, periodic)"
 
 

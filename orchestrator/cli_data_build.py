@@ -135,6 +135,9 @@ def build_command(
         "--min-element-parents", min=0, help="Every element in at least this many parents.")] = 0,
     max_label_force: Annotated[Optional[float], typer.Option(
         "--max-label-force", help="Drop frames with an atomic force above this, eV/Å.")] = None,
+    max_input_force: Annotated[float, typer.Option(
+        "--max-input-force", help="Drop a parent whose input geometry has an atomic force "
+                                  "above this, eV/Å (a broken structure).")] = 30.0,
     min_configs: Annotated[int, typer.Option(
         "--min-configs", min=1, help="Drop parents with fewer labelled frames.")] = 3,
     spare_fraction: Annotated[float, typer.Option(
@@ -181,7 +184,7 @@ def build_command(
                                       large_relax_steps=large_relax_steps,
                                       large_thermal_snapshots=large_thermal),
             large_parents=large_parents, min_element_parents=min_element_parents,
-            max_label_force=max_label_force, min_configs=min_configs,
+            max_label_force=max_label_force, min_configs=min_configs, max_force=max_input_force,
             spare_fraction=spare_fraction,
             method=METHOD_NAMES[method.lower()], total_charge=total_charge,
             shard_size=shard_size, seed=seed)

@@ -68,5 +68,5 @@ def test_plain_wheel_holds_the_namespace_and_bundled_data(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     top = {n.split("/")[0] for n in names if not n.startswith("farfield-")}
     assert top == {"farfield"}, f"unexpected top-level names in the wheel: {top}"
-    assert "farfield/data/bundled/coremof-gfn1.extxyz.xz" in names
+    assert "farfield/data/bundled/coremof-gfn1-eq.extxyz.xz" in names
     assert "farfield/models/potential.py" in names and "farfield/orchestrator/cli.py" in names
