@@ -11,12 +11,16 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from filelock import FileLock
+
 from farfield.data.readers import read_structures
 from farfield.data.store import DatasetStore, write_store
 
 BUNDLED_DIR = Path(__file__).parent / "bundled"
 BUNDLED_FILE = BUNDLED_DIR / "coremof-gfn1-eq.extxyz.xz"
 BUNDLED_METHOD = "GFN1-xTB (tblite, periodic)"
+#: Seconds a trial waits for another process building the bundled store in the same workspace.
+BUILD_LOCK_TIMEOUT_S = 600
 
 
 def _file_digest(path: Path) -> str:
@@ -30,17 +34,22 @@ def bundled_store(workspace: str | Path) -> DatasetStore:
     out = Path(workspace) / "datasets" / f"bundled-{_file_digest(BUNDLED_FILE)}"
     if (out / "manifest.json").is_file():
         return DatasetStore.open(out)
-    result = read_structures(BUNDLED_FILE)
-    if result.problems:
-        raise ValueError(f"bundled dataset is invalid: {result.problems[0]}")
-    return write_store(
-        result.valid,
-        out,
-        label_method=BUNDLED_METHOD,
-        sources=["bundled:" + BUNDLED_FILE.name],
-        provenance={"bundled_file": BUNDLED_FILE.name, "bundled_sha256_16": _file_digest(BUNDLED_FILE)},
-        overwrite=True,
-    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # several trials may start at once on a fresh workspace: one builds the store, the others wait for it
+    with FileLock(str(out.parent / f".{out.name}.lock"), timeout=BUILD_LOCK_TIMEOUT_S):
+        if (out / "manifest.json").is_file():
+            return DatasetStore.open(out)
+        result = read_structures(BUNDLED_FILE)
+        if result.problems:
+            raise ValueError(f"bundled dataset is invalid: {result.problems[0]}")
+        return write_store(
+            result.valid,
+            out,
+            label_method=BUNDLED_METHOD,
+            sources=["bundled:" + BUNDLED_FILE.name],
+            provenance={"bundled_file": BUNDLED_FILE.name, "bundled_sha256_16": _file_digest(BUNDLED_FILE)},
+            overwrite=True,
+        )
 
 
 def resolve_dataset(spec: str, workspace: str | Path) -> DatasetStore:

@@ -30,7 +30,8 @@ class TrackingConfig(StrictModel):
 
     ``uri``: an MLflow tracking URI; None = a local SQLite store in the workspace
     (``<workspace>/mlflow.db``, artifacts under ``<workspace>/mlartifacts``).
-    ``experiment``: MLflow experiment name. ``run_name``: None = the trial name.
+    ``experiment``: MLflow experiment name. ``run_name``: None = what the trial is,
+    ``painn+les · size · seed 0`` (``tracking.trial_title``).
     """
 
     uri: str | None = None

@@ -5,7 +5,8 @@ failed / errored), the sweep metric (a full-budget value only for ``complete``;
 for ``pruned`` it is the last per-epoch value before ASHA stopped it, kept in a separate
 column so nobody mistakes it for a result), epochs run, and its MLflow run id and
 status. The summary run (tag ``sweep_summary = true``) holds the best complete trial,
-counts per outcome, the search space, and the table as ``sweep/trials.csv``.
+counts per outcome, the search space, and the table as ``sweep/trials.csv``; it is named
+``Σ sweep summary · <sweep name>`` so that it stands out among the trials' runs.
 """
 
 from __future__ import annotations
@@ -22,6 +23,11 @@ from mlflow.tracking import MlflowClient
 from farfield.orchestrator.sweep_config import SweepConfig, cell_label
 from farfield.orchestrator.sweep_progress import trial_outcome
 from farfield.orchestrator.tracking import now_ms
+
+
+def summary_run_name(sweep_name: str) -> str:
+    """``Σ sweep summary · quickstart-sweep-20260101-120000``: recognisable even when the UI truncates it."""
+    return f"Σ sweep summary · {sweep_name}"
 
 
 def trial_table(grid, metric: str, cells: list[dict]) -> pd.DataFrame:
@@ -90,7 +96,7 @@ def log_summary(config: SweepConfig, table: pd.DataFrame, sweep_id: str, uri: st
     if existing:
         run_id = existing[0].info.run_id
     else:
-        run_id = client.create_run(experiment_id, run_name=f"{config.name} (sweep summary)",
+        run_id = client.create_run(experiment_id, run_name=summary_run_name(config.name),
                                    tags={"sweep_id": sweep_id, "sweep_summary": "true",
                                          "sweep_name": config.name}).info.run_id
         params = {"sweep.grid": json.dumps(spec.grid.model_dump(exclude_none=True)),

@@ -1,8 +1,19 @@
-"""MLflow: where runs go, how experiments are created, and the per-epoch reporter.
+"""MLflow: where runs go, how experiments are created, run names, key metrics, the per-epoch reporter.
 
 The embedded default is a SQLite store in the workspace (``<workspace>/mlflow.db``)
 with artifacts under ``<workspace>/mlartifacts``; a remote URI is used as given.
 Only ``farfield.orchestrator`` imports MLflow.
+
+Every experiment farfield creates is tagged as a model-training experiment
+(``mlflow.experimentKind = custom_model_development``), so MLflow 3's UI opens it on the
+runs table rather than the GenAI overview. Runs are named for what the trial is
+(``painn+les · size · seed 0``), and the numbers to compare trials by are also logged
+under ``key/`` (``key/test_f_mae``, ``key/test_e_mae``, ``key/f_skill``, ``key/e_skill``)
+so they sort together in the UI.
+
+Several processes may open one fresh SQLite store at once (``farfield train`` in two
+terminals): each creates MLflow's tables on first use, so the store is created, migrated
+and the experiment made under a file lock (``<workspace>/mlflow.db.lock``).
 """
 
 from __future__ import annotations
@@ -13,9 +24,17 @@ import time
 from pathlib import Path
 
 import mlflow
+import numpy as np
+from filelock import FileLock
 from mlflow.tracking import MlflowClient
 
-from farfield.orchestrator.config import TrackingConfig
+from farfield.orchestrator.config import TrackingConfig, TrialConfig
+
+#: The experiment tag MLflow 3's UI reads to choose between the GenAI and the model-training layout.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING = "custom_model_development"
+#: Seconds to wait for another process creating the workspace's SQLite store.
+STORE_LOCK_TIMEOUT_S = 600
 
 
 def tracking_uri(tracking: TrackingConfig, workspace: Path) -> str:
@@ -29,23 +48,73 @@ def artifact_root(workspace: Path) -> str:
     return (Path(workspace).resolve() / "mlartifacts").as_uri()
 
 
+def store_lock(workspace: Path) -> FileLock:
+    """The lock held while a process creates or migrates ``<workspace>/mlflow.db`` (and its experiments)."""
+    Path(workspace).mkdir(parents=True, exist_ok=True)
+    return FileLock(str(Path(workspace).resolve() / "mlflow.db.lock"), timeout=STORE_LOCK_TIMEOUT_S)
+
+
 def ensure_experiment(tracking: TrackingConfig, workspace: Path) -> str:
-    """Create the experiment once (on the driver) if missing; return its id."""
+    """Create the experiment if missing, as a model-training experiment; return its id.
+
+    On the workspace's SQLite store this runs under :func:`store_lock`, so processes
+    starting at once on a fresh workspace create MLflow's tables once (the first opening
+    of the store creates them) and the experiment once."""
     uri = tracking_uri(tracking, workspace)
-    if uri.startswith("sqlite:///"):
-        Path(workspace).mkdir(parents=True, exist_ok=True)
-    client = MlflowClient(tracking_uri=uri)
-    experiment = client.get_experiment_by_name(tracking.experiment)
-    if experiment is not None:
-        return experiment.experiment_id
-    location = artifact_root(workspace) if not tracking.uri else None
-    try:
-        return client.create_experiment(tracking.experiment, artifact_location=location)
-    except mlflow.exceptions.MlflowException:  # created concurrently by another process
-        experiment = client.get_experiment_by_name(tracking.experiment)
-        if experiment is None:
-            raise
-        return experiment.experiment_id
+    if not uri.startswith("sqlite:///"):
+        return _ensure_experiment(MlflowClient(tracking_uri=uri), tracking.experiment, None)
+    with store_lock(workspace):
+        return _ensure_experiment(MlflowClient(tracking_uri=uri), tracking.experiment, artifact_root(workspace))
+
+
+def _ensure_experiment(client: MlflowClient, name: str, location: str | None) -> str:
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        try:
+            return client.create_experiment(name, artifact_location=location,
+                                            tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING})
+        except mlflow.exceptions.MlflowException:  # created concurrently through a tracking server
+            experiment = client.get_experiment_by_name(name)
+            if experiment is None:
+                raise
+    if experiment.tags.get(EXPERIMENT_KIND_TAG) != MODEL_TRAINING:  # made by an older farfield or by hand
+        client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
+    return experiment.experiment_id
+
+
+def trial_title(config: TrialConfig) -> str:
+    """What a trial is, as its run name: ``painn+les · size · seed 0`` (``painn · random · seed 1``)."""
+    model = "+".join([config.model.backbone, *config.model.long_range])
+    return f"{model} · {config.split.strategy} · seed {config.seed}"
+
+
+def key_metrics(metrics: dict[str, float], reference_energies: np.ndarray, test_graphs: list) -> dict[str, float]:
+    """``key/test_f_mae``, ``key/test_e_mae`` (the final test MAEs, meV/Å and meV/atom) and
+    ``key/f_skill``, ``key/e_skill``: 1 − test MAE / MAE of the dummy baseline on the same
+    test structures (0 = no better than it, 1 = exact). The baseline is the report's
+    (``farfield.analysis.baseline``): the per-element ``reference_energies`` (eV, fitted on
+    the training side) and zero forces. ``test_graphs``: the test side's ``AtomicGraph``s;
+    empty result without a test side."""
+    from farfield.models.training import element_count_matrix
+
+    if "test/f_mae" not in metrics or not test_graphs:
+        return {}
+    counts = element_count_matrix(test_graphs)
+    energies = np.array([float(g.energy[0]) for g in test_graphs])
+    baseline_e_mae = 1e3 * float(np.abs((counts @ reference_energies - energies) / counts.sum(axis=1)).mean())
+    forces = np.concatenate([g.forces.double().numpy().reshape(-1) for g in test_graphs])
+    forces = forces[np.isfinite(forces)]
+    baseline_f_mae = 1e3 * float(np.abs(forces).mean()) if len(forces) else math.nan
+    return {
+        "key/test_f_mae": metrics["test/f_mae"],
+        "key/test_e_mae": metrics["test/e_mae"],
+        "key/f_skill": _skill(metrics["test/f_mae"], baseline_f_mae),
+        "key/e_skill": _skill(metrics["test/e_mae"], baseline_e_mae),
+    }
+
+
+def _skill(error: float, baseline: float) -> float:
+    return 1.0 - error / baseline if baseline > 0 else math.nan
 
 
 def git_commit() -> str:
@@ -92,6 +161,4 @@ def _curve_name(key: str) -> str:
 
 
 def now_ms() -> int:
-    import time
-
     return int(time.time() * 1000)

@@ -43,8 +43,10 @@ from farfield.orchestrator.tracking import (
     MlflowEpochReporter,
     ensure_experiment,
     git_commit,
+    key_metrics,
     now_ms,
     tracking_uri,
+    trial_title,
 )
 
 log = logging.getLogger(__name__)
@@ -182,7 +184,7 @@ def run_trial(
     client = MlflowClient(tracking_uri=uri)
     run = client.create_run(
         experiment_id,
-        run_name=config.tracking.run_name or config.name,
+        run_name=config.tracking.run_name or trial_title(config),
         tags={"backbone": config.model.backbone, "long_range": ",".join(config.model.long_range) or "none",
               "split": config.split.strategy, "git_commit": git_commit(), "trial_name": config.name,
               **(tags or {})},
@@ -253,6 +255,7 @@ def _train_and_log(
                 metrics.update(_log_head_predictions(client, run_id, trainer.potential, graphs[side], Path(tmp)))
         checkpoint = save_checkpoint(Path(tmp) / "model.pt", trainer.potential.cpu(), config.model_dump(mode="json"))
         client.log_artifact(run_id, str(checkpoint), "checkpoint")
+    metrics.update(key_metrics(metrics, reference, graphs["test"]))
     client.log_batch(
         run_id, metrics=[mlflow.entities.Metric(k, float(v), now_ms(), 0) for k, v in metrics.items()]
     )
