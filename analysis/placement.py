@@ -1,16 +1,26 @@
 """Where each test parent sits in chemical space: its cluster and its distance to train.
 
-The split file logged with a trial names the parents of each side, the joint-metric
-weight ``w``, the descriptor settings and the clustering parameters (chemical-space
-strategies), or nothing of the metric (``random``: the trial's ``split.*`` params then
-give ``w`` and the clustering, with farfield's defaults for the descriptors). From these
-the joint metric of ``farfield.data.chemspace`` is rebuilt — the same descriptors (cached
-by dataset hash), the same standardisation, the same HDBSCAN — and every val/test parent
-gets its nearest-train distance and every parent its cluster.
+The split file logged with a trial names the parents of each side (and the ``excluded``
+ones), the metric (``parameters["metric"]`` — ``"soap_cosine"`` for the paper's protocol;
+absent for farfield's joint metric, whose weight is ``parameters["weight"]``), the descriptor
+settings (``"descriptor"`` for the joint metric, ``"mean_soap"`` for the SOAP cosine) and the
+clustering parameters (HDBSCAN's, or ``{"method": "kmeans", "n_clusters": …}``), or nothing
+of the metric (``random``: the trial's ``split.*`` params then give the metric, ``w`` and the
+clustering, with farfield's defaults for the descriptors). From these the split's metric is
+rebuilt through :func:`farfield.data.splitting.parent_space` (descriptors cached by dataset
+hash) and its clusters through ``cluster_parents`` (HDBSCAN) or ``kmeans_parents``; every
+val/test parent gets its nearest-train distance and every parent its cluster.
+
+KMeans labels depend on the set of parents clustered, so they are computed on the parents
+the split file names (train ∪ val ∪ test ∪ excluded: the split's own set, after
+``data.min_element_parents`` and ``data.max_structures``), as the split did; store parents
+outside that set get cluster −1. HDBSCAN clusters and the joint metric's standardisation are
+taken over the whole store (the same as the split's whenever the split used the whole store).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -18,15 +28,17 @@ import numpy as np
 import pandas as pd
 from farfield.analysis.dataset_context import DatasetContext
 from farfield.data.chemspace import (
+    METRICS,
     ChemicalSpace,
+    DescriptorKind,
     DescriptorSettings,
-    chemical_space,
+    MeanSoapSettings,
     cluster_parents,
-    store_descriptors,
+    kmeans_parents,
 )
-from farfield.data.splitting import Split
+from farfield.data.splitting import Split, parent_space
 
-__all__ = ["parent_placement", "split_metric_settings"]
+__all__ = ["parent_placement", "split_metric", "split_metric_settings"]
 
 _SPACES: dict[tuple, ChemicalSpace] = {}
 _CLUSTERS: dict[tuple, np.ndarray] = {}
@@ -39,11 +51,34 @@ def _param(params: dict[str, str], name: str, default):
     return type(default)(value) if default is not None else int(value)
 
 
-def split_metric_settings(split: Split, params: dict[str, str]) -> tuple[DescriptorSettings, float, dict]:
-    """``(descriptor settings, weight w, clustering parameters)`` of a trial's split."""
+def split_metric(split: Split, params: dict[str, str]) -> str:
+    """The split's metric: its recorded ``parameters["metric"]``; for files that record none
+    (joint-metric and random splits) the trial's ``split.metric`` param, else ``"joint"``."""
+    recorded = (split.parameters or {}).get("metric")
+    if recorded is not None:
+        if recorded not in METRICS:
+            raise ValueError(f"split {split.content_hash} records metric {recorded!r}; expected one of {METRICS}")
+        return recorded
+    if "weight" in (split.parameters or {}):
+        return "joint"
+    param = params.get("split.metric")
+    return param if param in METRICS else "joint"
+
+
+def split_metric_settings(split: Split, params: dict[str, str]) -> tuple[DescriptorKind, float, dict]:
+    """``(descriptor settings, weight w, clustering parameters)`` of a trial's split.
+
+    Settings: ``DescriptorSettings`` (joint metric) or ``MeanSoapSettings`` (``soap_cosine``;
+    the recorded ``mean_soap``, else the paper's defaults over the store's elements — then
+    returned as None and built from the store). ``w`` (dimensionless) is 1 for ``soap_cosine``.
+    """
     recorded = split.parameters or {}
-    settings = DescriptorSettings.model_validate(recorded.get("descriptor", {}))
-    weight = float(recorded.get("weight", _param(params, "split.weight", 0.5)))
+    if split_metric(split, params) == "soap_cosine":
+        settings = MeanSoapSettings.model_validate(recorded["mean_soap"]) if recorded.get("mean_soap") else None
+        weight = 1.0
+    else:
+        settings = DescriptorSettings.model_validate(recorded.get("descriptor", {}))
+        weight = float(recorded.get("weight", _param(params, "split.weight", 0.5)))
     clustering = recorded.get("clustering") or {
         "min_cluster_size": _param(params, "split.min_cluster_size", 5),
         "min_samples": _param(params, "split.min_samples", None),
@@ -54,46 +89,74 @@ def split_metric_settings(split: Split, params: dict[str, str]) -> tuple[Descrip
     return settings, weight, clustering
 
 
-def _space(context: DatasetContext, settings: DescriptorSettings, weight: float,
-           cache_dir: str | Path | None) -> ChemicalSpace:
-    key = (context.content_hash, settings.key(), weight)
+def _space(context: DatasetContext, metric: str, settings: DescriptorKind | None, weight: float,
+           cache_dir: str | Path | None) -> tuple[ChemicalSpace, tuple]:
+    """``(space of every parent of the store in ``metric``, cache key)``."""
+    key = (context.content_hash, metric, settings.key() if settings is not None else "default", weight)
     if key not in _SPACES:
-        descriptors = store_descriptors(context.store, settings, cache_dir, n_workers=0)
-        _SPACES[key] = chemical_space(descriptors, weight)
-    return _SPACES[key]
+        _SPACES[key] = parent_space(context.store, metric, weight, cache_dir=cache_dir, n_workers=0,
+                                    settings=settings)[0]
+    return _SPACES[key], key
 
 
-def _cluster_labels(space: ChemicalSpace, key: tuple, clustering: dict) -> np.ndarray:
-    """HDBSCAN labels; as in ``farfield.data.splitting``, all-noise falls back to singletons."""
-    cache_key = key + (json.dumps(clustering, sort_keys=True),)
-    if cache_key not in _CLUSTERS:
+def _subspace(space: ChemicalSpace, rows: np.ndarray) -> ChemicalSpace:
+    """The parents at ``rows`` (ascending) of ``space``, coordinates unchanged."""
+    return dataclasses.replace(
+        space, parent_ids=space.parent_ids[rows], n_atoms=space.n_atoms[rows],
+        n_configurations=space.n_configurations[rows], elements=[space.elements[r] for r in rows],
+        geometry=space.geometry[rows], composition=space.composition[rows])
+
+
+def _cluster_labels(space: ChemicalSpace, key: tuple, clustering: dict, split_rows: np.ndarray) -> np.ndarray:
+    """(len(space),) cluster of each parent.
+
+    KMeans (``clustering["method"] == "kmeans"``): ``kmeans_parents`` with the recorded
+    ``n_clusters`` on the split's parents (``split_rows``), −1 for the others. Else HDBSCAN
+    over the whole space; as in ``farfield.data.splitting``, all-noise falls back to
+    singletons, and a split that skipped HDBSCAN (too few parents) to one cluster per parent."""
+    cache_key = key + (json.dumps(clustering, sort_keys=True), split_rows.tobytes())
+    if cache_key in _CLUSTERS:
+        return _CLUSTERS[cache_key]
+    if clustering.get("method") == "kmeans":
+        labels = np.full(len(space), -1, dtype=np.int64)
+        labels[split_rows] = kmeans_parents(_subspace(space, split_rows), int(clustering["n_clusters"])).labels
+    elif clustering.get("hdbscan") == "skipped":
+        labels = np.arange(len(space), dtype=np.int64)
+    else:
         options = dict(min_cluster_size=int(clustering["min_cluster_size"]), min_samples=clustering.get("min_samples"),
-                       pca_components=int(clustering["pca_components"]), selection=clustering.get("selection", "eom"))
-        min_size = min(options["min_cluster_size"], max(len(space), 2))
-        options["min_cluster_size"] = min_size
+                       pca_components=int(clustering.get("pca_components", 10)),
+                       selection=clustering.get("selection", "eom"))
+        options["min_cluster_size"] = min(options["min_cluster_size"], max(len(space), 2))
         try:
-            result = cluster_parents(space, noise=clustering.get("noise", "nearest"), **options)
+            labels = cluster_parents(space, noise=clustering.get("noise", "nearest"), **options).labels
         except ValueError:
-            result = cluster_parents(space, noise="singleton", **options)
-        _CLUSTERS[cache_key] = result.labels
-    return _CLUSTERS[cache_key]
+            labels = cluster_parents(space, noise="singleton", **options).labels
+    _CLUSTERS[cache_key] = labels
+    return labels
 
 
 def parent_placement(context: DatasetContext, split: Split, params: dict[str, str],
                      cache_dir: str | Path | None = None) -> pd.DataFrame:
     """One row per parent of the store: ``parent_id``, ``side`` (train/val/test/excluded),
-    ``cluster`` (int), ``nearest_train_distance`` (joint metric, dimensionless; NaN for
-    train and excluded parents) and ``nearest_train_parent``."""
+    ``cluster`` (int; −1 = not clustered: outside the parents of a KMeans split),
+    ``nearest_train_distance`` (dimensionless, in the split's metric: the joint distance,
+    or 1 − cosine similarity of mean SOAP vectors in [0, 2] for ``soap_cosine``; NaN for
+    train and excluded parents) and ``nearest_train_parent``.
+
+    ``params``: the trial's MLflow params (``split.*`` fill in what the split file does not
+    record); ``cache_dir``: the descriptor cache (as ``farfield split make``'s)."""
+    metric = split_metric(split, params)
     settings, weight, clustering = split_metric_settings(split, params)
-    space = _space(context, settings, weight, cache_dir)
-    labels = _cluster_labels(space, (context.content_hash, settings.key(), weight), clustering)
+    space, key = _space(context, metric, settings, weight, cache_dir)
     ids = [str(p) for p in space.parent_ids]
     row_of = {pid: row for row, pid in enumerate(ids)}
     sides = split.side_of()
-    unknown = [p for p in split.train + split.test if p not in row_of]
+    unknown = [p for p in split.train + split.val + split.test + split.excluded if p not in row_of]
     if unknown:
         raise ValueError(f"split {split.content_hash} names parents absent from dataset {context.content_hash}: "
                          f"{unknown[:5]}")
+    split_rows = np.array(sorted(row_of[p] for p in {*sides, *split.excluded}), dtype=int)
+    labels = _cluster_labels(space, key, clustering, split_rows)
     train_rows = np.array([row_of[p] for p in split.train], dtype=int)
     query = np.array([row_of[p] for p in split.val + split.test], dtype=int)
     distance = np.full(len(ids), np.nan)
