@@ -33,7 +33,7 @@ def _fit_force_mae(backbone: str, frames, epochs: int, channels: int, batch_size
     config = ModelConfig(backbone=backbone, dtype="float32", **{**SMALL, "channels": channels})
     potential = build_potential(config, reference_energies=reference, energy_scale=force_rms(graphs))
     training = TrainingConfig(epochs=epochs, batch_size=batch_size, lr=lr, ema_decay=None, patience=None, grad_clip=10.0,
-                              loss=LossWeights(energy=0.1, forces=10.0))
+                              loss=LossWeights(energy=0.1, forces=10.0, normalize=False))
     trainer = Trainer(potential, training, seed=0, progress=False)
     trainer.fit(graphs, graphs)
     std_mev = float(torch.cat([g.forces.reshape(-1) for g in graphs]).std()) * 1000.0
@@ -42,9 +42,10 @@ def _fit_force_mae(backbone: str, frames, epochs: int, channels: int, batch_size
 
 @pytest.mark.parametrize("backbone", sorted(BACKBONES))
 def test_backbone_fits_mof_forces(backbone, bundled_frames):
-    """A short training on 4 real MOF frames (one 13-atom MOF, rattled and strained) brings the
-    force MAE well below the data's force standard deviation."""
-    f_mae, std_mev = _fit_force_mae(backbone, bundled_frames[:4], epochs=25, channels=8, batch_size=1, lr=1e-2)
+    """A short training on 4 real MOF frames (the smallest bundled ones, near-equilibrium
+    GFN1-xTB frames) brings the force MAE well below the data's force standard deviation."""
+    f_mae, std_mev = _fit_force_mae(backbone, sorted(bundled_frames, key=len)[:4], epochs=40, channels=8,
+                                    batch_size=1, lr=1e-2)
     assert f_mae < 0.5 * std_mev, f"{backbone}: force MAE {f_mae:.0f} meV/Å not well below std {std_mev:.0f} meV/Å"
 
 
@@ -52,7 +53,7 @@ def test_backbone_fits_mof_forces(backbone, bundled_frames):
 @pytest.mark.parametrize("backbone", sorted(BACKBONES))
 def test_backbone_fits_more_mof_forces(backbone, bundled_frames):
     """The same on 12 frames, 30 epochs, 16 channels: the MAE falls below a third of the std."""
-    f_mae, std_mev = _fit_force_mae(backbone, bundled_frames[:12], epochs=30, channels=16)
+    f_mae, std_mev = _fit_force_mae(backbone, sorted(bundled_frames, key=len)[:12], epochs=30, channels=16)
     assert f_mae < std_mev / 3, f"{backbone}: force MAE {f_mae:.0f} meV/Å not well below std {std_mev:.0f} meV/Å"
 
 

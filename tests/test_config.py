@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from farfield.models.config import LossWeights
 from farfield.orchestrator.config import ConfigError, TrialConfig, load_trial_config
 from farfield.orchestrator.quickstart import quickstart_config
 
@@ -92,7 +93,8 @@ def test_override_and_flat_params(tmp_path):
     config = load_trial_config(_write(tmp_path, "model:\n  channels: 8\n"), {"model": {"layers": 5}})
     assert (config.model.channels, config.model.layers) == (8, 5)
     params = config.flat_params()
-    assert params["model.channels"] == "8" and params["training.loss.forces"] == "10.0"
+    assert params["model.channels"] == "8" and params["training.loss.forces"] == str(LossWeights().forces)
+    assert params["training.loss.normalize"] == "True"
 
 
 def test_quickstart_yaml_equals_builtin_quickstart():

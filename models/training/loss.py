@@ -11,6 +11,8 @@ from farfield.models.graph import AtomicGraph
 
 
 LOSS_TERMS = ("energy", "forces", "charges", "stress")
+#: Smallest variance :func:`target_scales` returns per term (units of the term squared).
+SCALE_FLOORS = {"energy": 1e-6, "forces": 1e-6, "charges": 1e-6, "stress": 1e-10}
 
 
 def target_scales(graphs: Sequence[AtomicGraph], reference_energy: Callable[[AtomicGraph], torch.Tensor]
@@ -20,8 +22,10 @@ def target_scales(graphs: Sequence[AtomicGraph], reference_energy: Callable[[Ato
     ``energy``: of the energy per atom minus the per-element reference energies
     (``reference_energy(graph)`` → (1,) eV), (eV/atom)²; ``forces``: mean square of the
     force components, (eV/Å)²; ``charges``: of the reference charges, e²; ``stress``: mean
-    square of the stress components, (eV/Å³)². A term without data gets 1; tiny variances
-    are floored at 1e-8 of their unit so a constant target cannot blow the weight up.
+    square of the stress components, (eV/Å³)². A term without data gets 1; variances are
+    floored (:data:`SCALE_FLOORS`: (1 meV/atom)², (1 meV/Å)², (1 me)², (1e-5 eV/Å³)²) so a
+    nearly constant target — a handful of frames whose energies the reference energies fit
+    exactly — cannot blow its weight up.
     """
     with torch.no_grad():
         per_atom = torch.cat([((g.energy - reference_energy(g)) / g.n_atoms).reshape(-1)
@@ -33,7 +37,7 @@ def target_scales(graphs: Sequence[AtomicGraph], reference_energy: Callable[[Ato
               "forces": forces[torch.isfinite(forces)].pow(2).mean() if forces.numel() else None,
               "charges": charges.var() if charges.numel() > 1 else None,
               "stress": stress.pow(2).mean() if stress.numel() else None}
-    return {name: max(float(v), 1e-8) if v is not None and torch.isfinite(v) else 1.0
+    return {name: max(float(v), SCALE_FLOORS[name]) if v is not None and torch.isfinite(v) else 1.0
             for name, v in values.items()}
 
 
