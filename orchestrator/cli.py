@@ -7,7 +7,6 @@ so notebooks can do the same from Python.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -46,6 +45,8 @@ def _fail(err: BaseException) -> None:
 
 def print_result(config: TrialConfig, result) -> None:
     """Final metrics table, where the results are, and how to open the MLflow UI."""
+    from farfield.orchestrator.mlflow_server import ui_url
+
     table = Table(title=f"trial {config.name!r}: final metrics (EMA weights, best epoch {result.best_epoch})")
     table.add_column("set")
     for name, unit in (("e_mae", "meV/atom"), ("e_rmse", "meV/atom"), ("f_mae", "meV/Å"), ("f_rmse", "meV/Å"),
@@ -62,7 +63,8 @@ def print_result(config: TrialConfig, result) -> None:
     console.print(f"workspace      : {workspace}")
     if config.tracking.uri is None:
         console.print(
-            f"open the UI    : [bold]farfield ui --workspace {_shell_path(workspace)}[/]  → http://127.0.0.1:5000"
+            f"open the UI    : [bold]farfield ui --workspace {_shell_path(workspace)}[/]  → "
+            f"{ui_url('http://127.0.0.1:5000', result.experiment_id)}", soft_wrap=True
         )
 
 
@@ -103,6 +105,7 @@ def quickstart(
     workspace: Path = typer.Option(Path("workspace"), help="Folder for the dataset store, splits and MLflow."),
     epochs: int | None = typer.Option(None, help="Override the number of training epochs."),
     single_trial: bool = typer.Option(False, "--single-trial", help="Train only the quickstart trial, no sweep."),
+    verbose: bool = typer.Option(False, "--verbose", help="Also show Ray's per-checkpoint log lines of every trial."),
 ) -> None:
     """Run the main job on the embedded default: local Ray, a local MLflow server, bundled MOF data.
 
@@ -115,7 +118,7 @@ def quickstart(
     """
     from farfield.orchestrator.cli_sweep import run_quickstart
 
-    run_quickstart(workspace, epochs, single_trial)
+    run_quickstart(workspace, epochs, single_trial, verbose)
 
 
 @app.command()
@@ -127,21 +130,26 @@ def ui(
 ) -> None:
     """Start the MLflow UI / tracking server on a workspace (SQLite backend, local artifacts).
 
-    Example:  farfield ui --workspace workspace --port 5000   (then open http://127.0.0.1:5000)
+    Runs in the foreground; Ctrl-C, SIGTERM or SIGHUP stop it and its worker.
+
+    Example:  farfield ui --workspace workspace --port 5000   (then open the printed address)
     """
-    from farfield.orchestrator.mlflow_server import server_command, server_environment
+    from farfield.orchestrator.mlflow_server import ServerStartError, serve_in_foreground, server_command, ui_url
 
     if not (workspace / "mlflow.db").exists() and not print_command:
         _fail(FileNotFoundError(f"{workspace / 'mlflow.db'} not found: run `farfield quickstart` or `farfield train` first"))
-    command = server_command(workspace, host=host, port=port)
     if print_command:
-        typer.echo(json.dumps(command))
+        typer.echo(json.dumps(server_command(workspace, host=host, port=port)))
         return
-    console.print(f"MLflow UI on http://{host}:{port}  (Ctrl-C to stop)")
+    def announce(server) -> None:
+        console.print(f"MLflow UI on {ui_url(server.uri)}  (runs tables; Ctrl-C to stop)", soft_wrap=True)
+
     try:
-        raise typer.Exit(subprocess.call(command, env=server_environment()))
-    except KeyboardInterrupt:
-        raise typer.Exit(0) from None
+        code = serve_in_foreground(workspace, announce, host=host, port=port, record=False,
+                                   log_file=workspace.resolve() / "mlflow-ui.log")
+    except ServerStartError as err:
+        _fail(err)
+    raise typer.Exit(code)
 
 
 def main() -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import signal
 from pathlib import Path
 
@@ -13,10 +12,11 @@ from rich.console import Console
 from rich.table import Table
 
 from farfield.orchestrator.config import ConfigError
+from farfield.orchestrator.mlflow_server import ServerStartError
 
 console = Console()
 err_console = Console(stderr=True)
-USER_ERRORS = (ConfigError, ValueError, FileNotFoundError, TypeError)
+USER_ERRORS = (ConfigError, ValueError, FileNotFoundError, TypeError, ServerStartError)
 
 
 def _fail(err: BaseException) -> None:
@@ -31,6 +31,7 @@ def sweep(
     workspace: Path | None = typer.Option(None, help="Override the config's workspace folder."),
     storage_path: str | None = typer.Option(None, help="Override sweep.storage_path (shared storage on a cluster)."),
     result_json: Path | None = typer.Option(None, help="Also write the sweep's result (ids, best trial) as JSON."),
+    verbose: bool = typer.Option(False, "--verbose", help="Also show Ray's per-checkpoint log lines of every trial."),
 ) -> None:
     """Run a sweep (grid over backbone × long_range × split × seed, Optuna TPE over ranges) with Ray Tune.
 
@@ -56,7 +57,7 @@ def sweep(
             raise ValueError("give a sweep CONFIG file, or --resume NAME to continue an interrupted sweep")
         else:
             config = load_sweep_config(config_file, overrides)
-        result = run_sweep(config, address=address, resume=resume is not None)
+        result = run_sweep(config, address=address, resume=resume is not None, verbose=verbose)
     except USER_ERRORS as err:
         _fail(err)
     print_sweep(result, config)
@@ -76,6 +77,8 @@ def sweep_result_data(result) -> dict:
 
 def print_sweep(result, config) -> None:
     """Table of trials, the best one, where it is logged, and how to open the MLflow UI."""
+    from farfield.orchestrator.mlflow_server import ui_url
+
     metric = config.sweep.metric
     table = Table(title=f"sweep {result.name!r} ({result.sweep_id}): {len(result.trials)} trials, "
                         f"{result.wall_s / 60:.1f} min")
@@ -94,7 +97,7 @@ def print_sweep(result, config) -> None:
     console.print(f"Tune experiment: {result.experiment_path}   (resume: farfield sweep --resume {result.name})")
     if config.tracking.uri is None:
         console.print(f"open the UI    : [bold]farfield ui --workspace {_shell_path(Path(config.workspace))}[/]"
-                      "  → http://127.0.0.1:5000")
+                      f"  → {ui_url('http://127.0.0.1:5000', result.experiment_id)}", soft_wrap=True)
 
 
 def _fmt(value) -> str:
@@ -117,36 +120,35 @@ def mlflow_server(
 ) -> None:
     """Start the MLflow tracking server that sweeps log to (SQLite + local artifacts, one worker).
 
-    Runs in the foreground until Ctrl-C; sweeps on the same workspace find and reuse it
+    Runs in the foreground until Ctrl-C, SIGTERM or SIGHUP (which stop its worker too); sweeps on
+    the same workspace find and reuse it
     (``<workspace>/mlflow-server.json``). Light form: --workers 1 and no job execution.
 
     Example:  farfield mlflow-server --workspace workspace --port 5000
     """
-    from farfield.orchestrator.mlflow_server import ManagedServer, running_server
+    from farfield.orchestrator.mlflow_server import running_server, serve_in_foreground, ui_url
 
     existing = running_server(workspace)
     if existing is not None:
         _fail(ValueError(f"an MLflow server for {workspace} is already running at {existing}"))
+
+    def announce(server) -> None:
+        console.print(f"MLflow tracking server on {server.uri} for {workspace.resolve()}  (Ctrl-C to stop)")
+        console.print(f"sweeps: set tracking.uri: {server.uri} (or MLFLOW_TRACKING_URI), or run them on this "
+                      f"workspace")
+        console.print(f"UI: {ui_url(server.uri)}", soft_wrap=True)
+
     try:
-        server = ManagedServer.start(workspace, host=host, port=port)
-    except RuntimeError as err:
+        code = serve_in_foreground(workspace, announce, host=host, port=port)
+    except ServerStartError as err:
         _fail(err)
-    console.print(f"MLflow tracking server on {server.uri} for {workspace.resolve()}  (Ctrl-C to stop)")
-    console.print(f"sweeps: set tracking.uri: {server.uri} (or MLFLOW_TRACKING_URI), or run them on this workspace")
-    stop = lambda *_: (server.stop(), os._exit(0))  # noqa: E731
-    signal.signal(signal.SIGTERM, stop)
-    try:
-        server.process.wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()
-    if server.process.returncode not in (0, None, -signal.SIGTERM):
-        raise typer.Exit(server.process.returncode)
+    if code not in (0, -signal.SIGTERM):
+        raise typer.Exit(code)
 
 
-def run_quickstart(workspace: Path, epochs: int | None, single_trial: bool) -> None:
-    """``farfield quickstart``: the quickstart sweep (a fresh name each run), or the single trial."""
+def run_quickstart(workspace: Path, epochs: int | None, single_trial: bool, verbose: bool = False) -> None:
+    """``farfield quickstart``: the quickstart sweep (a fresh name each run), or the single trial;
+    ``verbose``: Ray's per-checkpoint log lines too."""
     from datetime import datetime
 
     from farfield.orchestrator.cli import print_result
@@ -165,7 +167,7 @@ def run_quickstart(workspace: Path, epochs: int | None, single_trial: bool) -> N
         config.name = f"{config.name}-{datetime.now():%Y%m%d-%H%M%S}"
         if epochs is not None:
             config.training.epochs = epochs
-        result = run_sweep(config)
+        result = run_sweep(config, verbose=verbose)
     except USER_ERRORS as err:
         _fail(err)
     print_sweep(result, config)

@@ -12,6 +12,16 @@ a second one. Artifacts are proxied (``proxy_artifacts``, the default): experime
 created through the server store them as ``mlflow-artifacts:/`` and clients upload
 through the server into ``<workspace>/mlartifacts``, so trials on other nodes need no
 shared disk for them.
+
+A server runs in its own process group (the ``mlflow server`` command and its uvicorn
+worker). ``farfield ui`` and ``farfield mlflow-server`` serve in the foreground
+(:func:`serve_in_foreground`): SIGTERM, SIGINT or SIGHUP to them stops that
+whole group, so nothing is left on the port.
+
+MLflow 3's UI opens in its GenAI layout unless told otherwise (a per-browser switch
+whose default is GenAI; the experiment's ``mlflow.experimentKind`` tag is not read while
+the switch exists): :func:`ui_url` gives the addresses that open the model-training
+layout, the runs table.
 """
 
 from __future__ import annotations
@@ -25,11 +35,14 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
-from farfield.orchestrator.tracking import artifact_root
-
 RECORD = "mlflow-server.json"
+#: URL query that opens MLflow 3's UI in its model-training layout instead of the GenAI one.
+MODEL_TRAINING_VIEW = "workflowType=machine_learning"
+#: Signals that stop a foreground server (service managers send SIGTERM, a terminal SIGINT or SIGHUP).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 def server_command(
@@ -40,6 +53,8 @@ def server_command(
     ``proxy_artifacts``: new experiments store artifacts as ``mlflow-artifacts:/``, uploaded
     through the server (needed when trials run on other machines).
     """
+    from farfield.orchestrator.tracking import artifact_root  # here: importing this module stays light (no MLflow)
+
     workspace = Path(workspace).resolve()
     mlflow_bin = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or shutil.which("mlflow") or "mlflow"
     artifacts = (
@@ -61,6 +76,13 @@ def server_environment() -> dict[str, str]:
     env = dict(os.environ)
     env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
     return env
+
+
+def ui_url(uri: str, experiment_id: str | None = None) -> str:
+    """The UI page to open at server ``uri``: the experiment's runs table, or the list of
+    experiments, both in the model-training layout."""
+    page = f"experiments/{experiment_id}/runs" if experiment_id is not None else "experiments"
+    return f"{uri.rstrip('/')}/#/{page}?{MODEL_TRAINING_VIEW}"
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -104,6 +126,10 @@ def _pid_alive(pid) -> bool:
     return True
 
 
+class ServerStartError(RuntimeError):
+    """The MLflow server exited or did not answer in time (the message says where its log is)."""
+
+
 class ManagedServer:
     """An MLflow server process for one workspace: started, recorded, health-checked, stopped.
 
@@ -118,7 +144,10 @@ class ManagedServer:
 
     @classmethod
     def start(cls, workspace: Path, host: str = "127.0.0.1", port: int | None = None,
-              timeout_s: float = 120.0, log_file: Path | None = None) -> ManagedServer:
+              timeout_s: float = 300.0, log_file: Path | None = None, record: bool = True) -> ManagedServer:
+        """Start, wait until it answers, and (``record``) write ``<workspace>/mlflow-server.json``
+        so sweeps on the workspace log to it. ``farfield ui`` does not record its server: a
+        sweep must not lose its server when the UI is closed."""
         workspace = Path(workspace).resolve()
         workspace.mkdir(parents=True, exist_ok=True)
         port = port or free_port(host)
@@ -131,28 +160,38 @@ class ManagedServer:
         log.close()
         server = cls(process, uri, workspace)
         deadline = time.time() + timeout_s
-        while not is_serving(uri, timeout=1.0):
-            if process.poll() is not None:
-                raise RuntimeError(
-                    f"MLflow server for {workspace} exited with code {process.returncode} before serving {uri}; "
-                    f"see {log_file or workspace / 'mlflow-server.log'}"
-                )
-            if time.time() > deadline:
-                server.stop()
-                raise RuntimeError(f"MLflow server for {workspace} did not answer at {uri} within {timeout_s:.0f} s")
-            time.sleep(0.3)
-        (workspace / RECORD).write_text(json.dumps({"pid": process.pid, "host": host, "port": port, "uri": uri}))
+        try:
+            while not is_serving(uri, timeout=1.0):
+                if process.poll() is not None:
+                    raise ServerStartError(
+                        f"MLflow server for {workspace} exited with code {process.returncode} before serving "
+                        f"{uri}; see {log_file or workspace / 'mlflow-server.log'}"
+                    )
+                if time.time() > deadline:
+                    raise ServerStartError(f"MLflow server for {workspace} did not answer at {uri} within "
+                                       f"{timeout_s:.0f} s")
+                time.sleep(0.3)
+        except BaseException:  # failed, or interrupted while starting: leave nothing running
+            server.stop()
+            raise
+        if record:
+            (workspace / RECORD).write_text(json.dumps({"pid": process.pid, "host": host, "port": port, "uri": uri}))
         return server
 
-    def stop(self) -> None:
-        """Terminate the server's process group (server + uvicorn worker) and drop the record."""
-        if self.process.poll() is None:
-            try:
-                os.killpg(self.process.pid, signal.SIGTERM)
-                self.process.wait(timeout=30)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Terminate the server's process group (server + uvicorn worker), SIGKILL what is left
+        after ``timeout_s``, and drop the record."""
+        group = self.process.pid  # start_new_session: the group id is the server's pid
+        if _signal_group(group, signal.SIGTERM):
+            deadline = time.time() + timeout_s
+            while _signal_group(group, 0) and time.time() < deadline:
+                self.process.poll()  # reap the server so that it does not linger as a zombie
+                time.sleep(0.1)
+            _signal_group(group, signal.SIGKILL)
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
         record = self.workspace / RECORD
         try:
             if json.loads(record.read_text()).get("pid") == self.process.pid:
@@ -165,6 +204,48 @@ class ManagedServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+class _StopRequested(Exception):
+    """Raised by the signal handler of :func:`serve_in_foreground`."""
+
+
+def _raise_stop(signum, frame) -> None:
+    raise _StopRequested(signum)
+
+
+def serve_in_foreground(workspace: Path, announce: Callable[[ManagedServer], None], **start_options) -> int:
+    """Start a server (``ManagedServer.start(workspace, **start_options)``), ``announce(server)``,
+    and serve until it exits or this process receives one of ``STOP_SIGNALS``; then stop its whole
+    process group. The signal handlers are in place before the start, so a signal at any moment
+    stops what was started. Returns 0 when stopped by a signal, else the server's exit code;
+    raises ``ServerStartError`` when the server does not start."""
+    previous = {sig: signal.signal(sig, _raise_stop) for sig in STOP_SIGNALS}
+    server = None
+    try:
+        server = ManagedServer.start(workspace, **start_options)
+        announce(server)
+        return server.process.wait()
+    except _StopRequested:
+        return 0
+    finally:
+        for sig in STOP_SIGNALS:  # a second signal while stopping must not interrupt the stop
+            signal.signal(sig, signal.SIG_IGN)
+        if server is not None:
+            server.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _signal_group(group: int, sig: int) -> bool:
+    """Send ``sig`` to process group ``group``; False if no process of it is left."""
+    try:
+        os.killpg(group, sig)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # only zombies left, or a reused id: nothing of ours to stop
+        return False
+    return True
 
 
 def ensure_server(workspace: Path, host: str = "127.0.0.1") -> tuple[str, ManagedServer | None]:

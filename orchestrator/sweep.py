@@ -134,8 +134,11 @@ def _trainable(config: SweepConfig, meta: dict):
 
 
 def run_sweep(config: SweepConfig, address: str | None = None, resume: bool = False,
-              progress_every_s: float = 15.0) -> SweepResult:
-    """Run (or with ``resume`` continue) the sweep ``config``; see the module docstring."""
+              progress_every_s: float = 15.0, verbose: bool = False) -> SweepResult:
+    """Run (or with ``resume`` continue) the sweep ``config``; see the module docstring.
+
+    The console shows farfield's progress (``SweepProgress``); ``verbose`` also lets through
+    Ray's per-checkpoint log lines of every trial (one per epoch)."""
     t0 = time.time()
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
@@ -158,12 +161,12 @@ def run_sweep(config: SweepConfig, address: str | None = None, resume: bool = Fa
         experiment_id = ensure_experiment(tracking, config.workspace)
         cells = grid_cells(config)
         meta = {**_shared_inputs(config, cells), "tracking_uri": uri, "experiment_id": experiment_id,
-                "sweep_id": sweep_id}
+                "sweep_id": sweep_id, "verbose": verbose}
         if meta_path is not None and not resume:
             meta_path.parent.mkdir(parents=True, exist_ok=True)
             meta_path.write_text(json.dumps({"sweep_id": sweep_id, "tracking_uri": uri,
                                              "config": config.model_dump(mode="json")}, indent=1))
-        ACTIVE[sweep_id] = {"tracking_uri": uri, "experiment_id": experiment_id}
+        ACTIVE[sweep_id] = {"tracking_uri": uri, "experiment_id": experiment_id, "config": config}
         total = len(cells) * config.sweep.samples_per_cell
         if resume:
             REISSUE[sweep_id] = reconcile_resumed(MlflowClient(uri), experiment_id, sweep_id)

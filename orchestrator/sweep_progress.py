@@ -6,8 +6,14 @@ a trial stopped by ASHA → KILLED with ``sweep_outcome = pruned``; an attempt l
 its node or actor → FAILED with the Ray error, before Ray retries the trial. Every
 trial's run gets a ``sweep_outcome`` tag (complete / pruned / failed / errored).
 
+Terminal output, farfield's own and nothing per epoch: one line when a trial starts, one
+when it ends (what it is, outcome, metric, duration), and a status line (done/total,
+outcomes, running, best, ETA) at most every ``every_s`` and after each trial. After
+``--resume`` the trials that finished before the interruption count as done.
+
 The callback is pickled into the Tune experiment (for ``Tuner.restore``), so it holds
-only the sweep id; the tracking URI of the current driver is looked up in ``ACTIVE``.
+only the sweep id; the tracking URI and the config of the current driver's sweep are
+looked up in ``ACTIVE``.
 """
 
 from __future__ import annotations
@@ -21,10 +27,12 @@ from ray import tune
 from rich.console import Console
 
 from farfield.orchestrator.grid_search import TRIAL_COMPLETE, TRIAL_FAILED
-from farfield.orchestrator.tune_reporter import close_open_runs
+from farfield.orchestrator.tune_reporter import close_open_runs, run_title
 
-#: sweep id → {"tracking_uri", "experiment_id"} for the sweep this driver runs.
-ACTIVE: dict[str, dict[str, str]] = {}
+#: sweep id → {"tracking_uri", "experiment_id", "config" (the SweepConfig)} for the sweep this driver runs.
+ACTIVE: dict[str, dict] = {}
+#: Tune trial states of a trial that will not run again.
+_ENDED = ("TERMINATED", "ERROR")
 
 
 def trial_outcome(last_result: dict | None, errored: bool = False) -> str:
@@ -60,8 +68,17 @@ class SweepProgress(tune.Callback):
         self.durations: list[float] = []
         self.best: tuple[float, str] | None = None
         self.first_start: float | None = None
+        self.restored: set[str] = set()  # trials that ended before a --resume
+        self._restore_checked = False
         self._last_print = 0.0
         self._t0 = time.time()
+
+    def __setstate__(self, state: dict) -> None:
+        """Unpickled by ``Tuner.restore``: this driver's clocks; ended trials are counted at the first step."""
+        self.__dict__.update(state)
+        self.restored = set()
+        self._restore_checked = False
+        self.started, self.first_start, self._t0, self._last_print = {}, None, time.time(), 0.0
 
     # -- MLflow ---------------------------------------------------------------------------
     def _client(self) -> tuple[MlflowClient, str] | None:
@@ -83,11 +100,34 @@ class SweepProgress(tune.Callback):
             run = next((r for r in runs if r.info.status == "FINISHED"), runs[0])
             client.set_tag(run.info.run_id, "sweep_outcome", outcome)
 
+    def title(self, trial) -> str:
+        """What ``trial`` is (``painn+les · size · seed 0``), or its Tune id when that cannot be said."""
+        config = ACTIVE.get(self.sweep_id, {}).get("config")
+        try:
+            return run_title(config, trial.config) if config is not None else trial.trial_id
+        except (KeyError, TypeError, ValueError):
+            return trial.trial_id
+
     # -- Tune hooks -----------------------------------------------------------------------
+    def on_step_begin(self, iteration, trials, **info):
+        if self._restore_checked:
+            return
+        self._restore_checked = True  # the first step: trials already ended come from before a --resume
+        for trial in trials:
+            if trial.status in _ENDED:
+                self.restored.add(trial.trial_id)
+                outcome = trial_outcome(trial.last_result, errored=trial.status == "ERROR")
+                self.outcomes[trial.trial_id] = outcome
+                self._update_best(trial, outcome)
+        if self.restored:
+            self.echo(f"resumed sweep {self.sweep_id}: {len(self.restored)} of {self.total} trials had finished "
+                      f"before the interruption")
+
     def on_trial_start(self, iteration, trials, trial, **info):
         now = time.time()
         self.started.setdefault(trial.trial_id, now)
         self.first_start = min(self.first_start or now, now)
+        self.echo(f"started  {self.title(trial)}  ({trial.trial_id})")
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         self._tag_runs(trial.trial_id, "retried", "FAILED", f"attempt lost, Ray retries the trial: {_error_text(trial)}")
@@ -100,21 +140,29 @@ class SweepProgress(tune.Callback):
             self._tag_runs(trial.trial_id, outcome, "KILLED", reason)
         else:
             self._tag_runs(trial.trial_id, outcome)
-        value = result.get(self.metric)
-        if outcome == "complete" and isinstance(value, (int, float)) and math.isfinite(value):
-            better = self.best is None or (value < self.best[0] if self.mode == "min" else value > self.best[0])
-            if better:
-                self.best = (float(value), trial.trial_id)
+        self._update_best(trial, outcome)
         self._finish(trial, outcome)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._tag_runs(trial.trial_id, "errored", "FAILED", _error_text(trial))
         self._finish(trial, "errored")
 
+    def _update_best(self, trial, outcome: str) -> None:
+        value = (trial.last_result or {}).get(self.metric)
+        if outcome == "complete" and isinstance(value, (int, float)) and math.isfinite(value):
+            better = self.best is None or (value < self.best[0] if self.mode == "min" else value > self.best[0])
+            if better:
+                self.best = (float(value), trial.trial_id)
+
     def _finish(self, trial, outcome: str) -> None:
         self.outcomes[trial.trial_id] = outcome
+        took = ""
         if trial.trial_id in self.started:
             self.durations.append(time.time() - self.started.pop(trial.trial_id))
+            took = f" in {_clock(self.durations[-1])}"
+        value = (trial.last_result or {}).get(self.metric)
+        shown = f", {self.metric} {value:.4g}" if isinstance(value, (int, float)) and math.isfinite(value) else ""
+        self.echo(f"finished {self.title(trial)}  ({trial.trial_id}): {outcome}{shown}{took}")
         self.print_status(trials_running=None, force=True)
 
     def on_step_end(self, iteration, trials, **info):
@@ -148,15 +196,20 @@ class SweepProgress(tune.Callback):
         scheduling gaps that a trial's own duration leaves out.
         """
         done = len(self.outcomes)
-        if not done or self.first_start is None:
+        done_here = done - len(self.restored)  # trials ended by this driver (not before a --resume)
+        if done_here <= 0 or self.first_start is None:
             return None
-        return (self.total - done) * (time.time() - self.first_start) / done
+        return (self.total - done) * (time.time() - self.first_start) / done_here
 
     def print_status(self, trials_running: int | None, force: bool = False) -> None:
         if not force and time.time() - self._last_print < self.every_s:
             return
         self._last_print = time.time()
-        Console(stderr=True).print(self.status_line(trials_running), highlight=False, soft_wrap=True)
+        self.echo(self.status_line(trials_running))
+
+    @staticmethod
+    def echo(line: str) -> None:
+        Console(stderr=True).print(line, highlight=False, soft_wrap=True)
 
 
 def _clock(seconds: float) -> str:

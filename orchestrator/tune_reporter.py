@@ -23,6 +23,7 @@ training again, so a slot never gets two FINISHED runs.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import tempfile
@@ -37,7 +38,18 @@ from farfield.models.training.trainer import NonFiniteLossError
 from farfield.orchestrator.config import TrialConfig
 from farfield.orchestrator.grid_search import TRIAL_COMPLETE, TRIAL_FAILED
 from farfield.orchestrator.sweep_config import SweepConfig, cell_label, trial_data
+from farfield.orchestrator.tracking import trial_title
 from farfield.orchestrator.trial import run_trial
+
+#: Loggers of Ray that write one INFO line per reported checkpoint ("Checkpoint successfully
+#: created at: ..."), i.e. per epoch per trial; quiet unless the sweep runs ``verbose``.
+CHECKPOINT_LOGGERS = ("ray.train._internal.storage", "ray.train.v2._internal.execution.storage")
+
+
+def quiet_checkpoint_logs(verbose: bool = False) -> None:
+    """Silence Ray's per-checkpoint log lines in this process (``verbose``: let them through)."""
+    for name in CHECKPOINT_LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
 
 
 class TuneEpochReporter:
@@ -91,7 +103,21 @@ def sweep_trial_config(sweep: SweepConfig, suggestion: dict, meta: dict, trial_i
     data["tracking"]["uri"] = meta["tracking_uri"]
     if data["resources"].get("torch_threads") is None:
         data["resources"]["torch_threads"] = max(1, int(data["resources"]["num_cpus"]))
-    return TrialConfig.model_validate(data)
+    config = TrialConfig.model_validate(data)
+    if config.tracking.run_name is None:
+        config.tracking.run_name = run_title(sweep, suggestion, config)
+    return config
+
+
+def run_title(sweep: SweepConfig, suggestion: dict, config: TrialConfig | None = None) -> str:
+    """What a sweep trial is: ``painn+les · size · seed 0``, with ``· sample k`` when the sweep
+    samples each grid cell more than once. ``config``: the trial's config if already made."""
+    if config is None:
+        config = TrialConfig.model_validate(trial_data(sweep, suggestion["cell"], suggestion.get("sampled", {})))
+    if sweep.sweep.samples_per_cell == 1:
+        return trial_title(config)
+    sample = int(str(suggestion.get("slot", "0.0")).rsplit(".", 1)[-1]) + 1
+    return f"{trial_title(config)} · sample {sample}"
 
 
 def close_open_runs(client: MlflowClient, experiment_id: str, sweep_id: str, trial_id: str, status: str,
@@ -157,8 +183,10 @@ def trial_runs(client: MlflowClient, meta: dict, trial_id: str, suggestion: dict
 
 
 def sweep_trainable(suggestion: dict, sweep: dict, meta: dict) -> None:
-    """Ray Tune function trainable for one sweep trial (``sweep``: the SweepConfig as JSON data)."""
+    """Ray Tune function trainable for one sweep trial (``sweep``: the SweepConfig as JSON data;
+    ``meta``: the sweep's shared inputs, see ``sweep_trial_config``, and ``verbose``)."""
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    quiet_checkpoint_logs(meta.get("verbose", False))
     sweep_config = SweepConfig.model_validate(sweep)
     trial_id = tune.get_context().get_trial_id()
     config = sweep_trial_config(sweep_config, suggestion, meta, trial_id)
