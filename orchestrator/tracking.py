@@ -4,9 +4,11 @@ The embedded default is a SQLite store in the workspace (``<workspace>/mlflow.db
 with artifacts under ``<workspace>/mlartifacts``; a remote URI is used as given.
 Only ``farfield.orchestrator`` imports MLflow.
 
-Every experiment farfield creates is tagged as a model-training experiment
-(``mlflow.experimentKind = custom_model_development``), so MLflow 3's UI opens it on the
-runs table rather than the GenAI overview. Runs are named for what the trial is
+Every experiment farfield creates (or finds untagged) is tagged as a model-training
+experiment (``mlflow.experimentKind = custom_model_development``), the tag MLflow 3 UIs
+read to choose the runs table over the GenAI overview. MLflow 3.17's UI decides by a
+per-browser switch instead while that switch exists, so the addresses farfield prints
+also ask for the model-training layout (``mlflow_server.ui_url``). Runs are named for what the trial is
 (``painn+les · size · seed 0``), and the numbers to compare trials by are also logged
 under ``key/`` (``key/test_f_mae``, ``key/test_e_mae``, ``key/f_skill``, ``key/e_skill``)
 so they sort together in the UI.
@@ -30,7 +32,7 @@ from mlflow.tracking import MlflowClient
 
 from farfield.orchestrator.config import TrackingConfig, TrialConfig
 
-#: The experiment tag MLflow 3's UI reads to choose between the GenAI and the model-training layout.
+#: The experiment tag with which MLflow 3 UIs choose between the GenAI and the model-training layout.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 MODEL_TRAINING = "custom_model_development"
 #: Seconds to wait for another process creating the workspace's SQLite store.
