@@ -267,3 +267,27 @@ def test_trial_split_with_max_structures_covers_only_the_kept_parents(strategy, 
     assert set().union(*sides.values(), split.excluded) == kept
     assert all(len(ids) >= 2 for ids in (sides["train"], sides["val"])) and sides["test"], \
         {k: len(v) for k, v in sides.items()}
+
+
+def test_concurrent_saves_of_one_split_never_fail_or_leave_temporaries(store, tmp_path):
+    """Trials that make the same split at once all save it: each through its own temporary."""
+    import threading
+
+    split = random_split(store.index, store.content_hash, {"train": 0.8, "val": 0.1, "test": 0.1}, seed=0)
+    errors: list[Exception] = []
+
+    def save_many():
+        try:
+            for _ in range(40):
+                split.save(tmp_path / "split.json")
+        except Exception as exc:  # collected: a failure in a thread must fail the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=save_many) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert [p.name for p in tmp_path.iterdir()] == ["split.json"]
+    assert Split.load(tmp_path / "split.json").to_json() == split.to_json()

@@ -41,9 +41,15 @@ class Split:
         return "sha256:" + hashlib.sha256(self.to_json().encode()).hexdigest()
 
     def save(self, path: str | Path) -> Path:
+        """Write the split as JSON to ``path`` atomically (a temporary name unique to this
+        process and thread, then a rename), so trials saving the same split at once never
+        see a partial file or lose each other's temporary file."""
+        import os
+        import threading
+
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
         tmp.write_text(self.to_json())
         tmp.replace(path)
         return path
