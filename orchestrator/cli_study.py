@@ -44,18 +44,14 @@ def study(
     import torch
 
     from farfield.orchestrator.study import default_out, run_study
-    from farfield.orchestrator.sweep import resumable_config
-    from farfield.orchestrator.sweep_config import load_sweep_config
+    from farfield.orchestrator.sweep import sweep_config_for
 
     torch.set_num_threads(torch_threads)
     overrides = {"workspace": str(workspace)} if workspace is not None else {}
     try:
-        if resume is not None:
-            config = resumable_config(resume, config_file, overrides)
-        elif config_file is None:
-            raise ValueError("give the study's sweep CONFIG file, or --resume NAME to continue an interrupted study")
-        else:
-            config = load_sweep_config(config_file, overrides)
+        config = sweep_config_for(config_file, resume, overrides,
+                                  "give the study's sweep CONFIG file, or --resume NAME to continue "
+                                  "an interrupted study")
         target = out if out is not None else default_out(config)
         command = _command(config_file, resume, target, workspace, address, charges, log)
         result = run_study(config, target, resume=resume is not None, address=address, with_charges=charges,

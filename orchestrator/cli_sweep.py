@@ -41,9 +41,8 @@ def sweep(
     Examples:  farfield sweep configs/sweep-quickstart.yaml
                farfield sweep --resume quickstart-sweep --workspace workspace
     """
-    from farfield.orchestrator.sweep import resumable_config, run_sweep
+    from farfield.orchestrator.sweep import run_sweep, sweep_config_for
     from farfield.orchestrator.submit import result_line
-    from farfield.orchestrator.sweep_config import load_sweep_config
 
     overrides = {}
     if workspace is not None:
@@ -51,12 +50,7 @@ def sweep(
     if storage_path is not None:
         overrides["sweep"] = {"storage_path": storage_path}
     try:
-        if resume is not None:
-            config = resumable_config(resume, config_file, overrides)
-        elif config_file is None:
-            raise ValueError("give a sweep CONFIG file, or --resume NAME to continue an interrupted sweep")
-        else:
-            config = load_sweep_config(config_file, overrides)
+        config = sweep_config_for(config_file, resume, overrides)
         result = run_sweep(config, address=address, resume=resume is not None, verbose=verbose)
     except USER_ERRORS as err:
         _fail(err)

@@ -237,6 +237,18 @@ def _new_tuner(config: SweepConfig, cells: list[dict], meta: dict, sweep_id: str
     )
 
 
+def sweep_config_for(config_file: str | Path | None, resume: str | None, overrides: dict,
+                     missing: str = "give a sweep CONFIG file, or --resume NAME to continue an "
+                                    "interrupted sweep") -> SweepConfig:
+    """The config to run: the sweep ``resume`` (see :func:`resumable_config`) or ``config_file``;
+    ``missing`` is the error when neither is given."""
+    if resume is not None:
+        return resumable_config(resume, config_file, overrides)
+    if config_file is None:
+        raise ValueError(missing)
+    return load_sweep_config(config_file, overrides)
+
+
 def resumable_config(name: str, config_file: str | Path | None = None, overrides: dict | None = None) -> SweepConfig:
     """The config of the sweep ``name`` to resume: from ``config_file`` if given, else from its folder.
 
