@@ -148,30 +148,70 @@ def _load_parents(chosen: pd.DataFrame, settings: BuildSettings) -> tuple[dict[s
     return atoms_of, rejected
 
 
-def _reusable_labels(path: str | Path | None) -> dict[str, Atoms]:
-    """Labelled input geometries (``config_kind == "input"``) of an earlier build, by id."""
+def _reusable_labels(path: str | Path | None) -> dict[str, list[Atoms]]:
+    """Labelled frames of an earlier build by parent id, ``c0`` first.
+
+    ``path``: an extxyz (e.g. the previous bundled set) or a folder of labelled shards
+    (``<out>.build/labelled`` of an earlier build: every frame, before assembly filters).
+    """
     if path is None:
         return {}
     from farfield.data.readers import iter_frames
 
-    out = {}
-    for _, atoms in iter_frames(Path(path)):
-        if (isinstance(atoms, Atoms) and atoms.info.get(CONFIG_KIND) == "input"
-                and atoms.info.get(ENERGY) is not None and FORCES in atoms.arrays):
-            out[str(atoms.info[STRUCTURE_ID])] = atoms
+    path = Path(path)
+    files = sorted(path.glob("*.extxyz")) if path.is_dir() else [path]
+    out: dict[str, list[Atoms]] = {}
+    for file in files:
+        for _, atoms in iter_frames(file):
+            if (isinstance(atoms, Atoms) and atoms.info.get(ENERGY) is not None
+                    and FORCES in atoms.arrays):
+                out.setdefault(str(atoms.info[PARENT_ID]), []).append(atoms)
+    for frames in out.values():
+        frames.sort(key=lambda a: int(str(a.info[STRUCTURE_ID]).rsplit("-c", 1)[-1]))
     return out
 
 
-def _relax_seed(c0: Atoms, settings: SamplingSettings, reusable: dict[str, Atoms]) -> Atoms:
+def _same_geometry(old: Atoms, new: Atoms) -> bool:
+    return (np.array_equal(old.numbers, new.numbers)
+            and np.allclose(old.positions, new.positions, atol=1e-6, rtol=0)
+            and np.allclose(old.cell.array, new.cell.array, atol=1e-6, rtol=0))
+
+
+def _reused_relaxation(c0: Atoms, settings: SamplingSettings,
+                       reusable: dict[str, list[Atoms]]) -> list[Atoms] | None:
+    """An earlier labelled relaxation of the same input geometry with exactly the frame kinds
+    this plan asks for (``input``, ``relax_steps`` × ``relax``, ``thermal_snapshots`` ×
+    ``thermal``), marked ``labels_reused``; None if there is none. The sampling settings
+    (step size, strain, displacement, seed) must be those of the earlier build: the caller's
+    promise, as with every ``--reuse-labels`` source."""
+    old = reusable.get(str(c0.info[PARENT_ID]), [])
+    n_relax, n_thermal = settings.frames_for(len(c0))
+    kinds = [a.info.get(CONFIG_KIND) for a in old]
+    if (not old or kinds != ["input"] + ["relax"] * n_relax + ["thermal"] * n_thermal
+            or str(old[0].info[STRUCTURE_ID]) != str(c0.info[STRUCTURE_ID])
+            or not _same_geometry(old[0], c0)):
+        return None
+    frames = []
+    for atoms in old:
+        frame = atoms.copy()
+        frame.info = {**c0.info, **{k: v for k, v in atoms.info.items()
+                                    if k in (STRUCTURE_ID, CONFIG_KIND, ENERGY, STRESS,
+                                             "label_method", "total_charge")}}
+        frame.info[LABELS_REUSED] = True
+        frames.append(frame)
+    return frames
+
+
+def _relax_seed(c0: Atoms, settings: SamplingSettings, reusable: dict[str, list[Atoms]]) -> Atoms:
     """The planned frame a worker expands into a labelled relaxation (see
     :mod:`farfield.data.relaxation`); carries the labels of an identical earlier input."""
     seed = c0.copy()
     n_relax, n_thermal = settings.frames_for(len(c0))
     seed.info.update({CONFIG_KIND: RELAX_SEED, RELAX_STEPS: n_relax, THERMAL_SNAPSHOTS: n_thermal})
-    old = reusable.get(str(c0.info[STRUCTURE_ID]))
-    if (old is not None and np.array_equal(old.numbers, c0.numbers)
-            and np.allclose(old.positions, c0.positions, atol=1e-6, rtol=0)
-            and np.allclose(old.cell.array, c0.cell.array, atol=1e-6, rtol=0)):
+    old = next((a for a in reusable.get(str(c0.info[PARENT_ID]), [])
+                if str(a.info[STRUCTURE_ID]) == str(c0.info[STRUCTURE_ID])
+                and a.info.get(CONFIG_KIND) == "input"), None)
+    if old is not None and _same_geometry(old, c0):
         seed.info.update({ENERGY: float(old.info[ENERGY]), LABELS_REUSED: True,
                           "label_method": old.info.get("label_method", "")})
         if STRESS in old.info:
@@ -222,7 +262,8 @@ def _plan(settings: BuildSettings, work: Path, cache_dir: str | Path | None, n_w
         for frame in frames:
             frame.info.update(coremof_entry=row.name, total_charge=settings.total_charge)
         if settings.sampling.relaxes:
-            frames = [_relax_seed(frames[0], settings.sampling, reusable)]
+            frames = (_reused_relaxation(frames[0], settings.sampling, reusable)
+                      or [_relax_seed(frames[0], settings.sampling, reusable)])
         if settings.sampling.md_snapshots:
             seed_frame = frames[0].copy()
             seed_frame.info.update({STRUCTURE_ID: f"{row.refcode}-md", CONFIG_KIND: MD_SEED,
@@ -254,9 +295,11 @@ def _plan(settings: BuildSettings, work: Path, cache_dir: str | Path | None, n_w
                 1 + int(a.info.get(RELAX_STEPS, 0)) + int(a.info.get(THERMAL_SNAPSHOTS, 0))
                 for a in s) for i, s in enumerate(shards)},
             "shard_costs": {f"shard-{i:05d}.extxyz": sum(
-                len(a) ** 2 * (1 + int(a.info.get(RELAX_STEPS, 0)) + int(a.info.get(THERMAL_SNAPSHOTS, 0)))
+                0 if a.info.get(CONFIG_KIND) != RELAX_SEED and a.info.get(LABELS_REUSED) else len(a) ** 2 * (1 + int(a.info.get(RELAX_STEPS, 0)) + int(a.info.get(THERMAL_SNAPSHOTS, 0)))
                 for a in s) for i, s in enumerate(shards)},
             "labels_reused": sum(bool(a.info.get(LABELS_REUSED)) for s in shards for a in s),
+            "relaxations_reused": sum(a.info.get(CONFIG_KIND) == "input" and bool(a.info.get(LABELS_REUSED))
+                                      for s in shards for a in s),
             "catalogue": {"n_cifs": len(catalogue),
                           "n_usable": int((catalogue["status"] == "ok").sum()),
                           "rejected": catalogue.loc[catalogue["status"] != "ok", "reason"]

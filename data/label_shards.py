@@ -38,7 +38,7 @@ from farfield.data.extxyz import format_frame
 from farfield.data.labelling import THREAD_VARIABLES, label_gfn_xtb
 from farfield.data.readers import iter_frames
 from farfield.data.records import STRUCTURE_ID
-from farfield.data.relaxation import RELAX_SEED, relaxation_frames
+from farfield.data.relaxation import LABELS_REUSED, RELAX_SEED, relaxation_frames
 from farfield.data.sampling import CONFIG_KIND, SamplingSettings, md_snapshots
 
 __all__ = ["FAILURES", "INPUTS", "LABELLED", "ShardLabeller", "label_shards",
@@ -134,6 +134,10 @@ class ShardLabeller:
         done, failures, n_atoms = [], [], 0
         for atoms in inputs:
             sid = atoms.info[STRUCTURE_ID]
+            if atoms.info.get(CONFIG_KIND) != RELAX_SEED and atoms.info.pop(LABELS_REUSED, False):
+                done.append(atoms)  # labelled by an earlier build (--reuse-labels): kept as is
+                n_atoms += len(atoms)
+                continue
             if atoms.info.get(CONFIG_KIND) == RELAX_SEED:
                 try:
                     frames, failed = relaxation_frames(atoms, self._label, self.sampling, self.seed)

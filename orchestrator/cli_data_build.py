@@ -143,8 +143,10 @@ def build_command(
     spare_fraction: Annotated[float, typer.Option(
         "--spare-fraction", help="Extra parents planned to replace failures.")] = 0.05,
     reuse_labels: Annotated[Optional[Path], typer.Option(
-        "--reuse-labels", help="extxyz of an earlier build: its labelled input geometries are "
-                               "reused when identical.")] = None,
+        "--reuse-labels", help="Labels of an earlier build, an extxyz or its <out>.build/labelled "
+                               "folder: a parent's whole labelled relaxation is reused when its input "
+                               "geometry and frame kinds match (same sampling settings assumed), else "
+                               "an identical input geometry's single point.")] = None,
     method: Annotated[str, typer.Option("--method", help="gfn1 or gfn2.")] = "gfn1",
     total_charge: Annotated[float, typer.Option("--total-charge", help="e.")] = 0.0,
     shard_size: Annotated[int, typer.Option("--shard-size", min=1,

@@ -110,14 +110,17 @@ def sweep_trial_config(sweep: SweepConfig, suggestion: dict, meta: dict, trial_i
 
 
 def run_title(sweep: SweepConfig, suggestion: dict, config: TrialConfig | None = None) -> str:
-    """What a sweep trial is: ``painn+les · size · seed 0``, with ``· sample k`` when the sweep
-    samples each grid cell more than once. ``config``: the trial's config if already made."""
+    """What a sweep trial is: ``painn+les · size · seed 0``; a grid variant is named in brackets
+    (``painn+celli [celli-q] · random · seed 0``, so variants of one model do not share a name);
+    ``· sample k`` when the sweep samples each grid cell more than once. ``config``: the trial's
+    config if already made."""
     if config is None:
         config = TrialConfig.model_validate(trial_data(sweep, suggestion["cell"], suggestion.get("sampled", {})))
+    title = trial_title(config, (suggestion["cell"].get("variant") or {}).get("name"))
     if sweep.sweep.samples_per_cell == 1:
-        return trial_title(config)
+        return title
     sample = int(str(suggestion.get("slot", "0.0")).rsplit(".", 1)[-1]) + 1
-    return f"{trial_title(config)} · sample {sample}"
+    return f"{title} · sample {sample}"
 
 
 def close_open_runs(client: MlflowClient, experiment_id: str, sweep_id: str, trial_id: str, status: str,

@@ -78,6 +78,42 @@ def test_reused_labels_replace_the_input_single_point(relaxed_build, tmp_path):
     assert frames[f"{entry.name}-c1"].info[CONFIG_KIND] == "relax"
 
 
+def test_reused_relaxation_is_taken_whole_when_its_frames_match(relaxed_build, tmp_path):
+    """--reuse-labels with an earlier build's labelled shards: a parent whose input geometry
+    and frame kinds match is not relabelled at all (doctored energies survive); with other
+    counts asked for, only c0 is reused and the relaxation runs again."""
+    entry, settings, store, folder = relaxed_build
+    frames = sorted(store.read(), key=lambda a: a.info[STRUCTURE_ID])
+    old = tmp_path / "labelled"
+    old.mkdir()
+    doctored = []
+    for k, atoms in enumerate(frames):
+        atoms = atoms.copy()
+        atoms.info[ENERGY] = atoms.info[ENERGY] + 1.0 + k
+        doctored.append(atoms)
+    (old / "shard-00000.extxyz").write_text("".join(map(format_frame, doctored)))
+    store2, _ = build_dataset(settings, tmp_path / "same", n_workers=0, progress=False,
+                              cache_dir=tmp_path, reuse_labels=old)
+    again = {a.info[STRUCTURE_ID]: a for a in store2.read()}
+    assert sorted(again) == sorted(a.info[STRUCTURE_ID] for a in frames)
+    for atoms in doctored:
+        new = again[atoms.info[STRUCTURE_ID]]
+        assert new.info[ENERGY] == pytest.approx(atoms.info[ENERGY])
+        assert new.info[CONFIG_KIND] == atoms.info[CONFIG_KIND]
+        assert np.allclose(new.positions, atoms.positions)
+        assert np.allclose(new.arrays[FORCES], atoms.arrays[FORCES])
+        assert "labels_reused" not in new.info
+    fewer = settings.model_copy(update={"sampling": settings.sampling.model_copy(
+        update={"relax_steps": 1, "thermal_snapshots": 0})})
+    store3, _ = build_dataset(fewer, tmp_path / "fewer", n_workers=0, progress=False,
+                              cache_dir=tmp_path, reuse_labels=old)
+    third = {a.info[STRUCTURE_ID]: a for a in store3.read()}
+    assert sorted(third) == [f"{entry.name}-c0", f"{entry.name}-c1"]
+    assert third[f"{entry.name}-c0"].info[ENERGY] == pytest.approx(doctored[0].info[ENERGY])
+    # c1 recomputed: the true GFN1 energy of the step, not the doctored one
+    assert third[f"{entry.name}-c1"].info[ENERGY] == pytest.approx(frames[1].info[ENERGY], abs=1e-6)
+
+
 def test_force_cap_drops_frames_and_records_them(relaxed_build, tmp_path):
     """max_label_force is an assembly filter: frames above it go to failures.jsonl."""
     entry, settings, store, _ = relaxed_build

@@ -7,12 +7,17 @@ the verdict table lies in a 1280 × 800 window) and dumped with ``--dump-dom``; 
 console log on stderr is checked too. Then screenshots are taken: the page must show its
 plots, and its first screen the verdict table. The checker is shown to catch a broken image
 and a console error. Without Chromium these tests fail, they do not skip.
+
+``FARFIELD_REPORT=workspace/report/index.html`` checks a real report (e.g. the one `make
+quickstart` or `farfield study` wrote) instead of the tests' own, and
+``FARFIELD_FIGURES=docs/figures`` keeps the first-screen screenshot there (``report-top.png``).
 """
 
 from __future__ import annotations
 
 import html
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -52,6 +57,8 @@ window.addEventListener('load', function () {
 CONSOLE_LINE = re.compile(r":CONSOLE[^\]]*\]\s*(.*)")
 #: A laptop's first screen (CSS pixels).
 FIRST_SCREEN = (1280, 800)
+#: The first-screen screenshot kept under ``$FARFIELD_FIGURES``.
+FIGURE = "report-top.png"
 
 
 def chromium() -> str:
@@ -96,6 +103,9 @@ def screenshot(page: Path, workdir: Path, size=(1280, 2400)) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def report_page(tmp_path_factory) -> Path:
+    given = os.environ.get("FARFIELD_REPORT")
+    if given:
+        return Path(given)
     return real_report(tmp_path_factory).paths["html"]
 
 
@@ -132,6 +142,9 @@ def test_the_verdict_table_is_in_the_first_screen(report_page, tmp_path):
     red = (r > 0.93) & (g < 0.85) & (b < 0.85) & (r - g > 0.1)
     badges = amber | green | red
     assert badges[: int(bottom) + 1].mean() > 0.001, f"no verdict badge colours above y={bottom:.0f}"
+    figures = os.environ.get("FARFIELD_FIGURES")
+    if figures:
+        shutil.copy(tmp_path / "screenshot.png", Path(figures) / FIGURE)
 
 
 def test_checker_catches_a_broken_image_and_a_console_error(tmp_path):

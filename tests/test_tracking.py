@@ -45,6 +45,8 @@ def test_run_names_say_what_the_trial_is():
     assert trial_title(config) == "painn+les · size · seed 0"
     plain = TrialConfig.model_validate({"model": {"backbone": "nequip", "long_range": []}, "seed": 3})
     assert trial_title(plain) == "nequip · random · seed 3"
+    assert trial_title(plain, "short-range-4L") == "nequip [short-range-4L] · random · seed 3"
+    assert trial_title(config, "les") == trial_title(config)  # a variant named for its head adds nothing
     assert summary_run_name("quickstart-sweep-20260101-120000").startswith("Σ sweep summary · quickstart-sweep")
 
 
@@ -59,6 +61,20 @@ def test_sweep_trials_are_named_by_cell_and_sample(tmp_path):
     twice = SweepConfig.model_validate({**sweep.model_dump(mode="json"),
                                         "sweep": {**sweep.sweep.model_dump(mode="json"), "samples_per_cell": 2}})
     assert run_title(twice, {"cell": cells[0], "sampled": {}, "slot": "0.1"}) == "painn · random · seed 0 · sample 2"
+
+
+def test_grid_variants_of_one_model_get_different_run_names(tmp_path):
+    """study-paper.yaml's celli with and without reference charges (and the 2- and 4-layer
+    short-range twins) are one model each: the variant's name tells their runs apart."""
+    from pathlib import Path
+
+    from farfield.orchestrator.sweep import sweep_config_for
+
+    sweep = sweep_config_for(Path("configs/study-paper.yaml"), None, {})
+    cells = grid_cells(sweep)
+    names = [run_title(sweep, {"cell": c, "sampled": {}, "slot": f"{i}.0"}) for i, c in enumerate(cells)]
+    assert len(set(names)) == len(cells)
+    assert any("[celli-q]" in n for n in names) and any("[short-range-4L]" in n for n in names)
 
 
 def _graph(numbers, energy, forces):
