@@ -377,8 +377,9 @@ def _assemble(work: Path, plan: dict, settings: BuildSettings) -> tuple[list[Ato
         good.append(parent_id)
     elements = {p: {str(s) for s in by_parent[p][0].get_chemical_symbols()} for p in good}
     good = _drop_rare(good, elements, settings.min_element_parents, failures)
-    kept = _drop_rare(_quota(good, by_parent, settings), elements,
-                      settings.min_element_parents, failures)
+    kept = _cover_elements(_quota(good, by_parent, settings), good, elements,
+                           settings.min_element_parents)
+    kept = _drop_rare(kept, elements, settings.min_element_parents, failures)
     kept = [a for parent_id in _stratify_sizes(kept, work) for a in by_parent[parent_id]]
     return kept, failures
 
@@ -392,6 +393,27 @@ def _quota(good: list[str], by_parent: dict[str, list[Atoms]], settings: BuildSe
     large = [p for p in good if len(by_parent[p][0]) > limit][: settings.large_parents]
     small = [p for p in good if len(by_parent[p][0]) <= limit]
     return [p for p in good if p in set(large) | set(small[: settings.parents - len(large)])]
+
+
+def _cover_elements(kept: list[str], good: list[str], elements: dict[str, set[str]],
+                    m: int) -> list[str]:
+    """``kept`` plus, for each element in fewer than ``m`` of them, spare good parents carrying
+    it (plan order) until it reaches ``m``: the quota cut must not push an element that the
+    spares cover below the rule (``_drop_rare`` would then throw all its parents away)."""
+    if not m:
+        return kept
+    chosen = set(kept)
+    for _ in range(len(good)):
+        counts: dict[str, int] = {}
+        for p in chosen:
+            for el in elements[p]:
+                counts[el] = counts.get(el, 0) + 1
+        short = sorted((el for el, c in counts.items() if c < m), key=lambda el: counts[el])
+        spare = next((p for el in short for p in good if p not in chosen and el in elements[p]), None)
+        if spare is None:
+            break
+        chosen.add(spare)
+    return [p for p in good if p in chosen]
 
 
 def _drop_rare(parents: list[str], elements: dict[str, set[str]], m: int,

@@ -179,3 +179,21 @@ def test_store_summary_counts_parents_per_element_and_size(relaxed_build):
     every = np.concatenate([np.abs(a.arrays[FORCES]).ravel() for a in frames])
     assert forces["all"]["mean_abs_component"] == pytest.approx(every.mean())
     assert forces["all"]["frames"] == len(frames)
+
+
+def test_quota_cut_keeps_elements_the_spares_cover():
+    """The first-N quota may leave an element below min_element_parents although the spares
+    carry it; the spares carrying it are kept (rather than every parent with it dropped)."""
+    from farfield.data.build import _cover_elements, _drop_rare
+
+    good = [f"P{k}" for k in range(30)]
+    elements = {p: {"H", "C"} for p in good}
+    for p in ("P3", "P8", "P25", "P27"):  # K: 2 in the first 20, 2 more among the spares
+        elements[p] = {"H", "C", "K"}
+    elements["P29"] = {"H", "Pt"}  # Pt: one spare only, cannot be covered
+    kept = _cover_elements(good[:20], good, elements, 4)
+    assert kept == good[:20] + ["P25", "P27"]  # plan order, only what K needed
+    failures: list[dict] = []
+    assert _drop_rare(kept, elements, 4, failures) == kept and not failures
+    # without the cover, the same cut loses every K parent
+    assert "P3" not in _drop_rare(good[:20], elements, 4, failures)
