@@ -19,7 +19,9 @@ from pathlib import Path
 import numpy as np
 
 
-def collect(experiment: str, workspace: str) -> list[dict]:
+def collect(experiment: str, workspace: str, sweep: str | None = "latest") -> list[dict]:
+    """Finished trial runs of ``experiment``: of the sweep named by its id, of the latest sweep
+    (``"latest"``, by start time) or of every sweep (None)."""
     from mlflow.tracking import MlflowClient
 
     from farfield.orchestrator.config import TrackingConfig
@@ -29,10 +31,14 @@ def collect(experiment: str, workspace: str) -> list[dict]:
     found = client.get_experiment_by_name(experiment)
     if found is None:
         raise SystemExit(f"no MLflow experiment {experiment!r} in {workspace}")
+    finished = [run for run in client.search_runs([found.experiment_id], "attributes.status = 'FINISHED'")
+                if "test/f_mae" in run.data.metrics]  # not a sweep's summary run
+    if sweep == "latest" and finished:
+        sweep = max(finished, key=lambda run: run.info.start_time).data.tags.get("sweep_id")
+    if sweep is not None:
+        finished = [run for run in finished if run.data.tags.get("sweep_id") == sweep]
     runs = []
-    for run in client.search_runs([found.experiment_id], "attributes.status = 'FINISHED'"):
-        if "test/f_mae" not in run.data.metrics:
-            continue  # a sweep's summary run
+    for run in finished:
         curves = {}
         for key in ("curve/val_f_mae", "curve/val_e_mae", "curve/train_loss"):
             history = sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: m.step)
@@ -42,6 +48,7 @@ def collect(experiment: str, workspace: str) -> list[dict]:
         m = run.data.metrics
         runs.append({
             "run_id": run.info.run_id, "name": run.info.run_name,
+            "sweep_id": run.data.tags.get("sweep_id"), "dataset_hash": run.data.tags.get("dataset_hash"),
             "split": run.data.tags.get("split", run.data.params.get("split.strategy")),
             "epochs_run": int(m.get("epochs_run", len(curves["val_f_mae"]))),
             "seconds_per_epoch": per_epoch, "curves": curves,
@@ -91,8 +98,10 @@ def main() -> None:
     parser.add_argument("--workspace", default="workspace")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--figure", type=Path)
+    parser.add_argument("--sweep", default="latest",
+                        help="sweep id to read, 'latest' (default) or 'all'")
     args = parser.parse_args()
-    runs = collect(args.experiment, args.workspace)
+    runs = collect(args.experiment, args.workspace, None if args.sweep == "all" else args.sweep)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"experiment": args.experiment, "runs": runs}, indent=1) + "\n")
     if args.figure:
