@@ -5,7 +5,14 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-__all__ = ["ray_running"]
+import logging
+import os
+
+__all__ = ["RAY_LOG_LEVEL", "ray_running"]
+
+#: Level of Ray's own driver-side log (its start banner, the token-authentication notice):
+#: farfield shows its own progress instead. ``FARFIELD_RAY_LOG_LEVEL=INFO`` brings them back.
+RAY_LOG_LEVEL = getattr(logging, os.environ.get("FARFIELD_RAY_LOG_LEVEL", "ERROR").upper(), logging.ERROR)
 
 
 @contextlib.contextmanager
@@ -23,10 +30,11 @@ def ray_running(n_workers: int, address: str | None = None,
     if started:
         runtime_env = {"env_vars": env_vars} if env_vars else None
         if address:
-            ray.init(address=address, log_to_driver=False, runtime_env=runtime_env)
+            ray.init(address=address, log_to_driver=False, runtime_env=runtime_env,
+                     logging_level=RAY_LOG_LEVEL)
         else:
             ray.init(num_cpus=n_workers, include_dashboard=False, log_to_driver=False,
-                     runtime_env=runtime_env)
+                     runtime_env=runtime_env, logging_level=RAY_LOG_LEVEL)
     try:
         yield
     finally:
