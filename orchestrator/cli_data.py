@@ -28,6 +28,7 @@ from farfield.data.importing import (
     import_files,
     validate_files,
 )
+from farfield.data.selection import SelectionRules
 from farfield.data.store import DatasetStore, StoreError
 
 __all__ = ["data_app"]
@@ -80,15 +81,64 @@ ChargesColumnOption = Annotated[str | None, typer.Option(
          "site order (needs --charges to name the scheme).")]
 IdKeyOption = Annotated[str | None, typer.Option(
     "--id-key", rich_help_panel=_ODAC, show_default=False,
-    help="Row key (key_value_pairs or data) holding the structure id. Default: sid.")]
+    help="Row key (key_value_pairs or data) holding the structure id. Default: sid "
+         "(--format aselmdb: none, the id is <file stem>-<row id>).")]
 ParentKeyOption = Annotated[str | None, typer.Option(
     "--parent-key", rich_help_panel=_ODAC, show_default=False,
     help="Row key holding the parent MOF id. Default: mof_id; 'none': each structure is "
-         "its own parent.")]
+         "its own parent (the default of --format aselmdb).")]
 FrameKeyOption = Annotated[str | None, typer.Option(
     "--frame-key", rich_help_panel=_ODAC, show_default=False,
     help="Row key numbering frames of one trajectory (e.g. fid); the structure id becomes "
          "ID-FRAME.")]
+
+
+_ASELMDB = "fairchem .aselmdb: --format aselmdb FILE_OR_FOLDER..."
+_SELECT = "Selection (any format; recorded in the manifest)"
+ImportFormatOption = Annotated[str | None, typer.Option(
+    "--format", help=f"One of {', '.join(IMPORT_FORMATS)}, aselmdb. extxyz/db/cif: read every "
+                     "file as this format instead of guessing from the suffix. qmof: PATH is a "
+                     "folder of CIFs labelled by --table. odac: ASE .db files whose rows carry "
+                     "--id-key/--parent-key. aselmdb: fairchem .aselmdb files or folders of "
+                     "them (ODAC25, OMol25), read in parallel Ray tasks.")]
+ParentPatternOption = Annotated[str | None, typer.Option(
+    "--parent-pattern", rich_help_panel=_ASELMDB, show_default=False,
+    help="Regular expression searched in the --parent-key value: rows that do not match are "
+         "left out; the parent id is the match (or its group 1), e.g. "
+         "'^omol/metal_organics/[^/]+/[^/]+/' for OMol25's metal-organic systems.")]
+WorkersOption = Annotated[int | None, typer.Option(
+    "--workers", rich_help_panel=_ASELMDB, min=0, show_default=False,
+    help="Ray tasks reading at once (one CPU each). Default: 2; 0: read in this process.")]
+ChunkRowsOption = Annotated[int | None, typer.Option(
+    "--chunk-rows", rich_help_panel=_ASELMDB, min=1, show_default=False,
+    help="Rows per Ray task (memory per worker grows with it). Default: 2000.")]
+AddressOption = Annotated[str | None, typer.Option(
+    "--address", rich_help_panel=_ASELMDB, show_default=False,
+    help="Ray cluster to use (e.g. auto); default: a local Ray with --workers CPUs.")]
+KeepWorkOption = Annotated[bool, typer.Option(
+    "--keep-work", rich_help_panel=_ASELMDB,
+    help="Keep OUT.import/ (the validated chunks) after a successful import, so another "
+         "selection of the same files reads nothing again.")]
+MaxAtomsOption = Annotated[int | None, typer.Option(
+    "--max-atoms", rich_help_panel=_SELECT, min=1, show_default=False,
+    help="Keep structures of at most N atoms.")]
+RequireChargesOption = Annotated[bool, typer.Option(
+    "--require-charges", rich_help_panel=_SELECT,
+    help="Keep only structures with reference charges (map them with --key charges=...).")]
+NeutralOnlyOption = Annotated[bool, typer.Option(
+    "--neutral-only", rich_help_panel=_SELECT,
+    help="Keep only structures of total charge 0 e (map it with --key total_charge=...).")]
+NegativeEnergyOption = Annotated[bool, typer.Option(
+    "--negative-energy-only", rich_help_panel=_SELECT,
+    help="Keep only structures with a total energy below 0 eV (QMOF's rule).")]
+LowestEnergyOption = Annotated[int | None, typer.Option(
+    "--lowest-energy-per-parent", rich_help_panel=_SELECT, min=1, show_default=False,
+    help="Keep the K lowest-total-energy structures of each parent (ODAC25: 10, OMol25: 1), "
+         "after the rules above.")]
+MinElementParentsOption = Annotated[int | None, typer.Option(
+    "--min-element-parents", rich_help_panel=_SELECT, min=1, show_default=False,
+    help="Then drop structures with an element found in fewer than N parents, until none is "
+         "left (QMOF: 10).")]
 
 
 def _fail(message: str) -> typer.Exit:
@@ -231,7 +281,7 @@ def import_command(
     label_method: Annotated[str, typer.Option(
         "--label-method", help="How energies/forces were computed, e.g. GFN1-xTB.")]
     = "unspecified",
-    format: FormatOption = None,
+    format: ImportFormatOption = None,
     key: KeyOption = None,
     allow_missing_forces: ForcesOption = False,
     shard_size: Annotated[int, typer.Option("--shard-size", min=1,
@@ -243,13 +293,22 @@ def import_command(
     charges: ChargesOption = None, charges_column: ChargesColumnOption = None,
     id_key: IdKeyOption = None, parent_key: ParentKeyOption = None,
     frame_key: FrameKeyOption = None,
+    parent_pattern: ParentPatternOption = None, workers: WorkersOption = None,
+    chunk_rows: ChunkRowsOption = None, address: AddressOption = None,
+    keep_work: KeepWorkOption = False,
+    max_atoms: MaxAtomsOption = None, require_charges: RequireChargesOption = False,
+    neutral_only: NeutralOnlyOption = False, negative_energy_only: NegativeEnergyOption = False,
+    lowest_energy_per_parent: LowestEnergyOption = None,
+    min_element_parents: MinElementParentsOption = None,
 ) -> None:
     """Validate files and write their frames into a new dataset store.
 
     Without --skip-invalid any problem is printed and nothing is written (exit 1).
     With it, the valid frames are written and every problem is recorded in
-    OUT/rejects.jsonl. The manifest's provenance records the format, the key or
-    column maps and input checksums. Worked examples for every format: docs/data.md.
+    OUT/rejects.jsonl. The selection options keep a subset of the valid frames (the
+    rest is listed in OUT/excluded.parquet). The manifest's provenance records the
+    format, the key or column maps, the selection and input checksums. Worked examples
+    for every format, and for the paper's ODAC25, OMol25 and QMOF subsets: docs/data.md.
 
     Examples:
 
@@ -260,31 +319,113 @@ def import_command(
         farfield data import --format qmof qmof_database/relaxed_structures --table qmof_database/qmof.csv --charges ddec --out stores/qmof --skip-invalid
 
         farfield data import --format odac odac.db --id-key sid --parent-key mof_id --out stores/odac
+
+        farfield data import --format aselmdb odac25/train/mof --parent-key mof_name --lowest-energy-per-parent 10 --out stores/odac25 --skip-invalid
     """
+    rules = SelectionRules(max_atoms=max_atoms, require_charges=require_charges,
+                           neutral_only=neutral_only, negative_energy_only=negative_energy_only,
+                           lowest_energy_per_parent=lowest_energy_per_parent,
+                           min_element_parents=min_element_parents)
+    common = {"skip_invalid": skip_invalid, "label_method": label_method, "key_map": _key_map(key),
+              "shard_size": shard_size, "overwrite": overwrite}
+    if format == "aselmdb":
+        qmof_given = {"--table": table, "--id-column": id_column, "--energy-column": energy_column,
+                      "--parent-column": parent_column, "--charges": charges,
+                      "--charges-column": charges_column}
+        given = [option for option, value in qmof_given.items() if value is not None]
+        if given:
+            raise _fail(f"{given[0]} is only used with --format qmof")
+        _import_aselmdb(paths, out, rules, common, allow_missing_forces=allow_missing_forces,
+                        id_key=id_key, parent_key=parent_key, frame_key=frame_key,
+                        parent_pattern=parent_pattern, workers=workers, chunk_rows=chunk_rows,
+                        address=address, keep_work=keep_work)
+        return
+    aselmdb_given = {"--parent-pattern": parent_pattern, "--workers": workers,
+                     "--chunk-rows": chunk_rows, "--address": address,
+                     "--keep-work": keep_work or None}
+    given = [option for option, value in aselmdb_given.items() if value is not None]
+    if given:
+        raise _fail(f"{given[0]} is only used with --format aselmdb")
     options = _source_options(format, table, id_column, energy_column, parent_column, charges,
                               charges_column, id_key, parent_key, frame_key)
+    selection = None
     try:
-        report = import_files(paths, out, skip_invalid=skip_invalid, label_method=label_method,
-                              format=format, key_map=_key_map(key), shard_size=shard_size,
-                              overwrite=overwrite, options=options,
-                              require_forces=False if allow_missing_forces else None)
+        arguments = {**common, "format": format, "options": options,
+                     "require_forces": False if allow_missing_forces else None}
+        if rules.active:
+            from farfield.data.selection import import_and_select
+
+            report, selection = import_and_select(paths, out, rules, **arguments)
+        else:
+            report = import_files(paths, out, **arguments)
     except (OSError, ValueError) as err:
         raise _fail(str(err)) from err
     if report.store is None:
         n_problems = _print_problems(report.files)
         raise _fail(f"{n_problems} problem(s); nothing written to {out} "
                     f"(fix them, or pass --skip-invalid to import only the valid frames)")
-    store = report.store
     _print_problems(report.files)  # with --skip-invalid: what was left out, one line each
+    _print_stored(report.store, len(report.files), len(report.problems), skip_invalid,
+                  selection.counts() if selection else None)
+
+
+def _print_stored(store: DatasetStore, n_files: int, n_problems: int, skip_invalid: bool,
+                  selection: dict | None) -> None:
+    """The closing lines of an import: what was stored, selected, rejected, and the hash."""
     typer.echo(f"imported {len(store)} structure(s) ({store.manifest['n_parents']} parent(s)) "
-               f"from {len(report.files)} file(s) into {store.path}")
+               f"from {n_files} file(s) into {store.path}")
+    if selection is not None:
+        left_out = ", ".join(f"{rule} {n}" for rule, n in selection["excluded"].items())
+        typer.echo(f"selection: {selection['kept']} of {selection['valid']} valid structure(s) "
+                   f"kept; left out: {left_out or 'none'} (listed in "
+                   f"{store.path / 'excluded.parquet'})")
     without = store.manifest["has_forces"]["without"]
     if without:
         typer.echo(f"{without} structure(s) have an energy but no forces (forces_required=false "
                    f"in the manifest): train on this store with training.loss.forces: 0")
     if skip_invalid:
-        typer.echo(f"{len(report.problems)} problem(s) recorded in {store.path / REJECTS_FILE}")
+        typer.echo(f"{n_problems} problem(s) recorded in {store.path / REJECTS_FILE}")
     typer.echo(f"content hash: {store.content_hash}")
+
+
+def _import_aselmdb(paths: list[Path], out: Path, rules: SelectionRules, common: dict, *,
+                    allow_missing_forces: bool, id_key: str | None, parent_key: str | None,
+                    frame_key: str | None, parent_pattern: str | None, workers: int | None,
+                    chunk_rows: int | None, address: str | None, keep_work: bool) -> None:
+    """``import --format aselmdb``: parse the options, run the sharded import, print."""
+    from pydantic import ValidationError
+
+    from farfield.data.aselmdb_import import DEFAULT_CHUNK_ROWS, import_aselmdb, work_dir_of
+    from farfield.data.importers.aselmdb import AselmdbOptions
+
+    try:
+        options = AselmdbOptions(id_key=id_key, frame_key=frame_key, parent_pattern=parent_pattern,
+                                 parent_key=None if parent_key == "none" else parent_key)
+    except ValidationError as err:
+        raise _fail(err.errors()[0]["msg"].removeprefix("Value error, ")) from err
+    try:
+        report = import_aselmdb(paths, out, options=options, rules=rules,
+                                require_forces=not allow_missing_forces,
+                                n_workers=2 if workers is None else workers, address=address,
+                                chunk_rows=chunk_rows or DEFAULT_CHUNK_ROWS, keep_work=keep_work,
+                                **common)
+    except KeyboardInterrupt:
+        raise _fail(f"interrupted; run the same command again to resume (finished chunks are "
+                    f"kept in {work_dir_of(out)})") from None
+    except (OSError, ValueError) as err:
+        raise _fail(str(err)) from err
+    for problem in report.problems:
+        typer.echo(str(problem))
+    if report.store is None:
+        raise _fail(f"{len(report.problems)} problem(s); nothing written to {out} (fix them, or "
+                    f"pass --skip-invalid to import only the valid frames; the chunks read are "
+                    f"kept in {report.work_dir}, so running again reads nothing twice)")
+    reading = report.reading
+    if reading["n_left_out"]:
+        typer.echo(f"{reading['n_left_out']} of {reading['n_rows']} row(s) left out: their "
+                   f"--parent-key value does not match --parent-pattern")
+    _print_stored(report.store, len(report.files), len(report.problems),
+                  common["skip_invalid"], report.selection if rules.active else None)
 
 
 @data_app.command("info")
