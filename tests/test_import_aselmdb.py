@@ -352,3 +352,26 @@ def test_selection_options_work_for_in_memory_formats_too(tmp_path):
     assert store.manifest["provenance"]["selection"]["excluded"] == {"lowest_energy_per_parent": 2}
     excluded = pd.read_parquet(store.path / EXCLUDED_FILE)
     assert set(excluded["structure_id"]) == set(energies) - expected_lowest(records, 2)
+
+
+def test_docs_aselmdb_example_runs_and_prints_what_the_docs_show(tmp_path, monkeypatch):
+    """docs/data.md's '.aselmdb' section: its Python snippet and its ```bash command run, and
+    the output is the ```text block (the paper-subset commands are ```shell: real data)."""
+    import re
+    import shlex
+
+    text = (Path(__file__).parents[1] / "docs" / "data.md").read_text()
+    section = text[text.index("## The paper's datasets as distributed"):]
+    python = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
+    (command,) = re.findall(r"```bash\n(.*?)```", section, flags=re.DOTALL)
+    (shown,) = re.findall(r"```text\n(.*?)```", section, flags=re.DOTALL)
+    monkeypatch.chdir(tmp_path)
+    for block in python:
+        exec(compile(block, "docs/data.md: aselmdb", "exec"), {})  # noqa: S102
+    args = shlex.split(command.replace("\\\n", " "))
+    assert args[:3] == ["farfield", "data", "import"]
+    result = _cli(*args[3:])
+    assert result.exit_code == 0, result.output
+    printed = result.stdout.splitlines()  # the progress bar goes to stderr
+    assert printed[:-1] == shown.splitlines()[:-1]
+    assert printed[-1].startswith("content hash: sha256:")
