@@ -14,7 +14,7 @@ from pathlib import Path
 
 import ray
 
-from farfield.data.ray_runtime import RAY_LOG_LEVEL
+from farfield.data.ray_runtime import RAY_LOG_LEVEL, local_ray_priority
 from farfield.orchestrator.config import TrialConfig
 from farfield.orchestrator.tracking import ensure_experiment
 from farfield.orchestrator.trial import TrialResult, prepare_graph_cache, run_trial
@@ -30,6 +30,7 @@ def start_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     if address:
         ray.init(address=address, log_to_driver=True, logging_level=RAY_LOG_LEVEL)
     else:
+        local_ray_priority()
         ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=True,
                  logging_level=RAY_LOG_LEVEL)
 
