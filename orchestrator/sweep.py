@@ -142,6 +142,8 @@ def run_sweep(config: SweepConfig, address: str | None = None, resume: bool = Fa
     t0 = time.time()
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    if not verbose:  # Tune's new console output prints its banner and paths even at verbose=0
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     config = SweepConfig.model_validate(absolute_paths(config).model_dump())
     path = experiment_path(config)
     meta_path = Path(path) / META_FILE if "://" not in path else None

@@ -127,6 +127,10 @@ def test_killed_driver_then_resume_gives_one_finished_run_per_trial(tmp_path, is
         assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
         progress = [line for line in resumed.stderr.splitlines() if " trials done" in line]
         assert progress and "3/3 trials done" in progress[-1], progress[-3:]  # those finished before count too
+        console = resumed.stdout + resumed.stderr  # farfield's own progress, not Ray's banners
+        for noise in ("Token authentication is enabled", "Started a local Ray instance",
+                      "Configuration for experiment", "View detailed results here"):
+            assert noise not in console, f"library log on the console: {noise!r}"
         if kill_point == "tracked":  # Tune's snapshot has the first trial ended (untracked: still running, it
             # reports its FINISHED run again after the restore)
             assert "1 of 3 trials had finished before the interruption" in resumed.stderr
