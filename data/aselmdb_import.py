@@ -11,7 +11,8 @@ This is ``farfield data import --format aselmdb``. The source files are cut into
   the columns the selection rules read (:data:`~farfield.data.selection.META_COLUMNS`),
   and where the record is (source file, row id, byte offset and length in the frames file);
 - ``problems/chunk-NNNNN.jsonl``: one ``{"file", "row", "message"}`` per problem;
-- ``done/chunk-NNNNN.json``: the chunk's counts, time, worker pid and peak memory; written
+- ``done/chunk-NNNNN.json``: the chunk's counts, wall and CPU seconds, worker pid and peak
+  memory (MB), and for a file's first chunk the file's sha256 (recorded in the manifest); written
   last, it marks the chunk finished.
 
 ``plan.json`` records the inputs (path, size, modification time, rows) and the read options.
@@ -24,8 +25,9 @@ Once every chunk is read, the driver holds only the metadata table (never the fr
 a structure_id seen twice is a problem of its second occurrence (as in
 :mod:`farfield.data.importing`); the rules of :mod:`farfield.data.selection` pick the
 structures; the store's shards are then cut from the frames files by byte range, packed by
-parent like :func:`~farfield.data.store.write_store` packs them, so the store is identical
-to the one ``write_store`` would write from the same records. Memory: one chunk per worker,
+parent like :func:`~farfield.data.store.write_store` packs them
+(:mod:`farfield.data.chunked_store`), so the store is identical to the one ``write_store``
+would write from the same records. Memory: one chunk per worker,
 one store shard plus the metadata in the driver. The work directory is removed after a
 successful import unless ``keep_work``.
 """
@@ -38,9 +40,7 @@ import os
 import resource
 import shutil
 import time
-import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
@@ -59,27 +59,14 @@ from farfield.data.labelling import THREAD_VARIABLES
 from farfield.data.readers import _check_key_map
 from farfield.data.records import PARENT_ID, STRUCTURE_ID
 from farfield.data.selection import (
-    EXCLUDED_FILE,
     META_COLUMNS,
     SelectionRules,
     excluded_table,
     frame_metadata,
     select,
 )
-from farfield.data.store import (
-    INDEX,
-    INDEX_COLUMNS,
-    MANIFEST,
-    SCHEMA_VERSION,
-    SHARD_DIR,
-    DatasetStore,
-    StoreError,
-    _content_hash,
-    _index_row,
-    _pack_shards,
-    _replace_dir,
-    _versions,
-)
+from farfield.data.chunked_store import check_out, write_store_from_chunks
+from farfield.data.store import INDEX_COLUMNS, DatasetStore, _index_row
 
 __all__ = ["DEFAULT_CHUNK_ROWS", "REJECTS_FILE", "AselmdbImport", "import_aselmdb",
            "read_chunk", "work_dir_of"]
@@ -106,12 +93,20 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def read_chunk(work_dir: str, chunk: dict, options: dict, key_map: dict | None,
                require_forces: bool) -> dict:
     """Read and validate one chunk (``{"name", "file", "start", "stop"}``: positions in the
     file's row ids) and write its frames, metadata, problems and done marker (module
     docstring). Returns the chunk's summary. Pure function: runs in a Ray task or here."""
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     work, name, file = Path(work_dir), chunk["name"], chunk["file"]
     row_ids = count_rows(file)[chunk["start"]:chunk["stop"]]
     frames_tmp = work / FRAMES / f".{name}.extxyz.tmp-{os.getpid()}"
@@ -143,8 +138,10 @@ def read_chunk(work_dir: str, chunk: dict, options: dict, key_map: dict | None,
     os.replace(meta_tmp, work / META / f"{name}.parquet")
     summary = {"chunk": name, "file": file, "n_rows": len(row_ids), "n_valid": len(rows),
                "n_problem_rows": len({p.frame for p in problems}), "n_left_out": left_out,
-               "seconds": time.perf_counter() - t0, "pid": os.getpid(),
-               "peak_rss_mb": round(_peak_rss_mb(), 1)}
+               "seconds": time.perf_counter() - t0, "cpu_s": time.process_time() - cpu0,
+               "pid": os.getpid(), "peak_rss_mb": round(_peak_rss_mb(), 1)}
+    if chunk["start"] == 0:  # each file's first chunk also checksums the file
+        summary["sha256"] = _sha256(file)
     write_text_atomic(work / DONE / f"{name}.json", json.dumps(summary) + "\n")
     return summary
 
@@ -155,7 +152,8 @@ class AselmdbImport:
 
     ``problems``: every problem (file-level, row-level, duplicate ids); ``selection``: the
     selection's counts (valid, kept, excluded per rule); ``reading``: chunks read now and
-    before, rows, rows left out by ``parent_pattern``, seconds, per-worker peak memory (MB).
+    before, rows, rows left out by ``parent_pattern``, seconds, and per worker process the
+    chunks, rows, CPU seconds and peak resident memory (MB) of what it read in this call.
     """
 
     files: list[str]
@@ -233,8 +231,11 @@ def _read_pending(work: Path, todo: list[dict], args: tuple, n_workers: int,
         bar.close()
     workers: dict[int, dict] = {}
     for s in done:
-        entry = workers.setdefault(s["pid"], {"pid": s["pid"], "chunks": 0, "peak_rss_mb": 0.0})
+        entry = workers.setdefault(s["pid"], {"pid": s["pid"], "chunks": 0, "rows": 0,
+                                              "cpu_s": 0.0, "peak_rss_mb": 0.0})
         entry["chunks"] += 1
+        entry["rows"] += s["n_rows"]
+        entry["cpu_s"] = round(entry["cpu_s"] + s["cpu_s"], 2)
         entry["peak_rss_mb"] = max(entry["peak_rss_mb"], s["peak_rss_mb"])
     return {"chunks_read": len(done), "rows_read": sum(s["n_rows"] for s in done),
             "read_s": round(time.perf_counter() - t0, 3), "workers": list(workers.values())}
@@ -258,10 +259,12 @@ def _read_on_ray(work: Path, todo: list[dict], args: tuple, n_workers: int,
 
 def _gather(work: Path, plan: dict) -> tuple[pd.DataFrame, list[RowProblem], dict]:
     """Metadata of every valid record (plan order), the chunks' problems, and totals."""
-    metas, problems, totals = [], [], {"n_rows": 0, "n_left_out": 0}
+    metas, problems, totals = [], [], {"n_rows": 0, "n_left_out": 0, "sha256": {}}
     for chunk in plan["chunks"]:
         name = chunk["name"]
         summary = json.loads((work / DONE / f"{name}.json").read_text())
+        if "sha256" in summary:
+            totals["sha256"][chunk["file"]] = summary["sha256"]
         totals["n_rows"] += summary["n_rows"]
         totals["n_left_out"] += summary["n_left_out"]
         metas.append(pd.read_parquet(work / META / f"{name}.parquet"))
@@ -284,82 +287,6 @@ def _reject_duplicates(meta: pd.DataFrame) -> tuple[pd.DataFrame, list[RowProble
         f"{first.at[row.structure_id, 'file']} row {int(first.at[row.structure_id, 'row'])})"))
         for row in meta[repeated].itertuples()]
     return meta[~repeated].reset_index(drop=True), problems
-
-
-class _Ref:
-    """Stands for one record in :func:`~farfield.data.store._pack_shards` (which reads only
-    ``info["parent_id"]``): ``position`` is its row in the kept metadata."""
-
-    __slots__ = ("info", "position")
-
-    def __init__(self, parent_id: str, position: int):
-        self.info, self.position = {PARENT_ID: parent_id}, position
-
-
-def _cut_shard(work: Path, rows: pd.DataFrame) -> bytes:
-    """The store shard holding ``rows`` (in order), cut from the chunks' frames files."""
-    pieces: dict[int, bytes] = {}
-    for chunk, group in rows.groupby("chunk", sort=False):
-        with open(work / FRAMES / f"{chunk}.extxyz", "rb") as handle:
-            for position, offset, length in zip(group.index, group["offset"], group["length"]):
-                handle.seek(int(offset))
-                pieces[position] = handle.read(int(length))
-    return b"".join(pieces[position] for position in rows.index)
-
-
-def _write_store(work: Path, kept: pd.DataFrame, out: Path, *, label_method: str,
-                 shard_size: int, sources: list[str], provenance: dict, require_forces: bool,
-                 extra_files: dict[str, str], excluded: pd.DataFrame | None) -> DatasetStore:
-    """Write the records of ``kept`` (metadata rows) as a store at ``out``, shard by shard;
-    the manifest has the keys and meaning of :func:`~farfield.data.store.write_store`'s."""
-    kept = kept.reset_index(drop=True)
-    refs = [_Ref(parent, position) for position, parent in enumerate(kept[PARENT_ID])]
-    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
-    try:
-        (tmp / SHARD_DIR).mkdir(parents=True)
-        names, index_parts = [], []
-        for number, shard in enumerate(_pack_shards(refs, shard_size)):
-            name = f"shard-{number:05d}.extxyz"
-            rows = kept.iloc[[ref.position for ref in shard]]
-            (tmp / SHARD_DIR / name).write_bytes(_cut_shard(work, rows))
-            part = rows[list(INDEX_COLUMNS)].copy()
-            part["shard"], part["frame"] = name, range(len(part))
-            names.append(name)
-            index_parts.append(part)
-        index = pd.concat(index_parts, ignore_index=True)
-        index.to_parquet(tmp / INDEX, index=False)
-        with_charges, with_forces = int(index["has_charges"].sum()), int(kept["has_forces"].sum())
-        manifest = {
-            "schema_version": SCHEMA_VERSION, "n_structures": len(index),
-            "n_parents": int(index["parent_id"].nunique()), "n_shards": len(names),
-            "elements": sorted({e for row in index["elements"] for e in row.split()}),
-            "label_method": label_method,
-            "has_charges": {"with": with_charges, "without": len(index) - with_charges},
-            "forces_required": bool(require_forces),
-            "has_forces": {"with": with_forces, "without": len(index) - with_forces},
-            "sources": sources, "provenance": provenance, "created_with": _versions(),
-            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "content_hash": _content_hash((n, (tmp / SHARD_DIR / n).read_bytes()) for n in names),
-        }
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        for name, text in extra_files.items():
-            (tmp / name).write_text(text)
-        if excluded is not None:
-            excluded.to_parquet(tmp / EXCLUDED_FILE, index=False)
-        _replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return DatasetStore.open(out)
-
-
-def _check_out(out: Path, overwrite: bool) -> None:
-    if out.exists():
-        if not overwrite:
-            raise FileExistsError(f"{out} already exists; pass overwrite=True (--overwrite) "
-                                  f"to replace it")
-        if not (out / MANIFEST).is_file() and (not out.is_dir() or any(out.iterdir())):
-            raise StoreError(f"refusing to overwrite {out}: it is not a dataset store")
 
 
 def import_aselmdb(paths: list[str | Path], out: str | Path, *,
@@ -391,7 +318,7 @@ def import_aselmdb(paths: list[str | Path], out: str | Path, *,
     if clash:
         raise ValueError(f"--key {clash[0]}=...: with --format aselmdb the ids come from "
                          f"--id-key / --parent-key / --frame-key")
-    _check_out(out, overwrite)
+    check_out(out, overwrite)
     files = list_aselmdb(paths)
     plan, file_problems = _plan(files, options, key_map, require_forces, chunk_rows)
     work = work_dir_of(out)
@@ -401,7 +328,7 @@ def import_aselmdb(paths: list[str | Path], out: str | Path, *,
                **_read_pending(work, todo, (options.model_dump(), key_map, require_forces),
                                n_workers, address, progress)}
     meta, problems, totals = _gather(work, plan)
-    reading.update(totals)
+    reading.update({k: v for k, v in totals.items() if k != "sha256"})
     meta, duplicates = _reject_duplicates(meta) if len(meta) else (meta, [])
     problems = file_problems + problems + duplicates
     report = AselmdbImport([str(f) for f in files], problems, reading=reading, work_dir=work)
@@ -417,7 +344,8 @@ def import_aselmdb(paths: list[str | Path], out: str | Path, *,
         raise ValueError(f"the selection ({rules.options()}) keeps none of the {len(meta)} "
                          f"valid structure(s): {report.selection['excluded']}")
     kept = meta[selection.kept]
-    inputs = [{"file": Path(i["file"]).name, "bytes": i["bytes"], "n_rows": i["n_rows"],
+    inputs = [{"file": Path(i["file"]).name, "sha256": totals["sha256"].get(i["file"]),
+               "bytes": i["bytes"], "n_rows": i["n_rows"],
                "n_valid": int((meta["file"] == i["file"]).sum())} for i in plan["inputs"]]
     provenance = {"format": "aselmdb", "inputs": inputs, "key_map": key_map,
                   "forces_required": require_forces, "aselmdb": options.model_dump(),
@@ -429,8 +357,8 @@ def import_aselmdb(paths: list[str | Path], out: str | Path, *,
     extra = {REJECTS_FILE: "".join(json.dumps(p.to_dict()) + "\n" for p in problems)} \
         if skip_invalid else {}
     t0 = time.perf_counter()
-    report.store = _write_store(
-        work, kept, out, label_method=label_method, shard_size=shard_size,
+    report.store = write_store_from_chunks(
+        work / FRAMES, kept, out, label_method=label_method, shard_size=shard_size,
         sources=sorted({Path(f).name for f in kept["file"]}), provenance=provenance,
         require_forces=require_forces, extra_files=extra,
         excluded=excluded_table(meta, selection, ("file", "row")) if rules.active else None)

@@ -114,6 +114,11 @@ def test_every_valid_row_is_imported_bit_exact_and_the_bad_row_named(source, tmp
     assert manifest["n_parents"] == len({t["parent"] for t in good})
     assert manifest["has_charges"]["without"] == sum(t["charges"] is None for t in good)
     assert manifest["provenance"]["format"] == "aselmdb"
+    import hashlib
+
+    assert {i["file"]: i["sha256"] for i in manifest["provenance"]["inputs"]} == {
+        Path(f).name: hashlib.sha256(Path(f).read_bytes()).hexdigest()
+        for f in {t["file"] for t in truth}}
     assert not (report.store.path / EXCLUDED_FILE).exists()
     assert not work_dir_of(tmp_path / "store").exists()
 
