@@ -61,6 +61,7 @@ bench: venv
 	$(BIN)/python benchmarks/mace_race.py --out benchmarks/results/mace_race.json
 	$(BIN)/python benchmarks/nequip_baseline.py --out benchmarks/results/nequip_baseline.json
 	$(BIN)/python benchmarks/data_build.py --out benchmarks/results/data_build.json
+	$(BIN)/python benchmarks/import_aselmdb.py --out benchmarks/results/import_aselmdb.json
 
 ui: venv
 	$(BIN)/farfield ui --workspace $(WORKSPACE)
