@@ -12,12 +12,15 @@ charges minimise
 subject to ``Σ_i q_i = Q_total`` of each structure (a Lagrange multiplier; dense or
 conjugate-gradient solve, see ``farfield.models.electrostatics.solvers``), periodic
 images included by Ewald/PME. The head adds the electrostatic energy of the
-equilibrated charges to the energy, by default (``energy="coulomb"``) their pair
-interaction ``½ Σ' q_i q_j erf(..)/r`` only; ``"electrostatic"`` adds the Gaussian
-self-energies (as 4G-HDNNP) and ``"qeq"`` the whole minimised ``E_Qeq``. (On the toy
-Coulomb system of tests/test_long_range_fit.py "coulomb" fits best: self-energies make
-the energy first-order sensitive to small charge fluctuations.) Forces differentiate
-through the solve.
+equilibrated charges to the energy, by default (``energy="electrostatic"``) ``E_elec``:
+their pair interaction plus the Gaussian self-energies, which is what the paper's CELLI
+models add (chemtrain's ``charge_eq_energy_neighborlist`` evaluated again at the
+equilibrated charges without χ and J; checked side by side in docs/fidelity.md).
+``"coulomb"`` adds the pair interaction ``½ Σ' q_i q_j erf(..)/r`` only (it fits the toy
+point-charge system of tests/test_long_range_fit.py best: self-energies make the energy
+first-order sensitive to small charge fluctuations) and ``"qeq"`` the whole minimised
+``E_Qeq`` (what the reference function returns next to the charges). Forces
+differentiate through the solve.
 
 Reads ``features.node_features``; returns ``energy`` (n_graphs,) eV, ``charges``
 (n_atoms,) e, ``electronegativity`` (n_atoms,) eV/e.

@@ -26,9 +26,10 @@ class CelliConfig(StrictModel):
     ``auto`` (dense up to ``dense_max_atoms`` atoms per structure). ``cg_tolerance``:
     relative residual; ``cg_max_iter``: iterations before giving up. ``feedback``: feed
     the equilibrated charges into the backbone as a per-atom input of a second pass.
-    ``energy``: the term added to the energy — ``coulomb`` (pair interaction of the
-    equilibrated Gaussian charges), ``electrostatic`` (+ their self-energies) or ``qeq``
-    (the whole minimised charge-equilibration energy).
+    ``energy``: the term added to the energy — ``electrostatic`` (default: pair interaction
+    + Gaussian self-energies of the equilibrated charges, what the paper's CELLI models add;
+    docs/fidelity.md), ``coulomb`` (the pair interaction only) or ``qeq`` (the whole
+    minimised charge-equilibration energy, what chemtrain's solver function returns).
     """
 
     hidden: int = Field(default=32, ge=1)
@@ -41,7 +42,7 @@ class CelliConfig(StrictModel):
     cg_tolerance: float = Field(default=1e-10, gt=0, lt=1)
     cg_max_iter: int = Field(default=1000, ge=1)
     feedback: bool = False
-    energy: Literal["coulomb", "electrostatic", "qeq"] = "coulomb"
+    energy: Literal["coulomb", "electrostatic", "qeq"] = "electrostatic"
 
 
 class LesConfig(StrictModel):
