@@ -114,7 +114,23 @@ def log_report(tracking_uri: str, run_id: str, folder: str | Path, artifact_path
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"report folder not found: {folder}")
+    forget_artifact_repository(run_id)
     MlflowClient(tracking_uri=tracking_uri).log_artifacts(run_id, str(folder), artifact_path)
+
+
+def forget_artifact_repository(run_id: str) -> None:
+    """Drop MLflow's process-wide cache entry of ``run_id``'s artifact repository.
+
+    MLflow keeps one artifact repository per run id for the whole process, bound to the server
+    it was first reached through, whatever tracking URI a later client uses. A study that
+    resumes a sweep (its own server, stopped at the end) and then reports through another
+    server would upload to the dead one (seen: ``farfield study --resume`` of a finished
+    sweep failed with "connection refused" on the sweep's old port)."""
+    from mlflow.tracking._tracking_service import utils
+
+    cache = getattr(utils, "_artifact_repos_cache", None)
+    if cache is not None:
+        cache.pop(run_id, None)
 
 
 def artifact_location(tracking_uri: str, experiment: str) -> str:

@@ -137,3 +137,27 @@ def test_progress_names_trials_and_counts_those_finished_before_a_resume(tmp_pat
         assert "5/8 trials done" in progress.status_line(0)
     finally:
         ACTIVE.pop("qs-1", None)
+
+
+def test_report_upload_does_not_reuse_a_run_artifact_repository_cached_for_another_server(tmp_path):
+    """MLflow caches a run's artifact repository per run id for the whole process; a repository
+    cached while a now-stopped server was in use must not receive the report."""
+    from mlflow.tracking._tracking_service import utils
+
+    from farfield.analysis.mlflow_queries import log_report
+
+    uri = f"sqlite:///{(tmp_path / 'mlflow.db').as_posix()}"
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.create_experiment("cached", artifact_location=(tmp_path / "artifacts").as_uri())
+    run_id = client.create_run(experiment).info.run_id
+
+    class DeadServer:
+        def log_artifacts(self, *args, **kwargs):
+            raise ConnectionRefusedError("the sweep's server is gone")
+
+    utils._artifact_repos_cache[run_id] = DeadServer()
+    folder = tmp_path / "report"
+    folder.mkdir()
+    (folder / "index.html").write_text("<html></html>")
+    log_report(uri, run_id, folder)
+    assert [f.path for f in client.list_artifacts(run_id, "report")] == ["report/index.html"]
