@@ -352,7 +352,7 @@ def test_odac_argument_errors(tmp_path):
     lmdb.write_bytes(b"\0" * 16)
     result = run("validate", "--format", "odac", lmdb)
     assert result.exit_code == 1
-    assert "LMDB-backed ASE db (.aselmdb) needs fairchem; convert it" in result.stdout
+    assert "LMDB-backed ASE db (.aselmdb): import it with --format aselmdb" in result.stdout
     with pytest.raises(ValueError, match="ids come from --id-key"):
         read_odac(tmp_path / "x.db", key_map={"structure_id": "sid"})
     result = run("validate", tmp_path / "x.db", "--id-key", "sid")

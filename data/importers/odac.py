@@ -18,8 +18,9 @@ and ``data`` into the record) and then
 Energy/forces/charges stored under other names are mapped with ``key_map`` (the
 ``--key`` option), e.g. ``{"charges": "ddec_charges"}`` for a ``row.data`` entry.
 
-``.aselmdb`` files (fairchem's LMDB backend) are not read here, to avoid depending
-on fairchem; convert them to SQLite ``.db`` first (docs/data.md gives the script).
+``.aselmdb`` files (fairchem's LMDB backend, as ODAC25 ships) are read by
+``--format aselmdb`` (:mod:`farfield.data.importers.aselmdb`, Ray-sharded, with the paper's
+selection rules), not here.
 """
 
 from __future__ import annotations
@@ -95,8 +96,8 @@ def read_odac(path: str | Path, options: OdacOptions | None = None, *,
     options = options or OdacOptions()
     file, path = str(path), Path(path)
     if path.suffix.lower() in LMDB_SUFFIXES:
-        raise ValueError(f"{file}: LMDB-backed ASE db ({path.suffix}) needs fairchem; convert it "
-                         f"to an SQLite .db first (script in docs/data.md, 'ODAC-style')")
+        raise ValueError(f"{file}: LMDB-backed ASE db ({path.suffix}): import it with "
+                         f"--format aselmdb (same --id-key/--parent-key/--key options)")
     clash = sorted({STRUCTURE_ID, PARENT_ID} & set(key_map or {}))
     if clash:
         raise ValueError(f"--key {clash[0]}=...: with --format odac the ids come from --id-key / "
