@@ -57,6 +57,7 @@ from farfield.data.importers.aselmdb import (
 from farfield.data.label_shards import write_text_atomic
 from farfield.data.labelling import THREAD_VARIABLES
 from farfield.data.readers import _check_key_map
+from farfield.data.importing import file_sha256
 from farfield.data.records import PARENT_ID, STRUCTURE_ID
 from farfield.data.selection import (
     META_COLUMNS,
@@ -92,13 +93,6 @@ def _peak_rss_mb() -> float:
     """Peak resident memory of this process so far, MB (Linux ru_maxrss is in KB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
-
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_chunk(work_dir: str, chunk: dict, options: dict, key_map: dict | None,
@@ -141,7 +135,7 @@ def read_chunk(work_dir: str, chunk: dict, options: dict, key_map: dict | None,
                "seconds": time.perf_counter() - t0, "cpu_s": time.process_time() - cpu0,
                "pid": os.getpid(), "peak_rss_mb": round(_peak_rss_mb(), 1)}
     if chunk["start"] == 0:  # each file's first chunk also checksums the file
-        summary["sha256"] = _sha256(file)
+        summary["sha256"] = file_sha256(file)
     write_text_atomic(work / DONE / f"{name}.json", json.dumps(summary) + "\n")
     return summary
 

@@ -33,7 +33,7 @@ from farfield.data.records import PARENT_ID, STRUCTURE_ID
 from farfield.data.store import DatasetStore, write_store
 from farfield.data.validation import Problem
 
-__all__ = ["IMPORT_FORMATS", "REJECTS_FILE", "FileReport", "ImportReport", "OdacOptions",
+__all__ = ["IMPORT_FORMATS", "REJECTS_FILE", "FileReport", "file_sha256", "ImportReport", "OdacOptions",
            "QmofOptions", "import_files", "validate_files"]
 
 #: Written next to the manifest by an import that skipped invalid frames.
@@ -129,7 +129,7 @@ def _read_qmof(paths: list[str | Path], options: QmofOptions) -> _Read:
     provenance = {"qmof": {
         "directory": Path(directory).name, "n_cifs": len(read.files),
         "cifs_sha256": read.cifs_sha256,
-        "table": {"file": Path(table.file).name, "sha256": _sha256(table.file),
+        "table": {"file": Path(table.file).name, "sha256": file_sha256(table.file),
                   "n_rows": table.n_rows, "n_rows_without_cif": len(read.rows_without_cif)},
         "columns": {"id": options.id_column, "energy": options.energy_column,
                     "parent": options.parent_column, "charges": options.charges_column},
@@ -207,7 +207,8 @@ def validate_files(paths: Iterable[str | Path], *, format: str | None = None,
     return _read(paths, format, key_map, require_labels, require_forces, options).reports
 
 
-def _sha256(path: str) -> str:
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MB blocks (input files recorded in manifests)."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -239,7 +240,7 @@ def import_files(paths: Iterable[str | Path], out: str | Path, *, skip_invalid: 
         raise ValueError(f"no valid frames to import from {len(reports)} file(s)")
     forces_required = format != "qmof" if require_forces is None else require_forces
     inputs = [] if format == "qmof" else [
-        {"file": Path(r.file).name, "sha256": _sha256(r.file), "n_frames": r.n_frames,
+        {"file": Path(r.file).name, "sha256": file_sha256(r.file), "n_frames": r.n_frames,
          "n_valid": r.n_valid} for r in reports if Path(r.file).is_file()]
     provenance = {"inputs": inputs, "key_map": key_map or {}, "format": format,
                   "forces_required": forces_required,

@@ -33,7 +33,7 @@ from ase import Atoms
 from pydantic import field_validator, model_validator
 
 from farfield.data.config import StrictModel
-from farfield.data.importers.odac import _row_keys, _text
+from farfield.data.importers.odac import row_key_values
 from farfield.data.readers import _put, normalise_atoms
 from farfield.data.records import PARENT_ID, SOURCE, STRUCTURE_ID
 from farfield.data.validation import Problem, validate_atoms
@@ -154,14 +154,7 @@ def _row_atoms(row) -> Atoms:
 def _ids(atoms: Atoms, options: AselmdbOptions) -> list[str] | None:
     """Set structure_id / parent_id from the row keys; the problems, or None when the row is
     left out by ``parent_pattern``."""
-    values, messages = {}, []
-    for option, key in (("--id-key", options.id_key), ("--frame-key", options.frame_key),
-                        ("--parent-key", options.parent_key)):
-        if key is None:
-            continue
-        values[option] = _text(atoms.info.get(key))
-        if values[option] is None:
-            messages.append(f"row has no usable {key!r} ({option}); row keys: {_row_keys(atoms)}")
+    values, messages = row_key_values(atoms, options.id_key, options.frame_key, options.parent_key)
     if messages:
         return messages
     if options.id_key:

@@ -64,17 +64,24 @@ def _row_keys(atoms: Atoms) -> str:
     return ", ".join(keys[:10]) + (", ..." if len(keys) > 10 else "") or "nothing"
 
 
-def _ids(atoms: Atoms, options: OdacOptions) -> list[str]:
-    """Set structure_id / parent_id from the row keys; return what is missing."""
-    messages = []
-    values = {}
-    for option, key in (("--id-key", options.id_key), ("--frame-key", options.frame_key),
-                        ("--parent-key", options.parent_key)):
+def row_key_values(atoms: Atoms, id_key: str | None, frame_key: str | None,
+                   parent_key: str | None) -> tuple[dict[str, str], list[str]]:
+    """The id keys of one row, by option name (``--id-key``, ``--frame-key``,
+    ``--parent-key``; keys given as None are skipped), and a message per key the row lacks.
+    Shared by the ODAC-style and the ``.aselmdb`` importers."""
+    values, messages = {}, []
+    for option, key in (("--id-key", id_key), ("--frame-key", frame_key), ("--parent-key", parent_key)):
         if key is None:
             continue
         values[option] = _text(atoms.info.get(key))
         if values[option] is None:
             messages.append(f"row has no usable {key!r} ({option}); row keys: {_row_keys(atoms)}")
+    return values, messages
+
+
+def _ids(atoms: Atoms, options: OdacOptions) -> list[str]:
+    """Set structure_id / parent_id from the row keys; return what is missing."""
+    values, messages = row_key_values(atoms, options.id_key, options.frame_key, options.parent_key)
     if messages:
         return messages
     structure_id = values["--id-key"]
