@@ -81,6 +81,7 @@ def main() -> None:
     from farfield.models.blocks.readout import fit_reference_energies
     from farfield.models.registry import build_potential
     from farfield.models.training.graphs import element_count_matrix, force_rms
+    from farfield.models.training.metrics import baseline_maes
     from farfield.models.training.trainer import Trainer
     from farfield.orchestrator import trial as T
     from farfield.orchestrator.config import TrialConfig
@@ -122,12 +123,8 @@ def main() -> None:
     trainer.fit(graphs["train"], graphs["val"])
     result = {side: trainer.evaluate(graphs[side]).metrics for side in ("train", "test")}
     test = graphs["test"]
-    test_counts = element_count_matrix(test)
-    energies = np.array([float(g.energy[0]) for g in test])
-    baselines = {
-        "zero_force_f_mae": 1e3 * float(torch.cat([g.forces.reshape(-1) for g in test]).abs().mean()),
-        "reference_energy_e_mae": 1e3 * float(np.abs((test_counts @ reference - energies) / test_counts.sum(1)).mean()),
-    }
+    dummy = baseline_maes(test, reference)
+    baselines = {"zero_force_f_mae": dummy["f_mae"], "reference_energy_e_mae": dummy["e_mae"]}
     out = {
         "config": str(args.config), "overrides": overrides, "train_fraction": args.train_fraction,
         "dataset_hash": store.content_hash, "split_hash": split.content_hash,

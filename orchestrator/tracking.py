@@ -101,21 +101,16 @@ def key_metrics(metrics: dict[str, float], reference_energies: np.ndarray, test_
     (``farfield.analysis.baseline``): the per-element ``reference_energies`` (eV, fitted on
     the training side) and zero forces. ``test_graphs``: the test side's ``AtomicGraph``s;
     empty result without a test side."""
-    from farfield.models.training import element_count_matrix
+    from farfield.models.training.metrics import baseline_maes
 
     if "test/f_mae" not in metrics or not test_graphs:
         return {}
-    counts = element_count_matrix(test_graphs)
-    energies = np.array([float(g.energy[0]) for g in test_graphs])
-    baseline_e_mae = 1e3 * float(np.abs((counts @ reference_energies - energies) / counts.sum(axis=1)).mean())
-    forces = np.concatenate([g.forces.double().numpy().reshape(-1) for g in test_graphs])
-    forces = forces[np.isfinite(forces)]
-    baseline_f_mae = 1e3 * float(np.abs(forces).mean()) if len(forces) else math.nan
+    baseline = baseline_maes(test_graphs, reference_energies)
     return {
         "key/test_f_mae": metrics["test/f_mae"],
         "key/test_e_mae": metrics["test/e_mae"],
-        "key/f_skill": _skill(metrics["test/f_mae"], baseline_f_mae),
-        "key/e_skill": _skill(metrics["test/e_mae"], baseline_e_mae),
+        "key/f_skill": _skill(metrics["test/f_mae"], baseline["f_mae"]),
+        "key/e_skill": _skill(metrics["test/e_mae"], baseline["e_mae"]),
     }
 
 

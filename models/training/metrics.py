@@ -73,3 +73,19 @@ class ErrorAccumulator:
     def table(self) -> pd.DataFrame:
         """One row per structure with reference, prediction and per-structure errors."""
         return pd.DataFrame(self.rows)
+
+
+def baseline_maes(graphs, reference_energies: np.ndarray) -> dict[str, float]:
+    """MAEs of the dummy baseline on ``graphs`` (e.g. a test side): ``e_mae`` (meV/atom) of the
+    per-element ``reference_energies`` (eV, indexed by atomic number, fitted on the training
+    side) and ``f_mae`` (meV/Å) of zero forces (non-finite force components skipped)."""
+    from farfield.models.training.graphs import element_count_matrix
+
+    counts = element_count_matrix(graphs)
+    energies = np.array([float(g.energy[0]) for g in graphs])
+    e_mae = 1e3 * float(np.abs((counts @ reference_energies - energies) / counts.sum(axis=1)).mean())
+    forces = np.concatenate([g.forces.double().numpy().reshape(-1) for g in graphs])
+    forces = forces[np.isfinite(forces)]
+    f_mae = 1e3 * float(np.abs(forces).mean()) if len(forces) else math.nan
+    return {"e_mae": e_mae, "f_mae": f_mae}
+
