@@ -148,24 +148,28 @@ def _load_parents(chosen: pd.DataFrame, settings: BuildSettings) -> tuple[dict[s
     return atoms_of, rejected
 
 
-def _reusable_labels(path: str | Path | None) -> dict[str, list[Atoms]]:
-    """Labelled frames of an earlier build by parent id, ``c0`` first.
+def _reusable_labels(paths: str | Path | list[str | Path] | None) -> dict[str, list[Atoms]]:
+    """Labelled frames of earlier builds by parent id, ``c0`` first.
 
-    ``path``: an extxyz (e.g. the previous bundled set) or a folder of labelled shards
-    (``<out>.build/labelled`` of an earlier build: every frame, before assembly filters).
+    ``paths``: one or several extxyz files (e.g. the previous bundled set) or folders of
+    labelled shards (``<out>.build/labelled`` of an earlier build: every frame, before
+    assembly filters); a parent found in several sources is taken from the first.
     """
-    if path is None:
-        return {}
     from farfield.data.readers import iter_frames
 
-    path = Path(path)
-    files = sorted(path.glob("*.extxyz")) if path.is_dir() else [path]
+    if paths is None:
+        return {}
     out: dict[str, list[Atoms]] = {}
-    for file in files:
-        for _, atoms in iter_frames(file):
-            if (isinstance(atoms, Atoms) and atoms.info.get(ENERGY) is not None
-                    and FORCES in atoms.arrays):
-                out.setdefault(str(atoms.info[PARENT_ID]), []).append(atoms)
+    for path in [paths] if isinstance(paths, (str, Path)) else paths:
+        path = Path(path)
+        found: dict[str, list[Atoms]] = {}
+        for file in sorted(path.glob("*.extxyz")) if path.is_dir() else [path]:
+            for _, atoms in iter_frames(file):
+                if (isinstance(atoms, Atoms) and atoms.info.get(ENERGY) is not None
+                        and FORCES in atoms.arrays):
+                    found.setdefault(str(atoms.info[PARENT_ID]), []).append(atoms)
+        for parent, frames in found.items():
+            out.setdefault(parent, frames)
     for frames in out.values():
         frames.sort(key=lambda a: int(str(a.info[STRUCTURE_ID]).rsplit("-c", 1)[-1]))
     return out
@@ -230,7 +234,8 @@ def _expected_frames(settings: SamplingSettings, n_atoms: int) -> int:
 
 
 def _plan(settings: BuildSettings, work: Path, cache_dir: str | Path | None, n_workers: int,
-          address: str | None, progress: bool, reuse_labels: str | Path | None = None) -> None:
+          address: str | None, progress: bool,
+          reuse_labels: str | Path | list[str | Path] | None = None) -> None:
     """Catalogue, select, sample and write ``inputs/`` shards, then ``plan.json``."""
     catalogue = build_catalogue(settings.sources, cache_dir=cache_dir, n_workers=n_workers,
                                 address=address, progress=progress)
@@ -462,12 +467,13 @@ def _versions() -> dict[str, str]:
 def build_dataset(settings: BuildSettings, out: str | Path, *, n_workers: int = 2,
                   address: str | None = None, cache_dir: str | Path | None = None,
                   progress: bool = True, command: str | None = None,
-                  reuse_labels: str | Path | None = None) -> tuple[DatasetStore, dict]:
+                  reuse_labels: str | Path | list[str | Path] | None = None) -> tuple[DatasetStore, dict]:
     """Plan (or resume), label and assemble the store at ``out``; returns it and a report.
 
-    ``reuse_labels``: an extxyz (e.g. the previous bundled set) whose labelled input
-    geometries are reused for identical relax seeds (same id, atoms, positions and cell
-    to 1e-6 Å), saving their single points; used only when a plan is made.
+    ``reuse_labels``: extxyz files or labelled-shard folders of earlier builds (see
+    :func:`_reused_relaxation`): whole relaxations, or else input single points, of identical
+    input geometries (same id, atoms, positions and cell to 1e-6 Å) are reused; used only
+    when a plan is made.
     """
     out = Path(out)
     work = work_dir_of(out)

@@ -142,8 +142,9 @@ def build_command(
         "--min-configs", min=1, help="Drop parents with fewer labelled frames.")] = 3,
     spare_fraction: Annotated[float, typer.Option(
         "--spare-fraction", help="Extra parents planned to replace failures.")] = 0.05,
-    reuse_labels: Annotated[Optional[Path], typer.Option(
-        "--reuse-labels", help="Labels of an earlier build, an extxyz or its <out>.build/labelled "
+    reuse_labels: Annotated[Optional[list[Path]], typer.Option(
+        "--reuse-labels", help="Labels of an earlier build (repeatable; the first source of a parent "
+                               "wins), an extxyz or its <out>.build/labelled "
                                "folder: a parent's whole labelled relaxation is reused when its input "
                                "geometry and frame kinds match (same sampling settings assumed), else "
                                "an identical input geometry's single point.")] = None,

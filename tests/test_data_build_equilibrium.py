@@ -92,8 +92,10 @@ def test_reused_relaxation_is_taken_whole_when_its_frames_match(relaxed_build, t
         atoms.info[ENERGY] = atoms.info[ENERGY] + 1.0 + k
         doctored.append(atoms)
     (old / "shard-00000.extxyz").write_text("".join(map(format_frame, doctored)))
+    later = tmp_path / "later.extxyz"  # a second source with the same parent: the first one wins
+    later.write_text("".join(format_frame(a) for a in frames))
     store2, _ = build_dataset(settings, tmp_path / "same", n_workers=0, progress=False,
-                              cache_dir=tmp_path, reuse_labels=old)
+                              cache_dir=tmp_path, reuse_labels=[old, later])
     again = {a.info[STRUCTURE_ID]: a for a in store2.read()}
     assert sorted(again) == sorted(a.info[STRUCTURE_ID] for a in frames)
     for atoms in doctored:
