@@ -304,3 +304,33 @@ def test_index_parquet_is_plain_pandas(tmp_path, frames):
     write_store(frames, tmp_path / "s", label_method="x")
     index = pd.read_parquet(tmp_path / "s" / "index.parquet")
     assert len(index) == 5 and index["n_atoms"].dtype.kind == "i"
+
+
+def test_bundled_store_is_built_once_per_file_and_copied_into_workspaces(tmp_path, frames, monkeypatch):
+    """The first workspace builds the bundled store in the user cache; a second workspace gets
+    a copy with the same content hash without reading the file again; an unwritable cache
+    falls back to building in the workspace."""
+    from farfield.data import datasets
+
+    bundled = tmp_path / "bundled.extxyz.xz"
+    with lzma.open(bundled, "wt") as handle:
+        ase.io.write(handle, frames, format="extxyz")
+    monkeypatch.setattr(datasets, "BUNDLED_FILE", bundled)
+    monkeypatch.setenv("FARFIELD_CACHE", str(tmp_path / "cache"))
+    first = datasets.bundled_store(tmp_path / "ws1")
+    assert (tmp_path / "cache" / "stores" / first.path.name / "manifest.json").is_file()
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("the bundled file was read again")
+
+    monkeypatch.setattr(datasets, "read_structures", no_reading)
+    second = datasets.bundled_store(tmp_path / "ws2")
+    assert second.path == tmp_path / "ws2" / "datasets" / first.path.name
+    assert second.manifest["content_hash"] == first.manifest["content_hash"]
+    assert len(second.read()) == len(frames)
+
+    monkeypatch.setattr(datasets, "read_structures", read_structures)
+    (tmp_path / "readonly").write_text("a file, not a directory")
+    monkeypatch.setenv("FARFIELD_CACHE", str(tmp_path / "readonly"))
+    third = datasets.bundled_store(tmp_path / "ws3")
+    assert third.manifest["content_hash"] == first.manifest["content_hash"]
