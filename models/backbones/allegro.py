@@ -107,8 +107,9 @@ class Allegro(nn.Module):
         self.first_projection = MLP([channels, channels + self.harmonics.n_weights], **_ALLEGRO_MLP)
         # 3. layers
         track = tensor_track_irreps(l_max, parity, layers)
-        if track[0] != harmonics_irreps(l_max):
-            raise AssertionError(f"the first layer must read every harmonic, got {track[0]}")
+        # the first layer reads every harmonic; every layer's scalars (0e) come first
+        if track[0] != harmonics_irreps(l_max) or any(irreps[0] != (0, 1) for irreps in track[1:]):
+            raise AssertionError(f"unexpected tensor track {track}")
         self.products = nn.ModuleList(
             StridedTensorProduct(track[t], harmonics_irreps(l_max), track[t + 1], tensor_features) for t in range(layers)
         )
