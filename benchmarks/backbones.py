@@ -34,6 +34,9 @@ MODELS = {
     "mace": dict(backbone="mace", channels=64, layers=2, l_max=3, hidden_l_max=1, correlation=3,
                  radial_mlp=[64, 64, 64]),
     "nequip-75k": dict(backbone="nequip", channels=32, layers=3, l_max=2, hidden_l_max=2, radial_mlp=[32, 32]),
+    # the reference's defaults (64 scalar, 16 tensor features, 2 layers, MLPs 64 wide and 1 deep), l_max 2
+    "allegro": dict(backbone="allegro", channels=64, layers=2, l_max=2, tensor_features=16, radial_mlp=[64],
+                    latent_mlp=[64]),
 }
 
 
@@ -102,7 +105,7 @@ def measure(model: str, target_atoms: int, steps: int, warmup: int, device_name:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=HERE / "results" / "backbones.json")
-    parser.add_argument("--models", default="painn,nequip,mace,nequip-75k")
+    parser.add_argument("--models", default="painn,nequip,mace,allegro,nequip-75k")
     parser.add_argument("--atoms", default="100,300,1000")
     parser.add_argument("--reference-atoms", type=int, default=200, help="batch size of the nequip-75k reference")
     parser.add_argument("--device", default="auto")

@@ -23,12 +23,19 @@ class ModelConfig(StrictModel):
     ``heads``: per-head options (``model.heads.<name>``), read by heads listed in ``long_range``.
 
     Backbone options (docs/backbones.md; PaiNN reads only channels/layers/cutoff/n_radial):
-    ``l_max``: degree of the edge spherical harmonics (MACE's ``max_ell``; mace, nequip).
+    ``l_max``: degree of the edge spherical harmonics (MACE's ``max_ell``; mace, nequip;
+    allegro: also of its tensor track).
     ``hidden_l_max``: highest irrep of node features between layers (MACE's ``max_L``).
     ``correlation``: order of MACE's symmetric contraction (body order = correlation + 1).
-    ``radial_mlp``: hidden widths of the radial MLP giving tensor-product weights.
-    ``avg_neighbors``: neighbour sums are divided by this (typical neighbours within cutoff).
+    ``radial_mlp``: hidden widths of the radial MLP giving tensor-product weights (allegro:
+    of the two-body MLP of the radial-chemical embedding).
+    ``avg_neighbors``: neighbour sums are divided by this (typical neighbours within cutoff;
+    allegro: by its square root, as the reference).
     ``n_element_features``: width of the element features of element-dependent weights.
+    ``tensor_features``: allegro: channels of the equivariant tensor track (``num_tensor_features``).
+    ``latent_mlp``: allegro: hidden widths of the latent MLP of every layer.
+    ``parity``: allegro: the tensor track holds both parities of each ``l ≤ l_max`` (the
+    reference default); false: natural parity only (the reference's ``parity: false``).
     ``node_input_features``: width of the ``node_inputs`` hook (e.g. 1 for CELLI charges
     fed back into layers ≥ 1); 0 = off.
     ``compile``: wrap the backbone with ``torch.compile`` (inference and first-derivative
@@ -48,6 +55,9 @@ class ModelConfig(StrictModel):
     radial_mlp: list[int] = Field(default_factory=lambda: [64, 64])
     avg_neighbors: float = Field(default=20.0, gt=0)
     n_element_features: int = Field(default=16, ge=1)
+    tensor_features: int = Field(default=16, ge=1)
+    latent_mlp: list[int] = Field(default_factory=lambda: [64])
+    parity: bool = True
     node_input_features: int = Field(default=0, ge=0)
     compile: bool = False
     heads: HeadsConfig = Field(default_factory=HeadsConfig)
@@ -61,11 +71,11 @@ class ModelConfig(StrictModel):
             raise ValueError(f"unknown backbone {name!r}; known backbones: {', '.join(sorted(BACKBONES))}")
         return name
 
-    @field_validator("radial_mlp")
+    @field_validator("radial_mlp", "latent_mlp")
     @classmethod
-    def _positive_widths(cls, widths: list[int]) -> list[int]:
+    def _positive_widths(cls, widths: list[int], info) -> list[int]:
         if any(w < 1 for w in widths):
-            raise ValueError(f"radial_mlp widths must be >= 1, got {widths}")
+            raise ValueError(f"{info.field_name} widths must be >= 1, got {widths}")
         return widths
 
     @field_validator("long_range")

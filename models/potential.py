@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from farfield.models.backbones.base import BackboneOutput
-from farfield.models.blocks import AtomwiseReadout, ReferenceEnergies, scatter_sum
+from farfield.models.blocks import AtomwiseReadout, EdgeEnergyReadout, ReferenceEnergies, scatter_sum
 from farfield.models.graph import AtomicGraph
 from farfield.models.heads import CHARGE_HEADS
 
@@ -29,13 +29,17 @@ NODE_INPUTS_ARGUMENT = "node_inputs"
 class Potential(nn.Module):
     """Energy model ``E = Σ_i (E0[Z_i] + readout(h_i)) + Σ_heads E_head``.
 
+    With an ``EdgeEnergyReadout`` (Allegro) ``readout(h_i)`` is instead the sum of the
+    energies of the edges centred on ``i``, read from ``BackboneOutput.edge_features``.
+
     ``backbone``: maps ``(graph, edge_vectors)`` to a ``BackboneOutput``.
     ``heads``: long-range heads by name; each returns a dict with ``energy`` (n_graphs,)
     eV and optionally ``charges`` (n_atoms,) e (see farfield.models.heads). A head with
     ``feeds_back_charges`` runs on the first backbone pass; the backbone then runs again
     with its charges as extra per-atom input (``NODE_INPUTS_ARGUMENT``), and the readout
     and the other heads read that second pass.
-    ``readout``: invariant features → per-atom energy (eV).
+    ``readout``: invariant features → per-atom energy (eV): ``AtomwiseReadout`` of
+    ``node_features`` or ``EdgeEnergyReadout`` of ``edge_features``.
     ``reference_energies``: per-element energies (eV), fitted on the training set.
     ``model_config``: the JSON-able config the potential was built from (kept for checkpoints).
     """
@@ -43,7 +47,7 @@ class Potential(nn.Module):
     def __init__(
         self,
         backbone: nn.Module,
-        readout: AtomwiseReadout,
+        readout: AtomwiseReadout | EdgeEnergyReadout,
         reference_energies: ReferenceEnergies,
         heads: dict[str, nn.Module] | None = None,
         model_config: dict | None = None,
@@ -103,7 +107,7 @@ class Potential(nn.Module):
             head_outputs[name] = self.heads[name](graph, features, positions, cell)
             charges = head_outputs[name]["charges"][:, None]
             features = self.backbone(graph, edge_vectors, **{NODE_INPUTS_ARGUMENT: charges})
-        atomic_energies = self.readout(features.node_features) + self.reference_energies(graph.numbers)
+        atomic_energies = self._short_range_energies(graph, features) + self.reference_energies(graph.numbers)
         energy = scatter_sum(atomic_energies, graph.batch, graph.n_graphs)
         out: dict[str, torch.Tensor] = {"atomic_energies": atomic_energies}
         for name, head in self.heads.items():
@@ -125,3 +129,11 @@ class Potential(nn.Module):
                 volume = graph.volume(graph.cell)
                 out["stress"] = grads[-1] / volume[:, None, None]
         return out
+
+    def _short_range_energies(self, graph: AtomicGraph, features: BackboneOutput) -> torch.Tensor:
+        """(n_atoms,), eV: the readout of the backbone's per-atom or per-edge features."""
+        if not isinstance(self.readout, EdgeEnergyReadout):
+            return self.readout(features.node_features)
+        if features.edge_features is None:
+            raise ValueError(f"an edge readout needs edge_features, which {type(self.backbone).__name__} does not give")
+        return self.readout(features.edge_features, graph.edge_index[0], graph.numbers.shape[0])

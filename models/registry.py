@@ -12,8 +12,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from farfield.models.backbones import MACE, NequIP, PaiNN
-from farfield.models.blocks import AtomwiseReadout, ReferenceEnergies
+from farfield.models.backbones import MACE, Allegro, NequIP, PaiNN
+from farfield.models.blocks import AtomwiseReadout, EdgeEnergyReadout, ReferenceEnergies
 from farfield.models.config import ModelConfig
 from farfield.models.heads import CHARGE_HEADS as _CHARGE_HEADS
 from farfield.models.heads import HEADS as _HEADS
@@ -47,8 +47,27 @@ def _build_nequip(config: ModelConfig) -> nn.Module:
     return NequIP(**_equivariant_options(config))
 
 
+def _build_allegro(config: ModelConfig) -> nn.Module:
+    return Allegro(channels=config.channels, layers=config.layers, cutoff=config.cutoff, n_radial=config.n_radial,
+                   l_max=config.l_max, tensor_features=config.tensor_features, parity=config.parity,
+                   radial_mlp=tuple(config.radial_mlp), latent_mlp=tuple(config.latent_mlp),
+                   avg_neighbors=config.avg_neighbors, node_input_features=_node_input_features(config))
+
+
+def _build_readout(config: ModelConfig, backbone: nn.Module, energy_scale: float) -> nn.Module:
+    """Per-atom readout of ``node_features``, or, for a backbone with per-edge energies
+    (an ``edge_feature_width``, Allegro), the edge readout summed onto centre atoms; the
+    hidden width is ``channels // 2`` either way."""
+    hidden = max(config.channels // 2, 1)
+    width = getattr(backbone, "edge_feature_width", None)
+    if width:
+        return EdgeEnergyReadout(width, config.avg_neighbors, hidden=hidden, scale=energy_scale)
+    return AtomwiseReadout(config.channels, hidden=hidden, scale=energy_scale)
+
+
 #: backbone name → builder taking the model config.
 BACKBONES: dict[str, Callable[[ModelConfig], nn.Module]] = {
+    "allegro": _build_allegro,
     "mace": _build_mace,
     "nequip": _build_nequip,
     "painn": _build_painn,
@@ -81,13 +100,14 @@ def build_potential(
     """
     dtype = {"float32": torch.float32, "float64": torch.float64}[config.dtype]
     backbone = _lookup(BACKBONES, config.backbone, "backbone")(config)
+    readout = _build_readout(config, backbone, energy_scale)
     if config.compile:
         backbone.compile(dynamic=True)  # in place: parameter names (and checkpoints) unchanged
     heads = {name: _lookup(HEADS, name, "long-range head")(config) for name in config.long_range}
     ref = ReferenceEnergies(None if reference_energies is None else torch.as_tensor(reference_energies))
     potential = Potential(
         backbone=backbone,
-        readout=AtomwiseReadout(config.channels, scale=energy_scale),
+        readout=readout,
         reference_energies=ref,
         heads=heads,
         model_config=config.model_dump(mode="json"),

@@ -91,9 +91,9 @@ def test_node_inputs_feed_later_layers(backbone, mof_cell):
 
 
 def test_backbone_chosen_by_name_with_known_names_in_error():
-    assert {"mace", "nequip", "painn"} <= set(BACKBONES)
-    with pytest.raises(ValueError, match="known backbones: mace, nequip, painn"):
-        ModelConfig(backbone="allegro")
+    assert {"allegro", "mace", "nequip", "painn"} <= set(BACKBONES)
+    with pytest.raises(ValueError, match="known backbones: allegro, mace, nequip, painn"):
+        ModelConfig(backbone="schnet")
     with pytest.raises(ValueError, match="radial_mlp"):
         ModelConfig(radial_mlp=[16, 0])
 

@@ -1,5 +1,6 @@
 """e3nn's equivariance checks (rotations, inversion, translations) on the equivariant blocks and
-on the internal features of the e3nn backbones, in float64 — and the check failing on a broken block."""
+on the internal features of the e3nn backbones (Allegro's: tests/test_backbone_allegro.py),
+in float64 — and the check failing on a broken block."""
 
 from __future__ import annotations
 
@@ -13,10 +14,12 @@ from farfield.models.blocks import (
     EquivariantLinear,
     Gate,
     SphericalHarmonics,
+    StridedTensorProduct,
     SymmetricContraction,
     irreps_string,
     join_blocks,
     split_blocks,
+    strided_dim,
     to_e3nn_layout,
 )
 
@@ -85,6 +88,60 @@ def test_gate_and_linear_equivariant():
         return _from_dense(gate(linear(blocks)), 2)
 
     assert_equivariant(func, irreps_in=[irreps_string([CHANNELS, 2, 4])], irreps_out=[_dense_irreps(CHANNELS, 2)])
+
+
+@pytest.mark.parametrize("irreps_in1, irreps_out", [
+    ([(0, 1), (1, -1), (2, 1)], [(0, 1), (1, 1), (1, -1), (2, 1), (2, -1)]),  # pseudotensors out
+    ([(0, 1), (1, 1), (1, -1), (2, -1)], [(0, 1), (0, -1), (1, -1), (2, 1)]),  # and in
+])
+def test_strided_tensor_product_equivariant(irreps_in1, irreps_out):
+    """Allegro's channel-by-channel product, pseudotensors included: rotations and inversion."""
+    def as_string(irreps):
+        return "+".join(f"{CHANNELS}x{l}{'e' if p == 1 else 'o'}" for l, p in irreps)
+
+    def to_strided(flat, irreps):
+        blocks, start = [], 0
+        for l, _ in irreps:
+            blocks.append(flat[:, start: start + CHANNELS * (2 * l + 1)].reshape(-1, CHANNELS, 2 * l + 1))
+            start += CHANNELS * (2 * l + 1)
+        return torch.cat(blocks, dim=-1)
+
+    harmonics = [(0, 1), (1, -1), (2, 1)]
+    tp = StridedTensorProduct(irreps_in1, harmonics, irreps_out, CHANNELS)
+    index = torch.tensor([0, 2, 1, 2, 0])
+
+    def func(x1, x2):
+        out = tp(to_strided(x1, irreps_in1), to_strided(x2, harmonics), index)
+        blocks = out.split([2 * l + 1 for l, _ in irreps_out], dim=-1)
+        return torch.cat([b.reshape(out.shape[0], -1) for b in blocks], dim=-1)
+
+    assert_equivariant(func, args_in=[torch.randn(5, CHANNELS * strided_dim(irreps_in1)), torch.randn(3, CHANNELS * 9)],
+                       irreps_in=[as_string(irreps_in1), as_string(harmonics)], irreps_out=[as_string(irreps_out)])
+
+
+def test_strided_tensor_product_equals_e3nn_uuu_product():
+    """The same numbers as e3nn's ``TensorProduct`` with one ``uuu`` instruction per path,
+    component irrep normalisation and no path normalisation — what Allegro's
+    ``Contracter`` computes (Clebsch–Gordan order and normalisation, not just symmetry)."""
+    from e3nn import o3
+
+    irreps_in1, harmonics = [(0, 1), (1, -1), (1, 1), (2, 1)], [(0, 1), (1, -1), (2, 1)]
+    irreps_out = [(0, 1), (1, -1), (1, 1), (2, -1)]
+    tp = StridedTensorProduct(irreps_in1, harmonics, irreps_out, CHANNELS)
+    as_irreps = [o3.Irreps("+".join(f"{CHANNELS}x{l}{'e' if p == 1 else 'o'}" for l, p in irreps))
+                 for irreps in (irreps_in1, harmonics, irreps_out)]
+    reference = o3.TensorProduct(*as_irreps, [(i1, i2, k, "uuu", True) for i1, i2, k in tp.paths],
+                                 irrep_normalization="component", path_normalization="none",
+                                 internal_weights=False, shared_weights=True)
+    x1, x2 = torch.randn(6, as_irreps[0].dim), torch.randn(6, as_irreps[1].dim)
+
+    def to_strided(flat, irreps):
+        blocks = flat.split([CHANNELS * (2 * l + 1) for l, _ in irreps], dim=-1)
+        return torch.cat([b.reshape(-1, CHANNELS, 2 * l + 1) for b, (l, _) in zip(blocks, irreps)], dim=-1)
+
+    ours = tp(to_strided(x1, irreps_in1), to_strided(x2, harmonics), torch.arange(6))
+    expected = reference(x1, x2, tp.weights.detach().T.reshape(-1))
+    torch.testing.assert_close(ours.detach(), to_strided(expected, irreps_out))
 
 
 def test_check_catches_broken_tensor_product():

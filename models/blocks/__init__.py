@@ -1,7 +1,7 @@
 """Building blocks shared by every backbone and head: radial bases, cutoffs, MLPs,
 embeddings, scatter, readouts, and the equivariant blocks of the e3nn backbones
 (spherical harmonics, dense irreps layout, equivariant linear maps, tensor-product
-convolution, gate, symmetric contraction). Never copy one of these into a model file."""
+convolution, gate, symmetric contraction, Allegro's strided tensor product). Never copy one of these into a model file."""
 
 from farfield.models.blocks.convolution import (
     ChannelwiseTensorProduct,
@@ -24,8 +24,14 @@ from farfield.models.blocks.irreps import (
 from farfield.models.blocks.mlp import MLP
 from farfield.models.blocks.node_inputs import NodeInputInjection
 from farfield.models.blocks.radial import BesselBasis, EdgeEmbedding, EdgeFeatures, PolynomialCutoff
-from farfield.models.blocks.readout import AtomwiseReadout, ReferenceEnergies
+from farfield.models.blocks.readout import AtomwiseReadout, EdgeEnergyReadout, ReferenceEnergies
 from farfield.models.blocks.scatter import scatter_sum
+from farfield.models.blocks.strided_product import (
+    StridedTensorProduct,
+    WeightedHarmonics,
+    harmonics_irreps,
+    strided_dim,
+)
 from farfield.models.blocks.symmetric_contraction import SymmetricContraction, coupling_basis
 
 __all__ = [
@@ -35,6 +41,7 @@ __all__ = [
     "BesselBasis",
     "ChannelwiseTensorProduct",
     "EdgeEmbedding",
+    "EdgeEnergyReadout",
     "EdgeFeatures",
     "ElementEmbedding",
     "ElementGatedLinear",
@@ -46,14 +53,18 @@ __all__ = [
     "RadialWeights",
     "ReferenceEnergies",
     "SphericalHarmonics",
+    "StridedTensorProduct",
     "SymmetricContraction",
+    "WeightedHarmonics",
     "coupling_basis",
+    "harmonics_irreps",
     "irrep_dim",
     "irrep_slice",
     "irreps_string",
     "join_blocks",
     "scatter_sum",
     "split_blocks",
+    "strided_dim",
     "tensor_product_paths",
     "to_e3nn_layout",
 ]

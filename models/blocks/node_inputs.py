@@ -27,13 +27,22 @@ class NodeInputInjection(nn.Module):
 
     def forward(self, scalars: torch.Tensor, node_inputs: torch.Tensor | None, layer: int) -> torch.Tensor:
         """``scalars``: (n_atoms, channels); ``node_inputs``: (n_atoms, n_inputs) or None."""
+        projected = self.projection(node_inputs, layer, scalars.shape[0])
+        return scalars if projected is None else scalars + projected.to(scalars.dtype)
+
+    def projection(self, node_inputs: torch.Tensor | None, layer: int, n_atoms: int) -> torch.Tensor | None:
+        """``W_layer · node_inputs`` (n_atoms, channels), or None where the hook is the identity.
+
+        For backbones whose features are not per atom (Allegro's edges gather it onto theirs).
+        """
         if node_inputs is None or layer < self.first_layer:
-            return scalars
+            return None
         if self.n_inputs == 0:
             raise ValueError("node_inputs was passed but the backbone was built with node_input_features=0")
-        if node_inputs.shape != (scalars.shape[0], self.n_inputs):
+        if node_inputs.shape != (n_atoms, self.n_inputs):
             raise ValueError(
-                f"node_inputs must have shape (n_atoms, {self.n_inputs}) = {(scalars.shape[0], self.n_inputs)}, "
+                f"node_inputs must have shape (n_atoms, {self.n_inputs}) = {(n_atoms, self.n_inputs)}, "
                 f"got {tuple(node_inputs.shape)}"
             )
-        return scalars + self.projections[layer - self.first_layer](node_inputs.to(scalars.dtype))
+        projection = self.projections[layer - self.first_layer]
+        return projection(node_inputs.to(projection.weight.dtype))

@@ -1,6 +1,8 @@
-"""Readouts from per-atom features to per-atom energies, and per-element reference energies."""
+"""Readouts from per-atom (or per-edge) features to per-atom energies, and per-element reference energies."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
@@ -8,6 +10,7 @@ from torch import nn
 
 from farfield.models.blocks.embedding import MAX_ATOMIC_NUMBER
 from farfield.models.blocks.mlp import MLP
+from farfield.models.blocks.scatter import scatter_sum
 
 
 class AtomwiseReadout(nn.Module):
@@ -25,6 +28,28 @@ class AtomwiseReadout(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.mlp(features).squeeze(-1) * self.scale
+
+
+class EdgeEnergyReadout(nn.Module):
+    """Invariant per-edge features (n_edges, n_features) → per-atom energies (n_atoms,).
+
+    Allegro's readout: a bias-free MLP gives every edge ``ij`` an energy ``E_ij`` (zero
+    for features that vanish, e.g. at the cutoff), and each atom gets the sum over the
+    edges it is the centre of, ``E_i = Σ_j E_ij / sqrt(2 · avg_neighbors)`` (the
+    reference's normalisation), times ``scale`` (a buffer in eV, as ``AtomwiseReadout``).
+    """
+
+    def __init__(self, n_features: int, avg_neighbors: float, hidden: int | None = None, scale: float = 1.0):
+        super().__init__()
+        hidden = hidden or max(n_features // 2, 1)
+        self.mlp = MLP([n_features, hidden, 1], bias=False, normalized_init=True)
+        self.factor = 1.0 / math.sqrt(2.0 * float(avg_neighbors))
+        self.register_buffer("scale", torch.tensor(float(scale)))
+
+    def forward(self, edge_features: torch.Tensor, centers: torch.Tensor, n_atoms: int) -> torch.Tensor:
+        """``centers``: (n_edges,) int64, the atom each edge's energy belongs to (``edge_index[0]``)."""
+        edge_energies = self.mlp(edge_features).squeeze(-1) * self.factor
+        return scatter_sum(edge_energies, centers, n_atoms) * self.scale
 
 
 class ReferenceEnergies(nn.Module):
