@@ -28,7 +28,7 @@ from farfield.data.splitting import make_split as make_chemspace_split
 from farfield.data.store import DatasetStore
 from farfield.models.blocks.readout import fit_reference_energies
 from farfield.models.graph.cache import GraphCache, precompute_graphs
-from farfield.models.heads.report import head_report
+from farfield.models.heads.report import charge_table_name, head_report
 from farfield.models.registry import build_potential
 from farfield.models.training import (
     METRIC_NAMES,
@@ -237,8 +237,7 @@ def log_head_report(client: MlflowClient, run_id: str, report, tmp: Path) -> dic
         folder = Path(tmp) / "charges"
         folder.mkdir(exist_ok=True)
         for structure_id, table in report.charges.items():
-            safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in structure_id)
-            table.to_parquet(folder / f"{safe}.parquet", index=False)
+            table.to_parquet(folder / f"{charge_table_name(structure_id)}.parquet", index=False)
         client.log_artifacts(run_id, str(folder), "charges")
     return {f"test/{name}": value for name, value in report.metrics.items()}
 

@@ -109,3 +109,13 @@ def test_checkpoint_is_the_librarys_file_and_maceles_charges_are_logged(trials):
                                                            "predictions/test_predictions.parquet")))
     assert len(charges) == n_test  # one table of latent charges per test structure
     assert not client.list_artifacts(trials["mace"][1].run_id, "charges")
+
+
+def test_the_report_loads_external_runs_with_maceles_charges(trials, tmp_path):
+    from farfield.analysis.loading import load_experiment
+
+    data = load_experiment(trials["farfield"][1].tracking_uri, "external", tmp_path)
+    assert set(data.trials["model"]) == {"painn+les", "ext-mace", "ext-mace+les"}
+    maceles = trials["maceles"][1].run_id
+    charges = data.charges[data.charges["run_id"] == maceles]
+    assert len(charges) == data.structures[data.structures["run_id"] == maceles]["n_atoms"].sum()

@@ -149,7 +149,6 @@ def nequip_config(config: TrialConfig, files: dict[str, Path], workdir: Path, el
                                    "dataloader_kwargs": {"batch_size": training.eval_batch_size}}},
         "trainer": trainer,
         "training_module": module,
-        "global_options": {"allow_tf32": False},
     }
     for path, value in external.options.items():
         set_dotted(document, path, value)
