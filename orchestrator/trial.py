@@ -4,7 +4,8 @@
 runs it inside a Ray task. Everything a trial produces is logged to one MLflow run:
 flattened params, per-epoch curves, final ``{train,val,test}/{e_mae,e_rmse,f_mae,f_rmse,q_mae}``,
 tags, the checkpoint, per-structure test predictions (parquet), the split file and
-the resolved config.
+the resolved config. A model trained by another library (``model.backbone: external``)
+goes through ``farfield.orchestrator.external.trial`` and logs the same run.
 """
 
 from __future__ import annotations
