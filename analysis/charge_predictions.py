@@ -1,10 +1,11 @@
 """Per-atom charges of a trained potential on its test structures.
 
-Trials log per-structure errors, not per-atom charges, so the analysis reloads the
-logged checkpoint (``state_dict`` + config, ``weights_only``) and evaluates the test
-structures once. Every head output named ``charges_<head>`` (CELLI's equilibrated
-charges, LES's latent charges) becomes rows of the charge table, next to the reference
-charges of the dataset (NaN where a structure has none).
+For a farfield trial the analysis reloads the logged checkpoint (``state_dict`` + config,
+``weights_only``) and evaluates the test structures once. Every head output named
+``charges_<head>`` (CELLI's equilibrated charges, LES's latent charges) becomes rows of the
+charge table, next to the reference charges of the dataset (NaN where a structure has none).
+An external model (mace-torch's MACELES) has no farfield checkpoint: its logged
+``charges/<structure_id>.parquet`` tables are read instead (:func:`charges_from_tables`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from farfield.models.graph import AtomicGraph, collate
 from farfield.models.potential import Potential
 from farfield.models.training import load_checkpoint
 
-__all__ = ["CHARGE_COLUMNS", "charges_from_checkpoint", "predict_charges"]
+__all__ = ["CHARGE_COLUMNS", "charges_from_checkpoint", "charges_from_tables", "predict_charges"]
 
 CHARGE_COLUMNS = ("structure_id", "atom", "element", "head", "q_pred", "q_ref")
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -60,3 +61,24 @@ def charges_from_checkpoint(checkpoint: str | Path, frames: Sequence[Atoms]) -> 
     potential, _ = load_checkpoint(checkpoint, device="cpu")
     dtype = _DTYPES.get(potential.model_config.get("dtype", "float32"), torch.float32)
     return predict_charges(potential.to(dtype), frames)
+
+
+def charges_from_tables(folder: str | Path, structure_ids: Sequence[str]) -> pd.DataFrame:
+    """The charge table of a trial's logged ``charges/`` folder (one parquet per test structure,
+    columns ``atom, number, head, charge, reference_charge``) for ``structure_ids``; structures
+    without a table are left out."""
+    from ase.data import chemical_symbols
+
+    from farfield.models.heads.report import charge_table_name
+
+    parts = []
+    for structure_id in structure_ids:
+        path = Path(folder) / f"{charge_table_name(structure_id)}.parquet"
+        if not path.is_file():
+            continue
+        table = pd.read_parquet(path)
+        parts.append(pd.DataFrame({"structure_id": structure_id, "atom": table["atom"].to_numpy(),
+                                   "element": [chemical_symbols[int(z)] for z in table["number"]],
+                                   "head": table["head"].to_numpy(), "q_pred": table["charge"].to_numpy(),
+                                   "q_ref": table["reference_charge"].to_numpy()}))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(CHARGE_COLUMNS))

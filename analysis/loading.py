@@ -27,7 +27,7 @@ from pathlib import Path
 import pandas as pd
 from farfield.analysis import mlflow_queries
 from farfield.analysis.baseline import baseline_errors, baseline_metrics
-from farfield.analysis.charge_predictions import CHARGE_COLUMNS, charges_from_checkpoint
+from farfield.analysis.charge_predictions import CHARGE_COLUMNS, charges_from_checkpoint, charges_from_tables
 from farfield.analysis.dataset_context import DatasetContext, open_dataset
 from farfield.analysis.placement import parent_placement
 from farfield.data.splitting import Split
@@ -164,8 +164,14 @@ def load_experiment(tracking_uri: str, experiment: str, workdir: str | Path, swe
         checkpoint = mlflow_queries.download_artifact(tracking_uri, run.run_id, "checkpoint/model.pt", folder)
         if checkpoint is not None:
             data.checkpoints[run.run_id] = checkpoint
+        charges = None
         if with_charges and checkpoint is not None and row["long_range"] != "none":
             charges = charges_from_checkpoint(checkpoint, context.frames(table["structure_id"].tolist()))
+        elif with_charges and row["long_range"] != "none":  # an external model: its logged latent charges
+            tables = mlflow_queries.download_artifact(tracking_uri, run.run_id, "charges", folder)
+            if tables is not None:
+                charges = charges_from_tables(tables, table["structure_id"].tolist())
+        if charges is not None:
             for name in reversed(TRIAL_KEYS):
                 charges.insert(0, name, row[name])
             charge_parts.append(charges)

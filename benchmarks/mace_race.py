@@ -1,12 +1,22 @@
 """Race farfield's MACE-style backbone against mace-torch per training step → JSON.
 
-Both models get the same hyperparameters (channels, l_max = max_ell, hidden_l_max = max_L,
-correlation, layers, cutoff, Bessel functions, radial MLP, avg_num_neighbors, float32)
-and train on the same batches of bundled MOF structures (energy + forces loss, backward,
-Adam step), in the same run. mace-torch pins an older e3nn, so it runs in its own
-virtual environment that this script creates (``benchmarks/.mace-venv``, torch first,
-pinned like the project's) and drives as a subprocess; farfield never imports it.
-If mace-torch cannot be installed or run, the JSON records why.
+Two settings, measured in one run on the same batches of bundled MOF structures (energy +
+forces loss, backward, Adam step):
+
+* ``equal_hyperparameters``: both models get the same hyperparameters (channels, l_max =
+  max_ell, hidden_l_max = max_L, correlation, layers, cutoff, Bessel functions, radial MLP,
+  avg_num_neighbors, float32). farfield's element-dependent weights are low-rank
+  (``n_element_features`` = 16), mace-torch's are one set per element, so farfield has fewer
+  parameters.
+* ``equal_parameters``: farfield's ``n_element_features`` raised until its parameter count is
+  the closest to mace-torch's (everything else unchanged); mace-torch is the same model.
+
+mace-torch pins an older e3nn, so it runs in its own environment, the one an external
+mace-torch trial gets (``farfield.orchestrator.external``: Ray's ``runtime_env`` with
+mace-torch and torch pinned like the project's); this script's worker runs there as a
+subprocess and farfield never imports it. If mace-torch cannot be installed or run, the
+JSON records why. The load average before and after is recorded: on a shared machine wall
+times include the neighbours, single-thread CPU seconds do not.
 
     python benchmarks/mace_race.py --out benchmarks/results/mace_race.json
 
@@ -19,14 +29,13 @@ import argparse
 import json
 import os
 import platform
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_VENV = HERE / ".mace-venv"
+#: farfield's default rank of the element-dependent weights (the equal-hyperparameter setting).
+DEFAULT_ELEMENT_FEATURES = 16
 
 
 def _timed_steps(step, n_steps: int, warmup: int) -> dict:
@@ -104,23 +113,50 @@ def _mace_worker(batches_path: Path, hp: dict) -> dict:
 # --- farfield side -------------------------------------------------------------------------
 
 
-def ensure_mace_venv(venv: Path, torch_spec: str) -> tuple[Path | None, str | None]:
-    """Create ``venv`` with ``torch_spec`` then mace-torch; returns (python, failure reason)."""
-    python = venv / "bin" / "python"
-    check = [str(python), "-c", "import mace.modules, e3nn, torch"]
-    if python.exists() and subprocess.run(check, capture_output=True).returncode == 0:
-        return python, None
-    steps = [
-        [sys.executable, "-m", "venv", str(venv)],
-        [str(python), "-m", "pip", "install", "--quiet", torch_spec],
-        [str(python), "-m", "pip", "install", "--quiet", "mace-torch"],
-        check,
-    ]
-    for cmd in steps:
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            return None, f"`{' '.join(cmd[:4])} ...` failed: {(proc.stderr or proc.stdout).strip()[-1500:]}"
-    return python, None
+def _mace_environment(version: str, workspace: Path) -> dict:
+    """Ray's ``runtime_env`` of mace-torch ``version``: the one an external mace trial gets."""
+    from farfield.models.external import ExternalConfig
+    from farfield.orchestrator.external.environment import runtime_env
+
+    return runtime_env(ExternalConfig(trainer="mace", version=version), workspace)
+
+
+def _run_mace(batches_path: Path, hp: dict, version: str, workspace: Path) -> tuple[dict | None, str | None]:
+    """The mace-torch side in its environment: (its results, or None and why)."""
+    from farfield.orchestrator.external.environment import run_script
+
+    out, log = workspace / "mace_result.json", workspace / "mace_worker.log"
+    try:
+        run = run_script(_mace_environment(version, workspace), Path(__file__),
+                         ["--worker", str(batches_path), "--worker-out", str(out), "--hp", json.dumps(hp)], log)
+    except Exception as err:  # noqa: BLE001 - recorded in the JSON (e.g. the environment could not be built)
+        return None, f"mace-torch environment failed: {type(err).__name__}: {str(err)[-1500:]}"
+    finally:
+        import ray
+
+        ray.shutdown()  # farfield's side is timed without Ray running
+    if run.returncode != 0:
+        return None, f"mace-torch run failed: {run.log_tail[-1500:]}"
+    return json.loads(out.read_text()), None
+
+
+def _n_parameters(hp: dict, element_features: int) -> int:
+    from farfield.models import build_potential
+
+    return sum(p.numel() for p in build_potential(_farfield_config(hp, element_features)).parameters())
+
+
+def match_parameters(hp: dict, target: int) -> int:
+    """The ``n_element_features`` whose farfield model has the parameter count closest to ``target``
+    (the count grows with it, so a bisection over 1..1024 and its neighbour)."""
+    low, high = 1, 1024
+    while high - low > 1:
+        middle = (low + high) // 2
+        if _n_parameters(hp, middle) < target:
+            low = middle
+        else:
+            high = middle
+    return min((low, high), key=lambda r: abs(_n_parameters(hp, r) - target))
 
 
 def _make_batches(frames, targets: list[int]) -> list[list]:
@@ -137,21 +173,26 @@ def _make_batches(frames, targets: list[int]) -> list[list]:
     return batches
 
 
-def _farfield_run(batches, hp: dict) -> dict:
+def _farfield_config(hp: dict, element_features: int):
+    from farfield.models import ModelConfig
+
+    return ModelConfig(backbone="mace", channels=hp["channels"], layers=hp["layers"], cutoff=hp["cutoff"],
+                       n_radial=hp["n_radial"], l_max=hp["l_max"], hidden_l_max=hp["hidden_l_max"],
+                       correlation=hp["correlation"], radial_mlp=hp["radial_mlp"],
+                       avg_neighbors=hp["avg_neighbors"], n_element_features=element_features, dtype="float32")
+
+
+def _farfield_run(batches, hp: dict, element_features: int) -> dict:
     import torch
 
-    from farfield.models import ModelConfig, build_potential
+    from farfield.models import build_potential
     from farfield.models.training import build_graphs
     from farfield.models.graph import collate
 
     from _training_step import training_step
 
     torch.manual_seed(0)
-    config = ModelConfig(backbone="mace", channels=hp["channels"], layers=hp["layers"], cutoff=hp["cutoff"],
-                         n_radial=hp["n_radial"], l_max=hp["l_max"], hidden_l_max=hp["hidden_l_max"],
-                         correlation=hp["correlation"], radial_mlp=hp["radial_mlp"],
-                         avg_neighbors=hp["avg_neighbors"], dtype="float32")
-    potential = build_potential(config)
+    potential = build_potential(_farfield_config(hp, element_features))
     optimizer = torch.optim.Adam(potential.parameters(), lr=1e-3)
     results = []
     for batch_id, members in enumerate(batches):
@@ -162,14 +203,26 @@ def _farfield_run(batches, hp: dict) -> dict:
 
         results.append({"batch": batch_id, "n_atoms": int(batch.n_atoms.sum()),
                         **_timed_steps(step, hp["steps"], hp["warmup"])})
-    return {"results": results, "n_parameters": sum(p.numel() for p in potential.parameters())}
+    return {"results": results, "n_parameters": sum(p.numel() for p in potential.parameters()),
+            "n_element_features": element_features}
+
+
+def _comparison(farfield: dict, mace: dict) -> list[dict]:
+    return [
+        {"n_atoms": f["n_atoms"], "farfield_s": f["seconds_per_step"], "mace_torch_s": m["seconds_per_step"],
+         "farfield_cpu_s": f["cpu_seconds_per_step"], "mace_torch_cpu_s": m["cpu_seconds_per_step"],
+         "ratio_farfield_over_mace": f["seconds_per_step"] / m["seconds_per_step"],
+         "cpu_ratio_farfield_over_mace": f["cpu_seconds_per_step"] / m["cpu_seconds_per_step"]}
+        for f, m in zip(farfield["results"], mace["results"])
+    ]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=HERE / "results" / "mace_race.json")
-    parser.add_argument("--venv", type=Path, default=DEFAULT_VENV)
-    parser.add_argument("--torch-spec", default=os.environ.get("TORCH_SPEC", "torch==2.13.0"))
+    parser.add_argument("--mace-version", default="0.3.16", help="mace-torch release (exact)")
+    parser.add_argument("--workspace", type=Path, default=HERE.parent / "build" / "mace_race",
+                        help="where the batches, the mace-torch worker's output and its log go")
     parser.add_argument("--channels", type=int, default=64)
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--l-max", type=int, default=3)
@@ -184,10 +237,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="1 by default: CPU time per step is then a "
                         "robust measure even on a machine shared with other processes")
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--worker-out", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--hp", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.worker:  # inside the mace venv
-        print(json.dumps(_mace_worker(args.worker, json.loads(args.hp))))
+    if args.worker:  # inside the mace-torch environment
+        args.worker_out.write_text(json.dumps(_mace_worker(args.worker, json.loads(args.hp))))
         return
 
     import ase.io
@@ -210,46 +264,51 @@ def main() -> None:
               steps=args.steps, warmup=args.warmup, threads=args.threads)
     batches = _make_batches(frames, [int(n) for n in args.atoms.split(",")])
 
+    load_before = os.getloadavg()
     report = {"benchmark": "mace_race", "dataset": dataset_hash, "hyperparameters": hp, "dtype": "float32",
-              "cpu": platform.processor() or platform.machine(), "device": "cpu", "torch": torch.__version__}
-    python, failure = ensure_mace_venv(args.venv, args.torch_spec)
-    mace = None
-    if python is not None:
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "batches.extxyz"
-            tagged = []
-            for k, members in enumerate(batches):
-                for atoms in members:
-                    a = atoms.copy()
-                    a.info = {"race_batch": k, "race_energy": float(atoms.info["energy"])}
-                    a.arrays = {"numbers": a.arrays["numbers"], "positions": a.arrays["positions"]}
-                    a.arrays["race_forces"] = np.asarray(atoms.arrays["forces"])
-                    tagged.append(a)
-            ase.io.write(path, tagged, format="extxyz")
-            proc = subprocess.run([str(python), __file__, "--worker", str(path), "--hp", json.dumps(hp)],
-                                  capture_output=True, text=True)
-        if proc.returncode == 0:
-            mace = json.loads(proc.stdout.strip().splitlines()[-1])
-        else:
-            failure = f"mace-torch run failed: {proc.stderr.strip()[-1500:]}"
-    farfield = _farfield_run(batches, hp)
-    report["farfield"] = farfield
+              "cpu": platform.processor() or platform.machine(), "cpu_cores": os.cpu_count(), "device": "cpu",
+              "torch": torch.__version__}
+    args.workspace.mkdir(parents=True, exist_ok=True)
+    path = args.workspace / "batches.extxyz"
+    tagged = []
+    for k, members in enumerate(batches):
+        for atoms in members:
+            a = atoms.copy()
+            a.info = {"race_batch": k, "race_energy": float(atoms.info["energy"])}
+            a.arrays = {"numbers": a.arrays["numbers"], "positions": a.arrays["positions"]}
+            a.arrays["race_forces"] = np.asarray(atoms.arrays["forces"])
+            tagged.append(a)
+    ase.io.write(path, tagged, format="extxyz")
+    mace, failure = _run_mace(path, hp, args.mace_version, args.workspace)
     report["mace_torch"] = mace
     report["mace_torch_failure"] = failure
+    ranks = {"equal_hyperparameters": DEFAULT_ELEMENT_FEATURES}
     if mace is not None:
-        report["comparison"] = [
-            {"n_atoms": f["n_atoms"], "farfield_s": f["seconds_per_step"], "mace_torch_s": m["seconds_per_step"],
-             "farfield_cpu_s": f["cpu_seconds_per_step"], "mace_torch_cpu_s": m["cpu_seconds_per_step"],
-             "ratio_farfield_over_mace": f["seconds_per_step"] / m["seconds_per_step"],
-             "cpu_ratio_farfield_over_mace": f["cpu_seconds_per_step"] / m["cpu_seconds_per_step"]}
-            for f, m in zip(farfield["results"], mace["results"])
-        ]
+        ranks["equal_parameters"] = match_parameters(hp, mace["n_parameters"])
+    report["settings"] = []
+    for name, rank in ranks.items():
+        farfield = _farfield_run(batches, hp, rank)
+        setting = {"name": name, "farfield_n_element_features": rank, "farfield": farfield}
+        if mace is not None:
+            setting["parameters"] = {"farfield": farfield["n_parameters"], "mace_torch": mace["n_parameters"]}
+            setting["comparison"] = _comparison(farfield, mace)
+        report["settings"].append(setting)
+    load_after = os.getloadavg()
+    report["load_average_1min"] = {"before": load_before[0], "after": load_after[0]}
+    report["measured_under_load"] = max(load_before[0], load_after[0]) > 0.5 * (os.cpu_count() or 1)
+    if report["measured_under_load"]:
+        report["note"] = ("measured under load (other jobs shared the cores, niced): wall times include them; "
+                          "single-thread process-CPU seconds per step are the robust figures")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    for row in report.get("comparison", []):
-        print(f"{row['n_atoms']:>5} atoms: farfield {row['farfield_s']:.3f} s/step ({row['farfield_cpu_s']:.3f} "
-              f"CPU s), mace-torch {row['mace_torch_s']:.3f} s/step ({row['mace_torch_cpu_s']:.3f} CPU s), "
-              f"ratio {row['ratio_farfield_over_mace']:.2f} (CPU {row['cpu_ratio_farfield_over_mace']:.2f})")
+    for setting in report["settings"]:
+        print(f"{setting['name']}: farfield {setting['farfield']['n_parameters']} parameters "
+              f"(n_element_features {setting['farfield_n_element_features']})"
+              + (f", mace-torch {mace['n_parameters']}" if mace else ""))
+        for row in setting.get("comparison", []):
+            print(f"{row['n_atoms']:>5} atoms: farfield {row['farfield_s']:.3f} s/step ({row['farfield_cpu_s']:.3f} "
+                  f"CPU s), mace-torch {row['mace_torch_s']:.3f} s/step ({row['mace_torch_cpu_s']:.3f} CPU s), "
+                  f"ratio {row['ratio_farfield_over_mace']:.2f} (CPU {row['cpu_ratio_farfield_over_mace']:.2f})")
     if failure:
         print(f"mace-torch unavailable: {failure}")
     print(f"wrote {args.out}")

@@ -7,16 +7,19 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from farfield.data.config import StrictModel
+from farfield.models.external import EXTERNAL, ExternalConfig
 from farfield.models.heads.config import HeadsConfig
 
 
 class ModelConfig(StrictModel):
     """A potential: backbone + long-range heads + per-element reference energies.
 
-    ``backbone``: a name from ``farfield.models.registry.BACKBONES``.
+    ``backbone``: a name from ``farfield.models.registry.BACKBONES``, or ``external``: a model
+    trained by another library, described by ``external`` (``farfield.models.external``; the
+    shared size fields below are translated to its trainer, see docs/backbones.md).
     ``long_range``: names from ``farfield.models.registry.HEADS`` (empty = short-range only).
     ``channels``: feature width. ``layers``: message-passing layers. ``cutoff``: Å.
     ``n_radial``: radial basis functions. ``dtype``: floating precision of the model.
@@ -61,15 +64,40 @@ class ModelConfig(StrictModel):
     node_input_features: int = Field(default=0, ge=0)
     compile: bool = False
     heads: HeadsConfig = Field(default_factory=HeadsConfig)
+    external: ExternalConfig | None = None
 
     @field_validator("backbone")
     @classmethod
     def _known_backbone(cls, name: str) -> str:
         from farfield.models.registry import BACKBONES
 
-        if name not in BACKBONES:
-            raise ValueError(f"unknown backbone {name!r}; known backbones: {', '.join(sorted(BACKBONES))}")
+        if name not in BACKBONES and name != EXTERNAL:
+            known = ", ".join([*sorted(BACKBONES), EXTERNAL])
+            raise ValueError(f"unknown backbone {name!r}; known backbones: {known}")
         return name
+
+    @model_validator(mode="after")
+    def _external_matches_backbone(self) -> ModelConfig:
+        if self.backbone == EXTERNAL and self.external is None:
+            raise ValueError("model.backbone is 'external' but model.external is missing; give "
+                             "model.external: {trainer: mace | maceles | nequip | allegro, version: ...}")
+        if self.backbone != EXTERNAL and self.external is not None:
+            raise ValueError(f"model.external is set but model.backbone is {self.backbone!r}; "
+                             f"model.external is read only with model.backbone: external")
+        if self.backbone == EXTERNAL and self.long_range:
+            raise ValueError(f"model.long_range = {self.long_range} cannot be added to an external model "
+                             f"(its library trains it); for mace-torch with LES use model.external.trainer: maceles")
+        return self
+
+    @property
+    def backbone_tag(self) -> str:
+        """What the run's ``backbone`` tag says: the backbone, or e.g. ``ext-mace`` for an external model."""
+        return self.external.backbone_tag if self.external is not None else self.backbone
+
+    @property
+    def long_range_tag(self) -> list[str]:
+        """The run's long-range schemes: ``long_range``, or the external model's own (MACELES: ``les``)."""
+        return self.external.long_range_tag if self.external is not None else list(self.long_range)
 
     @field_validator("radial_mlp", "latent_mlp")
     @classmethod

@@ -6,7 +6,9 @@ categorical axes ``backbone``, ``long_range``, ``split`` and ``seed``; their val
 crossed as a full grid (every combination is a *cell*). ``sweep.ranges`` holds numeric
 ranges (or categorical ``choices``) addressed by dotted trial-config paths such as
 ``training.lr``; inside each cell they are searched by Optuna TPE,
-``sweep.samples_per_cell`` trials per cell. Every cell and both ends of every range
+``sweep.samples_per_cell`` trials per cell. The ``backbone`` axis may hold ``external``
+(a model trained by another library) beside farfield's backbones: the base's
+``model.external`` describes it and is dropped for the other entries. Every cell and both ends of every range
 are validated as a full ``TrialConfig`` at load time, so a misspelled backbone or an
 out-of-bounds learning rate fails before anything starts; names come from the model
 registries and the split strategies that exist when the config is loaded.
@@ -23,6 +25,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, model_validator
 
 from farfield.data.config import SplitConfig, StrictModel
+from farfield.models.external import EXTERNAL
 from farfield.orchestrator.config import ConfigError, TrialConfig, _merge, read_yaml, validate_config
 
 GRID_AXES = ("backbone", "variant", "long_range", "split", "seed")
@@ -202,6 +205,8 @@ def trial_data(config: SweepConfig, cell: dict[str, Any], sampled: dict[str, Any
     overrides: dict[str, Any] = {}
     if "backbone" in cell:
         overrides["model"] = {"backbone": cell["backbone"]}
+        if cell["backbone"] != EXTERNAL:  # the base's model.external describes the axis's `external` entry
+            data["model"]["external"] = None
     if "long_range" in cell:
         overrides.setdefault("model", {})["long_range"] = list(cell["long_range"])
     if "split" in cell:

@@ -88,8 +88,9 @@ def trial_title(config: TrialConfig, variant: str | None = None) -> str:
     """What a trial is, as its run name: ``painn+les · size · seed 0`` (``painn · random · seed 1``);
     ``variant`` (a sweep grid variant's name) is added in brackets unless it only repeats the
     model: ``painn [short-range-4L] · random · seed 0``."""
-    model = "+".join([config.model.backbone, *config.model.long_range])
-    if variant and variant not in (model, "+".join(config.model.long_range) or "none"):
+    long_range = config.model.long_range_tag
+    model = "+".join([config.model.backbone_tag, *long_range])
+    if variant and variant not in (model, "+".join(long_range) or "none"):
         model = f"{model} [{variant}]"
     return f"{model} · {config.split.strategy} · seed {config.seed}"
 

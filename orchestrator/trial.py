@@ -4,7 +4,8 @@
 runs it inside a Ray task. Everything a trial produces is logged to one MLflow run:
 flattened params, per-epoch curves, final ``{train,val,test}/{e_mae,e_rmse,f_mae,f_rmse,q_mae}``,
 tags, the checkpoint, per-structure test predictions (parquet), the split file and
-the resolved config.
+the resolved config. A model trained by another library (``model.backbone: external``)
+goes through ``farfield.orchestrator.external.trial`` and logs the same run.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from farfield.data.splitting import make_split as make_chemspace_split
 from farfield.data.store import DatasetStore
 from farfield.models.blocks.readout import fit_reference_energies
 from farfield.models.graph.cache import GraphCache, precompute_graphs
-from farfield.models.heads.report import head_report
+from farfield.models.heads.report import charge_table_name, head_report
 from farfield.models.registry import build_potential
 from farfield.models.training import (
     METRIC_NAMES,
@@ -185,7 +186,7 @@ def run_trial(
     run = client.create_run(
         experiment_id,
         run_name=config.tracking.run_name or trial_title(config),
-        tags={"backbone": config.model.backbone, "long_range": ",".join(config.model.long_range) or "none",
+        tags={"backbone": config.model.backbone_tag, "long_range": ",".join(config.model.long_range_tag) or "none",
               "split": config.split.strategy, "git_commit": git_commit(), "trial_name": config.name,
               **(tags or {})},
     )
@@ -201,9 +202,9 @@ def run_trial(
     return result
 
 
-def _train_and_log(
-    config: TrialConfig, client: MlflowClient, run_id: str, progress: bool, reporters: list
-) -> TrialResult:
+def log_trial_inputs(config: TrialConfig, client: MlflowClient, run_id: str) -> tuple[DatasetStore, Split, dict]:
+    """Params, resolved config, dataset and split (tags and artifact) of a new run; returns the
+    store, the split and the structure ids of each side (shared by farfield and external trials)."""
     params = config.flat_params()
     items = [mlflow.entities.Param(k, v[:6000]) for k, v in params.items()]
     for start in range(0, len(items), 100):
@@ -216,22 +217,71 @@ def _train_and_log(
     client.set_tag(run_id, "dataset_hash", store.content_hash)
     client.set_tag(run_id, "split_hash", split.content_hash)
     client.log_dict(run_id, json.loads(split.to_json()), "split/split.json")
-    ids = side_ids(config, store, split)
+    return store, split, side_ids(config, store, split)
+
+
+def log_test_predictions(client: MlflowClient, run_id: str, table, store: DatasetStore, tmp: Path) -> None:
+    """``predictions/test_predictions.parquet``: one row per test structure (ErrorAccumulator's
+    table) with its ``parent_id``."""
+    parent_of = dict(zip(store.index["structure_id"], store.index["parent_id"]))
+    table.insert(1, "parent_id", table["structure_id"].map(parent_of))
+    path = Path(tmp) / "test_predictions.parquet"
+    table.to_parquet(path, index=False)
+    client.log_artifact(run_id, str(path), "predictions")
+
+
+def log_head_report(client: MlflowClient, run_id: str, report, tmp: Path) -> dict[str, float]:
+    """Learned charges (``charges/<structure_id>.parquet``, one per test structure) and the
+    heads' metrics (``test/q_std``, ``test/lr_energy_share``, per head ``..._<head>``) of a
+    ``HeadReport``; returns those metrics."""
+    if report.charges:
+        folder = Path(tmp) / "charges"
+        folder.mkdir(exist_ok=True)
+        for structure_id, table in report.charges.items():
+            table.to_parquet(folder / f"{charge_table_name(structure_id)}.parquet", index=False)
+        client.log_artifacts(run_id, str(folder), "charges")
+    return {f"test/{name}": value for name, value in report.metrics.items()}
+
+
+def log_final_metrics(client: MlflowClient, run_id: str, metrics: dict[str, float], reference: np.ndarray,
+                      test_graphs: list) -> dict[str, float]:
+    """``metrics`` plus the ``key/`` ones (against the dummy baseline of ``reference`` energies),
+    logged at once; returns them all."""
+    metrics = {**metrics, **key_metrics(metrics, reference, test_graphs)}
+    client.log_batch(
+        run_id, metrics=[mlflow.entities.Metric(k, float(v), now_ms(), 0) for k, v in metrics.items()]
+    )
+    return metrics
+
+
+def fit_reference(train_graphs: list) -> np.ndarray:
+    """Per-element reference energies (119,) eV fitted on the training side."""
+    return fit_reference_energies(
+        element_count_matrix(train_graphs), np.array([float(g.energy[0]) for g in train_graphs])
+    )
+
+
+def _train_and_log(
+    config: TrialConfig, client: MlflowClient, run_id: str, progress: bool, reporters: list
+) -> TrialResult:
+    if config.model.external is not None:  # another library's trainer, in its own environment
+        from farfield.orchestrator.external.trial import train_and_log_external
+
+        return train_and_log_external(config, client, run_id, progress, reporters)
+    store, split, ids = log_trial_inputs(config, client, run_id)
 
     # graphs from the per-shard cache (<workspace>/cache/graphs), computed here for missing shards;
     # identical to build_graphs on the store's frames (tests/test_graph_cache.py)
     dtype = DTYPES[config.model.dtype]
     graphs = graph_cache(config, store, progress=progress).graph_sets(ids, dtype, progress=progress)
-    reference = fit_reference_energies(
-        element_count_matrix(graphs["train"]), np.array([float(g.energy[0]) for g in graphs["train"]])
-    )
+    reference = fit_reference(graphs["train"])
     potential = build_potential(config.model, reference_energies=reference, energy_scale=force_rms(graphs["train"]))
     device = resolve_device(config.resources.device)
     client.set_tag(run_id, "device", str(device))
     client.log_metric(run_id, "n_parameters", sum(p.numel() for p in potential.parameters()))
     trainer = Trainer(
         potential, config.training, device=device, seed=config.seed,
-        reporter=_Reporters([MlflowEpochReporter(client, run_id), *reporters]), progress=progress,
+        reporter=epoch_reporter(client, run_id, reporters), progress=progress,
     )
     for reporter in reporters:  # reporters that also checkpoint (a sweep's) get the trainer
         if hasattr(reporter, "attach"):
@@ -246,31 +296,15 @@ def _train_and_log(
             evaluation = trainer.evaluate(graphs[side])
             metrics.update({f"{side}/{name}": evaluation.metrics[name] for name in METRIC_NAMES})
             if side == "test":
-                table = evaluation.predictions
-                parent_of = dict(zip(store.index["structure_id"], store.index["parent_id"]))
-                table.insert(1, "parent_id", table["structure_id"].map(parent_of))
-                path = Path(tmp) / "test_predictions.parquet"
-                table.to_parquet(path, index=False)
-                client.log_artifact(run_id, str(path), "predictions")
-                metrics.update(_log_head_predictions(client, run_id, trainer.potential, graphs[side], Path(tmp)))
+                log_test_predictions(client, run_id, evaluation.predictions, store, Path(tmp))
+                report = head_report(trainer.potential, graphs[side])
+                metrics.update(log_head_report(client, run_id, report, Path(tmp)))
         checkpoint = save_checkpoint(Path(tmp) / "model.pt", trainer.potential.cpu(), config.model_dump(mode="json"))
         client.log_artifact(run_id, str(checkpoint), "checkpoint")
-    metrics.update(key_metrics(metrics, reference, graphs["test"]))
-    client.log_batch(
-        run_id, metrics=[mlflow.entities.Metric(k, float(v), now_ms(), 0) for k, v in metrics.items()]
-    )
+    metrics = log_final_metrics(client, run_id, metrics, reference, graphs["test"])
     return TrialResult(run_id, "", "", metrics, fit.best_epoch, len(fit.history))
 
 
-def _log_head_predictions(client: MlflowClient, run_id: str, potential, graphs: list, tmp: Path) -> dict[str, float]:
-    """Learned charges (``charges/<structure_id>.parquet``, one per test structure) and the
-    heads' metrics (``test/q_std``, ``test/lr_energy_share``, per head ``..._<head>``)."""
-    report = head_report(potential, graphs)
-    if report.charges:
-        folder = tmp / "charges"
-        folder.mkdir(exist_ok=True)
-        for structure_id, table in report.charges.items():
-            safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in structure_id)
-            table.to_parquet(folder / f"{safe}.parquet", index=False)
-        client.log_artifacts(run_id, str(folder), "charges")
-    return {f"test/{name}": value for name, value in report.metrics.items()}
+def epoch_reporter(client: MlflowClient, run_id: str, reporters: list) -> _Reporters:
+    """The per-epoch reporter of a trial: its MLflow curves first, then ``reporters`` (a sweep's)."""
+    return _Reporters([MlflowEpochReporter(client, run_id), *reporters])

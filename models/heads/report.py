@@ -29,45 +29,73 @@ class HeadReport:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
+def charge_table_name(structure_id: str) -> str:
+    """File stem of a structure's charge table in a trial's ``charges/`` artifacts (safe characters)."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in structure_id)
+
+
+class HeadSummary:
+    """Collects heads' per-structure outputs and summarises them as a :class:`HeadReport`.
+
+    Shared by :func:`head_report` (farfield's heads) and external models with latent charges
+    (mace-torch's MACELES, ``farfield.orchestrator.external``), so both report the same numbers.
+    """
+
+    def __init__(self) -> None:
+        self.report = HeadReport()
+        self._charges: dict[str, list[np.ndarray]] = {}
+        self._shares: dict[str, list[float]] = {}
+
+    def add(self, structure_id: str, numbers: np.ndarray, reference_charges: np.ndarray,
+            head_energies: dict[str, float], short_energy: float, charges: dict[str, np.ndarray]) -> None:
+        """One structure: ``numbers`` (n_atoms,), ``reference_charges`` (n_atoms,) e or NaN,
+        ``head_energies`` {head: eV}, ``short_energy`` eV (the short-range interaction energy,
+        without reference energies), ``charges`` {head: (n_atoms,) e}."""
+        total = sum(head_energies.values())
+        for name, energy in [*head_energies.items(), ("all", total)]:
+            share = abs(energy) / max(abs(energy) + abs(short_energy), 1e-300)
+            self._shares.setdefault(name, []).append(share)
+        for name, q in charges.items():
+            self._charges.setdefault(name, []).append(np.asarray(q, dtype=np.float64))
+            table = pd.DataFrame({"atom": np.arange(len(q)), "number": numbers, "head": name, "charge": q,
+                                  "reference_charge": reference_charges})
+            previous = self.report.charges.get(structure_id)
+            self.report.charges[structure_id] = table if previous is None else pd.concat([previous, table])
+
+    def summary(self) -> HeadReport:
+        """The report with its metrics (see :class:`HeadReport`)."""
+        metrics = self.report.metrics
+        for name, values in self._charges.items():
+            q = np.concatenate(values)
+            metrics[f"q_std_{name}"] = float(q.std())
+            metrics[f"q_mean_abs_{name}"] = float(np.abs(q).mean())
+        for name, values in self._shares.items():
+            metrics["lr_energy_share" if name == "all" else f"lr_energy_share_{name}"] = float(np.mean(values))
+        if self._charges:
+            metrics["q_std"] = metrics[f"q_std_{next(iter(self._charges))}"]
+        return self.report
+
+
 @torch.no_grad()
 def head_report(potential, graphs: Sequence[AtomicGraph], batch_size: int = 16) -> HeadReport:
     """Run ``potential`` (a ``Potential`` with heads) over ``graphs`` and summarise its heads."""
-    report = HeadReport()
     heads = list(potential.heads)
     if not heads or not graphs:
-        return report
+        return HeadReport()
+    summary = HeadSummary()
     parameter = next(potential.parameters())
-    charges: dict[str, list[np.ndarray]] = {}
-    shares: dict[str, list[float]] = {name: [] for name in [*heads, "all"]}
     for start in range(0, len(graphs), batch_size):
         batch = collate(list(graphs[start : start + batch_size])).to(parameter.device, parameter.dtype)
         out = potential(batch, compute_forces=False)
         short = out["atomic_energies"] - potential.reference_energies(batch.numbers)
-        short = short.new_zeros(batch.n_graphs).index_add(0, batch.batch, short).abs().cpu().numpy()
+        short = short.new_zeros(batch.n_graphs).index_add(0, batch.batch, short).cpu().numpy()
         head_energies = {name: out[f"energy_{name}"].cpu().numpy() for name in heads}
-        total = sum(head_energies.values())
-        for name, energy in [*head_energies.items(), ("all", total)]:
-            shares[name].extend((np.abs(energy) / np.maximum(np.abs(energy) + short, 1e-300)).tolist())
+        charges = {name: out[f"charges_{name}"].cpu().numpy() for name in heads if f"charges_{name}" in out}
         atom_batch = batch.batch.cpu().numpy()
-        for name in heads:
-            if f"charges_{name}" not in out:
-                continue
-            q = out[f"charges_{name}"].cpu().numpy()
-            charges.setdefault(name, []).append(q)
-            for k, sid in enumerate(batch.structure_ids):
-                mask = atom_batch == k
-                table = pd.DataFrame({
-                    "atom": np.arange(int(mask.sum())), "number": batch.numbers.cpu().numpy()[mask], "head": name,
-                    "charge": q[mask], "reference_charge": batch.charges.cpu().numpy()[mask],
-                })
-                key = sid or f"structure-{start + k}"
-                report.charges[key] = pd.concat([report.charges[key], table]) if key in report.charges else table
-    for name, values in charges.items():
-        q = np.concatenate(values)
-        report.metrics[f"q_std_{name}"] = float(q.std())
-        report.metrics[f"q_mean_abs_{name}"] = float(np.abs(q).mean())
-    for name, values in shares.items():
-        report.metrics["lr_energy_share" if name == "all" else f"lr_energy_share_{name}"] = float(np.mean(values))
-    if charges:
-        report.metrics["q_std"] = report.metrics[f"q_std_{next(iter(charges))}"]
-    return report
+        numbers, reference = batch.numbers.cpu().numpy(), batch.charges.cpu().numpy()
+        for k, sid in enumerate(batch.structure_ids):
+            mask = atom_batch == k
+            summary.add(sid or f"structure-{start + k}", numbers[mask], reference[mask],
+                        {name: float(energy[k]) for name, energy in head_energies.items()}, float(short[k]),
+                        {name: q[mask] for name, q in charges.items()})
+    return summary.summary()
