@@ -178,7 +178,7 @@ def small_batch(tmp_path_factory):
 
 
 def test_training_steps_reduce_the_loss(small_batch):
-    """Twenty AdamW steps on energy + force loss lower the loss of a small real batch by a quarter."""
+    """Forty AdamW steps on energy + force loss halve the loss of a small real batch."""
     torch.manual_seed(0)
     config = ModelConfig(backbone="allegro", **SMALL)
     energies = np.array([float(g.energy[0]) for g in small_batch])
@@ -186,19 +186,19 @@ def test_training_steps_reduce_the_loss(small_batch):
     potential = build_potential(config, reference_energies=reference, energy_scale=force_rms(small_batch))
     batch = collate(small_batch)
     weights = LossWeights(energy=1.0, forces=10.0, normalize=False)
-    optimizer = torch.optim.AdamW(potential.parameters(), lr=2e-2)
+    optimizer = torch.optim.AdamW(potential.parameters(), lr=1e-2)
 
     def loss_value():
         return weighted_loss(potential(batch, compute_forces=True, create_graph=True), batch, weights)[0]
 
     initial = float(loss_value().detach())
-    for _ in range(20):
+    for _ in range(40):
         loss = loss_value()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
     final = float(loss_value().detach())
-    assert final < 0.75 * initial, f"loss {initial:.4g} → {final:.4g}"
+    assert final < 0.5 * initial, f"loss {initial:.4g} → {final:.4g}"
 
 
 HEAD_OPTIONS = {
