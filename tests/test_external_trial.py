@@ -1,5 +1,6 @@
 """External trials end to end (slow): tiny mace-torch MACE and MACELES models trained by
-``mace_run_train`` in their own environments (Ray ``runtime_env``), logged like farfield trials.
+``mace_run_train``, and a tiny NequIP model by ``nequip-train``, in their own environments (Ray
+``runtime_env``), logged like farfield trials.
 
 Building each environment takes minutes (pip installs mace-torch over a clone of this one).
 MACELES needs the ``les`` package (ChengUCB/les, not on PyPI): from GitHub by default, or from
@@ -119,3 +120,26 @@ def test_the_report_loads_external_runs_with_maceles_charges(trials, tmp_path):
     maceles = trials["maceles"][1].run_id
     charges = data.charges[data.charges["run_id"] == maceles]
     assert len(charges) == data.structures[data.structures["run_id"] == maceles]["n_atoms"].sum()
+
+
+def test_a_tiny_nequip_trial_logs_like_the_others(isolated_home, tmp_path):
+    """NequIP 0.19.1 through ``nequip-train`` with the generated YAML, scored through its ASE calculator."""
+    import ray
+
+    from farfield.orchestrator.launch import run_trial_on_ray
+
+    config = _config(tmp_path, "nequip", {"backbone": "external",
+                                          "external": {"trainer": "nequip", "version": "0.19.1"}})
+    try:
+        result = run_trial_on_ray(config, progress=False)
+    finally:
+        ray.shutdown()
+    client = MlflowClient(result.tracking_uri)
+    run = client.get_run(result.run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["backbone"] == "ext-nequip"
+    for side in ("train", "val", "test"):
+        assert run.data.metrics[f"{side}/f_mae"] > 0
+    assert {"curve/val_f_mae", "key/f_skill", "n_parameters"} <= set(run.data.metrics)
+    assert [a.path for a in client.list_artifacts(result.run_id, "checkpoint")] == ["checkpoint/best.ckpt"]
+    assert [a.path for a in client.list_artifacts(result.run_id, "predictions")] == [
+        "predictions/test_predictions.parquet"]
