@@ -417,13 +417,14 @@ class _RecordingClient:
 def test_trial_logs_head_predictions(tmp_path, nacl_cell):
     import pandas as pd
 
-    from farfield.orchestrator.trial import _log_head_predictions
+    from farfield.models.heads.report import head_report
+    from farfield.orchestrator.trial import log_head_report
 
     client = _RecordingClient()
     atoms = nacl_cell.copy()
     atoms.info["structure_id"] = "nacl/rattled 1"
     graphs = [AtomicGraph.from_atoms(atoms, CUTOFF)]
-    metrics = _log_head_predictions(client, "run", _reporting_potential(), graphs, tmp_path)
+    metrics = log_head_report(client, "run", head_report(_reporting_potential(), graphs), tmp_path)
     assert metrics["test/q_std"] == metrics["test/q_std_celli"] > 0
     assert "test/lr_energy_share" in metrics
     assert client.logged == {"charges": ["nacl_rattled_1.parquet"]}
