@@ -43,7 +43,7 @@ def test_trainer_overfits_eight_structures(bundled_frames):
     """Training force MAE on 8 real MOF structures falls at least tenfold."""
     torch.manual_seed(0)
     graphs, potential = _setup(_smallest(bundled_frames, 8))
-    config = TrainingConfig(epochs=100, batch_size=4, lr=5e-3, ema_decay=None, patience=None,
+    config = TrainingConfig(epochs=200, batch_size=4, lr=5e-3, ema_decay=None, patience=None,
                             lr_schedule="cosine", loss=LossWeights(energy=1.0, forces=10.0, normalize=False))
     trainer = Trainer(potential, config, seed=0, progress=False)
     before = trainer.evaluate(graphs).metrics["f_mae"]
