@@ -170,14 +170,19 @@ def split_strategies() -> tuple[str, ...]:
 
 
 def grid_cells(config: SweepConfig) -> list[dict[str, Any]]:
-    """Every combination of the grid axes: ``[{"backbone": "painn", "split": "random"}, ...]``."""
+    """Every combination of the grid axes: ``[{"backbone": "painn", "split": "random"}, ...]``,
+    the seed axis outermost (all cells of seed 0 first, then seed 1, ...)."""
     axes = {axis: values for axis in GRID_AXES if (values := getattr(config.sweep.grid, axis)) is not None}
     if "variant" in axes:  # plain mappings: cells travel through Ray Tune and into tables
         axes["variant"] = [v.model_dump(mode="json") for v in axes["variant"]]
     for axis, values in axes.items():
         if not values:
             raise ValueError(f"sweep.grid.{axis}: empty list; omit the axis to keep the base value")
-    return [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())] or [{}]
+    # Seeds outermost: every cell runs once before any runs again, so a sweep stopped part-way
+    # has compared every variant × split on the first seed instead of one variant on all seeds.
+    order = sorted(axes, key=lambda axis: axis != "seed")
+    combos = itertools.product(*(axes[axis] for axis in order))
+    return [{axis: dict(zip(order, combo))[axis] for axis in axes} for combo in combos] or [{}]
 
 
 def cell_label(cell: dict[str, Any]) -> str:

@@ -43,6 +43,25 @@ sweep:
     assert trial.seed == 2 and trial.split.seed == 3
 
 
+def test_seed_is_the_outermost_axis(tmp_path):
+    """A sweep stopped part-way has run every variant × split once before any seed twice."""
+    config = load_sweep_config(_write(tmp_path, """
+name: s
+sweep:
+  grid:
+    variant:
+      - {name: a, set: {model.layers: 2}}
+      - {name: b, set: {model.layers: 3}}
+    split: [random, kmeans]
+    seed: [0, 1, 2]
+"""))
+    cells = grid_cells(config)
+    assert [c["seed"] for c in cells] == [0] * 4 + [1] * 4 + [2] * 4
+    first = {(c["variant"]["name"], c["split"]) for c in cells[:4]}
+    assert first == {("a", "random"), ("a", "kmeans"), ("b", "random"), ("b", "kmeans")}
+    assert list(cells[0]) == ["variant", "split", "seed"]  # keys keep the axes' order
+
+
 def test_variant_axis_sets_its_paths_and_names_the_cell(tmp_path):
     config = load_sweep_config(_write(tmp_path, """
 name: s
