@@ -20,7 +20,7 @@ in the reference's normalisation ``√2 sin(nπ r/r_c)/(r/r_c)`` (``r_c^{3/2}`` 
 ``r_Z`` is the covalent radius plus 0.01 Å (the reference's ``(1 + r_pm)/100`` Å, with ASE's
 covalent radii, which equal the reference's table for its 75 elements), so σ starts at ≈ 7.1 Å
 for every element. ``t_Z`` is a learned element embedding (N(0, 1) at start); the MLPs have no
-biases (so the edge sums are smooth at the cutoff) and start as e3nn's do (``MLP(normalised=True)``),
+biases (so the edge sums are smooth at the cutoff) and start as e3nn's do (``MLP(e3nn_init=True)``),
 and the widths enter the energy without gradient: they learn only through the charges, as in
 the reference. The backbone adds a learned linear map of ``Δ_i`` to
 the invariant inputs of its layers after the first (``blocks.node_inputs``); the paper's MACE
@@ -104,7 +104,7 @@ class ReferenceParameters(nn.Module):
         edge_width = channels + n_radial
         n_elements = MAX_ATOMIC_NUMBER + 1
         self.basis_scale = float(cutoff) ** 1.5
-        self.electronegativity = MLP([edge_width] + [hidden] * layers + [1], bias=False, normalised=True)
+        self.electronegativity = MLP([edge_width] + [hidden] * layers + [1], bias=False, e3nn_init=True)
         self.electronegativity_scale = nn.Parameter(torch.tensor(REFERENCE_INITIAL["electronegativity_scale"]))
         self.raw_hardness = nn.Parameter(torch.full((n_elements,), REFERENCE_INITIAL["hardness"]))
         self.radius = nn.Parameter(torch.full((n_elements,), REFERENCE_INITIAL["radius"]))
@@ -113,8 +113,8 @@ class ReferenceParameters(nn.Module):
         radii = torch.as_tensor(covalent_radii[:n_elements], dtype=torch.get_default_dtype()) + RADIUS_OFFSET
         self.register_buffer("covalent_radii", radii)
         self.charge_embedding = ElementEmbedding(hidden)
-        self.charge_features = MLP([1 + hidden] + [hidden] * layers, bias=False, normalised=True)
-        self.feedback_features = MLP([edge_width + hidden] + [channels] * layers, bias=False, normalised=True)
+        self.charge_features = MLP([1 + hidden] + [hidden] * layers, bias=False, e3nn_init=True)
+        self.feedback_features = MLP([edge_width + hidden] + [channels] * layers, bias=False, e3nn_init=True)
 
     @staticmethod
     def feedback_width(channels: int) -> int:
