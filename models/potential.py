@@ -22,7 +22,7 @@ from farfield.models.graph import AtomicGraph
 from farfield.models.heads import CHARGE_HEADS
 
 #: Keyword of ``backbone.forward`` taking extra per-atom invariant inputs (n_atoms, k);
-#: CELLI's charge feedback passes the equilibrated charges through it.
+#: CELLI's charge feedback passes what it computes from the equilibrated charges through it.
 NODE_INPUTS_ARGUMENT = "node_inputs"
 
 
@@ -36,8 +36,9 @@ class Potential(nn.Module):
     ``heads``: long-range heads by name; each returns a dict with ``energy`` (n_graphs,)
     eV and optionally ``charges`` (n_atoms,) e (see farfield.models.heads). A head with
     ``feeds_back_charges`` runs on the first backbone pass; the backbone then runs again
-    with its charges as extra per-atom input (``NODE_INPUTS_ARGUMENT``), and the readout
-    and the other heads read that second pass.
+    with ``head.node_inputs(graph, features, outputs)`` (computed from its charges) as extra
+    per-atom input (``NODE_INPUTS_ARGUMENT``), and the readout and the other heads read
+    that second pass.
     ``readout``: invariant features → per-atom energy (eV): ``AtomwiseReadout`` of
     ``node_features`` or ``EdgeEnergyReadout`` of ``edge_features``.
     ``reference_energies``: per-element energies (eV), fitted on the training set.
@@ -104,9 +105,10 @@ class Potential(nn.Module):
         features: BackboneOutput = self.backbone(graph, edge_vectors)
         head_outputs: dict[str, dict[str, torch.Tensor]] = {}
         for name in self.feedback_heads:
-            head_outputs[name] = self.heads[name](graph, features, positions, cell)
-            charges = head_outputs[name]["charges"][:, None]
-            features = self.backbone(graph, edge_vectors, **{NODE_INPUTS_ARGUMENT: charges})
+            head = self.heads[name]
+            head_outputs[name] = head(graph, features, positions, cell)
+            node_inputs = head.node_inputs(graph, features, head_outputs[name])
+            features = self.backbone(graph, edge_vectors, **{NODE_INPUTS_ARGUMENT: node_inputs})
         atomic_energies = self._short_range_energies(graph, features) + self.reference_energies(graph.numbers)
         energy = scatter_sum(atomic_energies, graph.batch, graph.n_graphs)
         out: dict[str, torch.Tensor] = {"atomic_energies": atomic_energies}

@@ -16,15 +16,16 @@ from farfield.models.backbones import MACE, Allegro, NequIP, PaiNN
 from farfield.models.blocks import AtomwiseReadout, EdgeEnergyReadout, ReferenceEnergies
 from farfield.models.config import ModelConfig
 from farfield.models.heads import CHARGE_HEADS as _CHARGE_HEADS
+from farfield.models.heads import FEEDBACK_WIDTHS
 from farfield.models.heads import HEADS as _HEADS
 from farfield.models.potential import Potential
 
 
 def _node_input_features(config: ModelConfig) -> int:
-    """Width of the backbone's ``node_inputs``: as configured, or 1 when a listed head
-    feeds charges back (``model.heads.<name>.feedback``, e.g. CELLI)."""
-    feedback = any(getattr(getattr(config.heads, name, None), "feedback", False) for name in config.long_range)
-    return config.node_input_features or (1 if feedback else 0)
+    """Width of the backbone's ``node_inputs``: as configured, or the width of what a listed
+    head feeds back (``model.heads.<name>.feedback``, e.g. CELLI; ``heads.FEEDBACK_WIDTHS``)."""
+    widths = [FEEDBACK_WIDTHS[name](config) for name in config.long_range if name in FEEDBACK_WIDTHS]
+    return config.node_input_features or max(widths, default=0)
 
 
 def _build_painn(config: ModelConfig) -> nn.Module:

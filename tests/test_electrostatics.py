@@ -234,3 +234,26 @@ def test_tune_checked_meets_target_and_rejects_bad_input():
         tune(cell, 20, 2.0)
     with pytest.raises(ValueError, match="method must be"):
         tune(cell, 20, 1e-4, "p3m")
+
+
+@pytest.mark.parametrize("total", [0.0, -0.7])
+def test_wide_gaussians_summed_in_reciprocal_space_only(total):
+    """Gaussians of 3–5 Å (CELLI's reference widths start at ≈ 7 Å): ``tune`` with their smallest
+    pair width picks the k-sum with form factors, which meets the accuracy target against the
+    converged split sum (neutral and charged cells: same background convention), in energy,
+    forces and the dense matrix."""
+    positions, cell, charges = _random_charges(12, TRICLINIC, seed=13, total=total)
+    widths = torch.tensor(np.random.default_rng(14).uniform(3.0, 5.0, 12))
+    pair_max, pair_min = float(math.sqrt(2) * widths.max()), float(math.sqrt(2) * widths.min())
+    params = tune(cell, 12, 1e-6, "ewald", pair_max, pair_min)
+    assert params.reciprocal_only and params.real_cutoff == 0
+    assert not tune(cell, 12, 1e-6, "ewald", pair_max).reciprocal_only  # without min_width: the split sum
+    assert not tune(cell, 12, 1e-6, "ewald", 0.3, 0.3).reciprocal_only  # narrow Gaussians: the split sum is cheaper
+    energy_error, force_error = check_accuracy(positions, cell, charges, params, "ewald", widths)
+    assert energy_error < 1e-6 and force_error < 1e-6, (energy_error, force_error)
+    assert tune(cell, 12, 1e-6, "pme", pair_max, pair_min).reciprocal_only  # the k-sum whatever the method
+    matrix = periodic_matrix(positions, cell, widths, params)
+    torch.testing.assert_close(matrix, matrix.T, rtol=0, atol=1e-12)
+    torch.testing.assert_close(matrix @ charges, periodic_potential(positions, cell, charges, widths, params)[:, 0])
+    with pytest.raises(ValueError, match="need Gaussian widths"):
+        periodic_potential(positions, cell, charges, None, params)

@@ -14,7 +14,7 @@ from scipy.special import erf
 
 from farfield.models import AtomicGraph, ModelConfig, build_potential, collate
 from farfield.models.backbones.base import BackboneOutput
-from farfield.models.blocks import AtomwiseReadout, ReferenceEnergies
+from farfield.models.blocks import AtomwiseReadout, EdgeEmbedding, ReferenceEnergies
 from farfield.models.electrostatics import COULOMB_CONSTANT
 from farfield.models.electrostatics.solvers import equilibrate_cg, equilibrate_dense
 from farfield.models.heads import CelliHead, D3Head, EfaHead, LesHead
@@ -25,15 +25,19 @@ CUTOFF = 4.0
 
 
 class _Features:
-    """Deterministic invariant features of each element (stands in for a backbone)."""
+    """Deterministic invariant features of each element and the radial basis of the graph's
+    edges (stands in for a backbone)."""
 
     def __init__(self, channels: int = 8):
         generator = torch.Generator().manual_seed(3)
         self.table = torch.randn(119, channels, generator=generator)
+        self.edges = EdgeEmbedding(CUTOFF)
 
     def __call__(self, graph: AtomicGraph) -> BackboneOutput:
         features = self.table[graph.numbers]
-        return BackboneOutput(node_features=features, layer_features=[features])
+        edges = self.edges(graph.edge_vectors())
+        return BackboneOutput(node_features=features, layer_features=[features],
+                              edge_basis=edges.basis, edge_envelope=edges.envelope)
 
 
 def _graph(*structures) -> AtomicGraph:
@@ -303,15 +307,17 @@ class _FeedbackBackbone(torch.nn.Module):
     def __init__(self):
         super().__init__()
         self.linear = torch.nn.Linear(2, 8)
+        self.edges = EdgeEmbedding(CUTOFF)
         self.calls = 0
 
     def forward(self, graph, edge_vectors, node_inputs=None):
         self.calls += 1
-        lengths = torch.linalg.vector_norm(edge_vectors, dim=1)
-        density = torch.zeros(len(graph.numbers)).index_add(0, graph.edge_index[0], torch.exp(-lengths))
-        extra = torch.zeros_like(density) if node_inputs is None else node_inputs[:, 0]
+        edges = self.edges(edge_vectors)
+        density = torch.zeros(len(graph.numbers)).index_add(0, graph.edge_index[0], torch.exp(-edges.lengths))
+        extra = torch.zeros_like(density) if node_inputs is None else node_inputs.sum(dim=1)
         features = torch.tanh(self.linear(torch.stack([density, extra], dim=1)))
-        return BackboneOutput(node_features=features, layer_features=[features], edge_vectors=edge_vectors)
+        return BackboneOutput(node_features=features, layer_features=[features], edge_vectors=edge_vectors,
+                              edge_basis=edges.basis, edge_envelope=edges.envelope)
 
 
 def test_celli_feedback_reruns_the_backbone_with_charges(water_dimer):

@@ -56,9 +56,11 @@ def _dataset(n: int, seed: int, n_pairs: int = 2) -> list[AtomicGraph]:
 def _fit(long_range: list[str], train, test, epochs: int, charge_weight: float = 0.0) -> dict[str, float]:
     torch.manual_seed(0)
     # The labels are the pair Coulomb energy of point charges (no self-energy term), so CELLI adds its
-    # pair interaction only (energy "coulomb", not the paper's default "electrostatic").
+    # pair interaction only (energy "coulomb", not the paper's default "electrostatic"). Its atoms
+    # have no neighbours within the cutoff, and the paper's parametrisation takes χ from edges only
+    # (χ = 0 without neighbours), so CELLI reads node features here (parametrisation "farfield").
     model = ModelConfig(backbone="painn", channels=8, layers=1, cutoff=CUTOFF, long_range=long_range, dtype="float64",
-                        heads={"celli": {"energy": "coulomb"}})
+                        heads={"celli": {"energy": "coulomb", "parametrisation": "farfield"}})
     mean_energy = np.mean([float(g.energy[0]) for g in train])
     reference = np.zeros(119)
     reference[[11, 17]] = mean_energy / 4  # composition is fixed: start from the mean energy

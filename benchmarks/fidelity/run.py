@@ -15,9 +15,12 @@ into the environment only, never into farfield:
   (the paper's Supporting-Information code; chemtrain 0.2.0 on PyPI lacks this module), dropped
   into the ``jax_md_mod`` package of chemtrain 0.2.0;
 * LES: the ``les`` package of ChengUCB/les (not on PyPI);
-* EFA: the ``euclidean_fast_attention`` package of thorben-frank/euclidean_fast_attention.
+* EFA: the ``euclidean_fast_attention`` package of thorben-frank/euclidean_fast_attention;
+* CELLI's parametrisation (``celli_layer``): chemutils' ``AllegroQeqLayer`` and ``ScaleShiftLayer``
+  and the MACE training script's radius table, exported to ``build/fidelity/celli_layer/`` and
+  loaded by the worker (``celli_layer_reference.py``).
 
-Writes ``benchmarks/results/fidelity_{celli,les,efa}.json`` (inputs, reference outputs, farfield
+Writes ``benchmarks/results/fidelity_{celli,celli_layer,les,efa}.json`` (inputs, reference outputs, farfield
 outputs, largest deviations, versions and commits); tests/test_fidelity_pins.py pins farfield's
 defaults against the stored reference values. A reference that cannot be installed or run is
 recorded with the reason. Never asserts.
@@ -47,6 +50,14 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 PAPER = {"repository": "msan9908/MLIP_generalizability", "commit": "9f22f21e2295e4d136402df0e30f76c7485371f8",
          "file": "chemtrain/MOF2/jax_md_mod/custom_electrostatics.py"}
+PAPER_LAYER = {"repository": PAPER["repository"], "commit": PAPER["commit"], "folder": "chemtrain/MOF2",
+               "files": ["chemutils/models/allegroQeq_mod_orig.py", "chemutils/models/layers/scale_shift.py",
+                         "MACE_c_rand.py"]}
+#: The parametrisation comparison: ethanol, farfield's edges within CELLI_LAYER_CUTOFF (Å), node
+#: features of CELLI_LAYER_SIZES["channels"] and the layer's MLP sizes (smaller than the paper's
+#: 128 × 2 so that the transplanted weights fit in the results file; the equations do not depend on them).
+CELLI_LAYER_CUTOFF = 4.0
+CELLI_LAYER_SIZES = {"channels": 8, "hidden": 16, "layers": 2, "n_radial": 8}
 LES = {"repository": "ChengUCB/les", "commit": "c8063fad18e3d59cb4d783e0ed5a1efea8d55b8d", "package": "src/les"}
 EFA = {"repository": "thorben-frank/euclidean_fast_attention", "commit": "93a4f5cd23d8d103845ef783b01458a119b7aa50",
        "package": "euclidean_fast_attention"}
@@ -55,7 +66,7 @@ EFA = {"repository": "thorben-frank/euclidean_fast_attention", "commit": "93a4f5
 #: jax >= 0.5), so jax 0.5.0 with jax-md 0.2.26, and chemtrain installed without its dependencies
 #: (only its ``jax_md_mod`` package is used). jax-md without dependencies too (it would pull pymatgen).
 JAX_PINS = ["jax==0.5.0", "jaxlib==0.5.0", "scipy<1.13", "numpy<2.2", "lineax==0.0.7", "equinox==0.11.10",
-            "e3nn-jax==0.21.0", "e3x==1.0.2", "flax==0.10.2", "jaxtyping"]
+            "e3nn-jax==0.21.0", "e3x==1.0.2", "flax==0.10.2", "jaxtyping", "dm-haiku==0.0.17", "sympy"]
 JAX_NO_DEPS = ["jax-md==0.2.26", "chemtrain==0.2.0"]
 TORCH_PINS = ["torch==2.13.0", "numpy"]
 
@@ -83,7 +94,8 @@ def _site_packages(python: Path) -> Path:
 def ensure_jax_env(venv: Path, paper_repo: Path, efa_repo: Path) -> Path:
     """The JAX environment with chemtrain's jax_md_mod + the paper's custom_electrostatics and EFA."""
     python = venv / "bin" / "python"
-    check = [str(python), "-c", "import jax_md, e3x; from jax_md_mod import custom_electrostatics; import euclidean_fast_attention"]
+    check = [str(python), "-c", "import jax_md, e3x, haiku, sympy; from jax_md_mod import custom_electrostatics; "
+             "import euclidean_fast_attention"]
     if python.exists() and subprocess.run(check, capture_output=True).returncode == 0:
         return python
     _run([sys.executable, "-m", "venv", str(venv)])
@@ -180,6 +192,30 @@ def compare_celli(data: dict, reference: dict) -> dict:
             ) / abs(ref["model_energy"])
             rows.append(row)
     return {"comparisons": rows, "periodic_diagnosis": _diagnose_periodic(data, reference)}
+
+
+def compare_celli_layer(payload: dict, reference: dict) -> dict:
+    """farfield's default CELLI parametrisation with the paper's layer's parameters against that
+    layer: χ, J, σ and the feedback, converted to farfield's units (χ·ε/c, J·ε/c², σ·10 Å)."""
+    from farfield.models.heads.celli_parameters import REFERENCE_CHARGE, REFERENCE_ENERGY, REFERENCE_LENGTH
+
+    ours = farfield_side.celli_layer(payload, reference["params"])
+    theirs = {"electronegativity": np.asarray(reference["electronegativity"]) * REFERENCE_ENERGY / REFERENCE_CHARGE,
+              "hardness": np.asarray(reference["hardness"]) * REFERENCE_ENERGY / REFERENCE_CHARGE**2,
+              "widths": np.asarray(reference["widths_nm"]) * REFERENCE_LENGTH,
+              "feedback": np.asarray(reference["feedback"])}
+    same_silu = farfield_side.celli_layer(payload, reference["params"], farfield_side.e3nn_silu_scale())
+    return {"reference_params": reference["params"],
+            "reference_outputs": {key: reference[key] for key in ("electronegativity", "hardness", "gammas", "widths_nm",
+                                                                  "radius_nm", "feedback")},
+            "farfield": ours,
+            "relative": {key: _relative(ours[key], value) for key, value in theirs.items()},
+            # the same with e3nn's quantile estimate of the SiLU normalisation instead of the exact moment:
+            # what is left is the reference's float32 hardness and Bessel frequencies
+            "relative_with_e3nn_silu_constant": {key: _relative(same_silu[key], value) for key, value in theirs.items()},
+            "units": {"electronegativity": "reference × ε/c (eV/e)", "hardness": "reference × ε/c² (eV/e²)",
+                      "widths": "reference nm × 10 (Å)", "feedback": "as is (feature units)",
+                      "epsilon_eV": REFERENCE_ENERGY, "charge_unit_e": REFERENCE_CHARGE}}
 
 
 def _diagnose_periodic(data: dict, reference: dict) -> list[dict]:
@@ -293,7 +329,7 @@ def main() -> None:
     parser.add_argument("--paper-repo", type=Path, required=True, help="git clone of msan9908/MLIP_generalizability")
     parser.add_argument("--les-repo", type=Path, required=True, help="git clone of ChengUCB/les")
     parser.add_argument("--efa-repo", type=Path, required=True, help="git clone of thorben-frank/euclidean_fast_attention")
-    parser.add_argument("--only", choices=["celli", "les", "efa"], action="append")
+    parser.add_argument("--only", choices=["celli", "celli_layer", "les", "efa"], action="append")
     parser.add_argument("--reuse", action="store_true",
                         help="reuse a reference worker's output in build/fidelity/ made from the same inputs")
     args = parser.parse_args()
@@ -304,13 +340,13 @@ def main() -> None:
     torch.set_num_threads(1)
     data = make_inputs(COULOMB_CONSTANT)
     machine = {"python": platform.python_version(), "farfield_torch": torch.__version__}
-    wanted = args.only or ["celli", "les", "efa"]
+    wanted = args.only or ["celli", "celli_layer", "les", "efa"]
     jax_python = torch_python = None
     failures = {}
     built = BUILD / "jax-venv" / "bin" / "python", BUILD / "torch-venv" / "bin" / "python"
     if args.reuse and built[0].exists():
         jax_python = built[0]
-    elif {"celli", "efa"} & set(wanted):
+    elif {"celli", "celli_layer", "efa"} & set(wanted):
         try:
             jax_python = ensure_jax_env(BUILD / "jax-venv", args.paper_repo, args.efa_repo)
         except (RuntimeError, subprocess.CalledProcessError) as error:
@@ -325,7 +361,7 @@ def main() -> None:
 
     def report(name: str, source: dict, python: Path | None, run) -> None:
         if python is None:
-            _write(name, {"reference": source, "failure": failures.get("jax" if name != "les" else "torch")})
+            _write(name, {"reference": source, "failure": failures.get("torch" if name == "les" else "jax")})
             return
         out = {"reference": source, "machine": machine}
         try:
@@ -341,6 +377,18 @@ def main() -> None:
             return {"versions": versions, "inputs": {k: data[k] for k in ("coulomb_constant", "seed", "sources", "structures", "celli", "celli_cases")},
                     "reference_results": reference["results"], **compare_celli(data, reference)}
         report("celli", PAPER, jax_python, run_celli)
+    if "celli_layer" in wanted:
+        def run_celli_layer(python):
+            for name in PAPER_LAYER["files"]:
+                _export(args.paper_repo, PAPER_LAYER["commit"], f"{PAPER_LAYER['folder']}/{name}", BUILD / "celli_layer")
+            files = BUILD / "celli_layer" / PAPER_LAYER["folder"]
+            payload = farfield_side.celli_layer_payload(data["structures"]["ethanol"], CELLI_LAYER_CUTOFF,
+                                                        **CELLI_LAYER_SIZES)
+            reference = _worker(python, "celli_layer_reference.py", {**payload, "paper_files": str(files)}, args.reuse)
+            return {"versions": {**reference["versions"], **_packages(python, ["jax", "dm-haiku", "e3nn-jax", "chemtrain"])},
+                    "inputs": {**payload, "source": data["sources"]["ethanol"]},
+                    **compare_celli_layer(payload, reference)}
+        report("celli_layer", PAPER_LAYER, jax_python, run_celli_layer)
     if "les" in wanted:
         def run_les(python):
             reference = _worker(python, "les_reference.py", data, args.reuse)

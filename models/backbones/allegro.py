@@ -160,4 +160,5 @@ class Allegro(nn.Module):
             layer_features.append(scatter_sum(latents[-1], center, n_atoms) * self.inv_sqrt_neighbors)
         return BackboneOutput(node_features=layer_features[-1], layer_features=layer_features,
                               edge_vectors=edge_vectors, edge_lengths=edges.lengths,
-                              edge_features=torch.cat(latents, dim=-1))
+                              edge_features=torch.cat(latents, dim=-1),
+                              edge_basis=edges.basis, edge_envelope=edges.envelope)

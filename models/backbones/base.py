@@ -24,6 +24,10 @@ class BackboneOutput:
     of ``edge_index`` its centre), set only by backbones whose energy is a sum of edge
     energies (Allegro: ``F = backbone.edge_feature_width``); the potential's
     ``EdgeEnergyReadout`` reads these instead of ``node_features``.
+    ``edge_basis``: (n_edges, n_radial), 1/Å, the backbone's radial basis of each edge, and
+    ``edge_envelope``: (n_edges,), its smooth cutoff in [0, 1] (zero at the cutoff); the
+    edges are ``graph.edge_index``'s. Heads that build edge features (CELLI's reference
+    parametrisation) read these.
     """
 
     node_features: torch.Tensor
@@ -31,3 +35,5 @@ class BackboneOutput:
     edge_vectors: torch.Tensor | None = None
     edge_lengths: torch.Tensor | None = None
     edge_features: torch.Tensor | None = None
+    edge_basis: torch.Tensor | None = None
+    edge_envelope: torch.Tensor | None = None

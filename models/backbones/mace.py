@@ -118,4 +118,5 @@ class MACE(nn.Module):
             projected = self.layer_readouts[t](h[:, :, 0])
             node_features = projected if node_features is None else node_features + projected
         return BackboneOutput(node_features=node_features, layer_features=layer_features,
-                              edge_vectors=edge_vectors, edge_lengths=edges.lengths)
+                              edge_vectors=edge_vectors, edge_lengths=edges.lengths,
+                              edge_basis=edges.basis, edge_envelope=edges.envelope)

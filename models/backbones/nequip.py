@@ -103,4 +103,5 @@ class NequIP(nn.Module):
             h = convolution(h, element_features, sh, edges.basis, edges.envelope, graph.edge_index)
             layer_features.append(h[:, :, 0])
         return BackboneOutput(node_features=layer_features[-1], layer_features=layer_features,
-                              edge_vectors=edge_vectors, edge_lengths=edges.lengths)
+                              edge_vectors=edge_vectors, edge_lengths=edges.lengths,
+                              edge_basis=edges.basis, edge_envelope=edges.envelope)

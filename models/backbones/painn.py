@@ -103,5 +103,6 @@ class PaiNN(nn.Module):
             s, v = update(s, v)
             layer_features.append(s)
         return BackboneOutput(
-            node_features=s, layer_features=layer_features, edge_vectors=edge_vectors, edge_lengths=lengths
+            node_features=s, layer_features=layer_features, edge_vectors=edge_vectors, edge_lengths=lengths,
+            edge_basis=edges.basis, edge_envelope=edges.envelope,
         )

@@ -6,7 +6,10 @@ Periodic cells (pbc in all three directions) use the Ewald split: real-space pai
 non-neutral cells get the energy of their charges in a uniform compensating
 background (the usual convention, also pymatgen's). Non-periodic structures use
 the direct pair sum. With ``widths`` σ_i (Å) charges are Gaussians and pairs interact
-through ``erf(r/(√2γ_ij))/r``; with ``widths=None`` they are points.
+through ``erf(r/(√2γ_ij))/r``; with ``widths=None`` they are points. When the Gaussians
+are wide (``EwaldParameters.reciprocal_only``, chosen by ``tuning.tune``) the whole periodic
+sum is a k-sum with their form factors and no real-space part; its k = 0 term is replaced
+by ``−(2π/V) Σ_ij q_i q_j (σ_i² + σ_j²)/2``, which makes it the same convention as the split sum.
 
 The potential ``φ_i`` (n_atoms, n_channels), eV/e, excludes each charge's interaction
 with itself (the Gaussian self-energy is ``gaussian.gaussian_self_coefficient``) but
@@ -24,6 +27,7 @@ from farfield.models.electrostatics.constants import COULOMB_CONSTANT
 from farfield.models.electrostatics.ewald import kspace_matrix, kspace_potential
 from farfield.models.electrostatics.gaussian import (
     ewald_self_coefficient,
+    gaussian_self_coefficient,
     pair_widths,
     real_space_kernel,
     smeared_kernel,
@@ -57,6 +61,8 @@ def periodic_potential(
     (e.g. across the iterations of a solver), else found here.
     """
     q = _as_channels(charges)
+    if parameters.reciprocal_only:
+        return _form_factor_potential(positions, cell, q, widths, parameters.kspace_cutoff)
     eta = parameters.splitting
     if pairs is None:
         pairs = periodic_pairs(positions, cell, parameters.real_cutoff)
@@ -80,6 +86,13 @@ def periodic_matrix(
 ) -> torch.Tensor:
     """Dense (n_atoms, n_atoms), eV/e²: ``φ = A q`` of ``periodic_potential`` (Ewald k-sum)."""
     n = positions.shape[0]
+    if parameters.reciprocal_only:
+        _require_widths(widths)
+        volume = torch.linalg.det(cell).abs()
+        squares = widths.pow(2)
+        matrix = kspace_matrix(positions, cell, 0.0, parameters.kspace_cutoff, widths)
+        matrix = matrix - torch.diag(gaussian_self_coefficient(widths))
+        return COULOMB_CONSTANT * (matrix - (2.0 * math.pi / volume) * (squares[:, None] + squares[None, :]))
     eta = parameters.splitting
     pairs = periodic_pairs(positions, cell, parameters.real_cutoff)
     distances = pairs.distances(positions, cell)
@@ -88,6 +101,25 @@ def periodic_matrix(
     volume = torch.linalg.det(cell).abs()
     matrix = matrix - ewald_self_coefficient(eta) * torch.eye(n, dtype=positions.dtype, device=positions.device)
     return COULOMB_CONSTANT * (matrix - 2.0 * math.pi * eta**2 / volume)
+
+
+def _require_widths(widths: torch.Tensor | None) -> None:
+    if widths is None:
+        raise ValueError("reciprocal-only Coulomb sums need Gaussian widths; tune without min_width for point charges")
+
+
+def _form_factor_potential(
+    positions: torch.Tensor, cell: torch.Tensor, q: torch.Tensor, widths: torch.Tensor | None, kspace_cutoff: float
+) -> torch.Tensor:
+    """``periodic_potential`` of Gaussian charges as one k-sum with form factors (eV/e, (n_atoms, n_channels)):
+    minus each Gaussian's interaction with itself, ``q_i/(√π σ_i)``, and with the k = 0 term of the split sum."""
+    _require_widths(widths)
+    volume = torch.linalg.det(cell).abs()
+    squares = widths.pow(2)[:, None]
+    phi = kspace_potential(positions, cell, q, 0.0, kspace_cutoff, widths)
+    phi = phi - gaussian_self_coefficient(widths)[:, None] * q
+    phi = phi - (2.0 * math.pi / volume) * (squares * q.sum(dim=0, keepdim=True) + (squares * q).sum(dim=0, keepdim=True))
+    return COULOMB_CONSTANT * phi
 
 
 def molecular_potential(positions: torch.Tensor, charges: torch.Tensor, widths: torch.Tensor | None) -> torch.Tensor:

@@ -7,6 +7,11 @@ For charges ``q_j`` (e) in a cell of volume ``V`` (Å³) the long-range potentia
 
 (1/Å × e). Only half of k-space is enumerated (``k`` and ``−k`` contribute alike).
 The cost is O(n_atoms × n_k); ``pme.py`` does the same on a mesh in O(n log n).
+
+With per-atom ``widths`` σ_j (Å) each charge also carries its Gaussian form factor
+``exp(−σ_j² k²/2)`` (in ``S(k)`` and at the receiving atom), so with η = 0 the sum is the
+whole interaction ``erf(r/(√2γ_ij))/r`` of Gaussian charges, ``γ_ij² = σ_i² + σ_j²``:
+no real-space part is left (``coulomb.periodic_potential`` with ``reciprocal_only``).
 """
 
 from __future__ import annotations
@@ -45,25 +50,44 @@ def _kspace_weights(k: torch.Tensor, cell: torch.Tensor, splitting: float) -> to
     return 8.0 * math.pi / volume * torch.exp(-0.5 * splitting**2 * k2) / k2
 
 
+def _phases(
+    positions: torch.Tensor, k: torch.Tensor, widths: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``cos(k·r_i)`` and ``sin(k·r_i)`` (n_atoms, n_k), times the form factors ``exp(−σ_i²k²/2)`` if ``widths``."""
+    phase = positions @ k.T
+    cos, sin = torch.cos(phase), torch.sin(phase)
+    if widths is None:
+        return cos, sin
+    form = torch.exp(-0.5 * widths[:, None].pow(2) * (k * k).sum(dim=1)[None, :])
+    return cos * form, sin * form
+
+
 def kspace_potential(
-    positions: torch.Tensor, cell: torch.Tensor, charges: torch.Tensor, splitting: float, kspace_cutoff: float
+    positions: torch.Tensor,
+    cell: torch.Tensor,
+    charges: torch.Tensor,
+    splitting: float,
+    kspace_cutoff: float,
+    widths: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Long-range potential (n_atoms, n_channels), e/Å, of ``charges`` (n_atoms, n_channels) e.
 
-    ``positions``: (n_atoms, 3) Å; ``cell``: (3, 3) Å; ``splitting`` η (Å); ``kspace_cutoff`` (1/Å).
+    ``positions``: (n_atoms, 3) Å; ``cell``: (3, 3) Å; ``splitting`` η (Å); ``kspace_cutoff`` (1/Å);
+    ``widths``: (n_atoms,) Å, Gaussian form factors of the charges, or None (points).
     """
     k = half_space_wavevectors(cell, kspace_cutoff)
-    phase = positions @ k.T
-    cos, sin = torch.cos(phase), torch.sin(phase)
+    cos, sin = _phases(positions, k, widths)
     weights = _kspace_weights(k, cell, splitting)
     s_cos, s_sin = cos.T @ charges, sin.T @ charges  # (n_k, n_channels)
     return cos @ (weights[:, None] * s_cos) + sin @ (weights[:, None] * s_sin)
 
 
-def kspace_matrix(positions: torch.Tensor, cell: torch.Tensor, splitting: float, kspace_cutoff: float) -> torch.Tensor:
-    """Dense matrix (n_atoms, n_atoms), 1/Å, of ``kspace_potential``: ``Σ_k w_k cos(k·(r_i − r_j))``."""
+def kspace_matrix(
+    positions: torch.Tensor, cell: torch.Tensor, splitting: float, kspace_cutoff: float,
+    widths: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Dense matrix (n_atoms, n_atoms), 1/Å, of ``kspace_potential``: ``Σ_k w_k f_i f_j cos(k·(r_i − r_j))``."""
     k = half_space_wavevectors(cell, kspace_cutoff)
-    phase = positions @ k.T
-    cos, sin = torch.cos(phase), torch.sin(phase)
+    cos, sin = _phases(positions, k, widths)
     weights = _kspace_weights(k, cell, splitting)
     return (cos * weights) @ cos.T + (sin * weights) @ sin.T

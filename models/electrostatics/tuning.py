@@ -13,6 +13,13 @@ The PME interpolation error was measured (random 200-charge triclinic cell, orde
 ``h = η (δ/MESH_ERROR)^{1/(p+2)}`` (and at least Nyquist for ``k_c``), with the spline
 order ``p`` growing as the target tightens (``_spline_order``).
 
+Wide Gaussian charges (smallest pair width ``γ_min`` comparable to η or larger) need no
+split: their own form factors make the k-sum converge, ``exp(−γ_min² k_c²/2) = δ``, and
+the real-space part vanishes. ``tune`` returns such ``reciprocal_only`` parameters when
+their estimated cost (atoms × wave vectors) is below that of the split sum (real-space
+pairs + wave vectors or mesh); the split sum's real-space cutoff grows with the widest
+pair width, so for Gaussians of several Å the reciprocal-only sum is far cheaper.
+
 The tail bounds are heuristics (torch-pme's own tuner, at ``accuracy=1e-4``, was found
 ~2 % off the converged energy of a 200-charge cell), so ``check_accuracy`` measures
 the relative energy/force error against a much tighter Ewald sum, and
@@ -42,13 +49,16 @@ MESH_ERROR = 0.05
 @dataclass(frozen=True)
 class EwaldParameters:
     """``splitting`` η (Å), ``real_cutoff`` r_c (Å), ``kspace_cutoff`` k_c (1/Å);
-    for PME also ``mesh`` (points per cell vector) and B-spline ``order``."""
+    for PME also ``mesh`` (points per cell vector) and B-spline ``order``.
+    ``reciprocal_only``: Gaussian charges summed entirely in k-space with their form factors
+    (η and r_c are 0 and unused; the k-sum is used whatever the method)."""
 
     splitting: float
     real_cutoff: float
     kspace_cutoff: float
     mesh: tuple[int, int, int] | None = None
     order: int = 6
+    reciprocal_only: bool = False
 
 
 def _spline_order(delta: float) -> int:
@@ -72,13 +82,29 @@ def _fft_size(n: int) -> int:
         n += 1
 
 
+def _wavevector_count(volume: float, kspace_cutoff: float) -> float:
+    """Wave vectors of one half of the sphere ``|k| ≤ k_c`` (1/Å) in a cell of ``volume`` (Å³)."""
+    return volume * kspace_cutoff**3 / (12 * math.pi**2)
+
+
+def _split_cost(parameters: EwaldParameters, volume: float, n_atoms: int) -> float:
+    """Estimated operations of the split sum: real-space pairs plus wave vectors (or mesh)."""
+    pairs = n_atoms * (n_atoms / volume) * 4 / 3 * math.pi * parameters.real_cutoff**3
+    if parameters.mesh is None:
+        return pairs + n_atoms * _wavevector_count(volume, parameters.kspace_cutoff)
+    points = math.prod(parameters.mesh)
+    return pairs + points * math.log2(points) + n_atoms * parameters.order**3
+
+
 def tune(
-    cell: torch.Tensor, n_atoms: int, accuracy: float, method: Method = "ewald", max_width: float = 0.0
+    cell: torch.Tensor, n_atoms: int, accuracy: float, method: Method = "ewald", max_width: float = 0.0,
+    min_width: float = 0.0,
 ) -> EwaldParameters:
     """Parameters for relative accuracy ``accuracy`` (e.g. 1e-6) of energies and forces.
 
-    ``cell``: (3, 3) Å; ``n_atoms``: atoms in the cell; ``max_width``: largest pair width
-    ``γ_ij`` (Å) of Gaussian charges (0 for point charges).
+    ``cell``: (3, 3) Å; ``n_atoms``: atoms in the cell; ``max_width``, ``min_width``: largest
+    and smallest pair width ``γ_ij`` (Å) of Gaussian charges (0 for point charges; a
+    ``min_width`` > 0 allows ``reciprocal_only`` parameters where they are cheaper).
     """
     if not 0 < accuracy < 1:
         raise ValueError(f"accuracy must be in (0, 1), got {accuracy}")
@@ -100,12 +126,18 @@ def tune(
     real_cutoff = math.sqrt(2) * max(splitting, max_width) * x
     kspace_cutoff = y / splitting
     if method == "ewald":
-        return EwaldParameters(splitting, real_cutoff, kspace_cutoff)
-    order = _spline_order(delta)
-    spacing = min(splitting * (delta / MESH_ERROR) ** (1.0 / (order + 2)), math.pi / kspace_cutoff)
-    lengths = torch.linalg.vector_norm(cell, dim=1)
-    mesh = tuple(max(_fft_size(math.ceil(float(length) / spacing)), order) for length in lengths)
-    return EwaldParameters(splitting, real_cutoff, kspace_cutoff, mesh, order)
+        split = EwaldParameters(splitting, real_cutoff, kspace_cutoff)
+    else:
+        order = _spline_order(delta)
+        spacing = min(splitting * (delta / MESH_ERROR) ** (1.0 / (order + 2)), math.pi / kspace_cutoff)
+        lengths = torch.linalg.vector_norm(cell, dim=1)
+        mesh = tuple(max(_fft_size(math.ceil(float(length) / spacing)), order) for length in lengths)
+        split = EwaldParameters(splitting, real_cutoff, kspace_cutoff, mesh, order)
+    if min_width > 0:
+        reciprocal = EwaldParameters(0.0, 0.0, y / min_width, reciprocal_only=True)
+        if n_atoms * _wavevector_count(volume, reciprocal.kspace_cutoff) < _split_cost(split, volume, n_atoms):
+            return reciprocal
+    return split
 
 
 def relative_errors(

@@ -6,7 +6,10 @@ A head is an ``nn.Module`` called as ``head(graph, features, positions, cell)`` 
 against. It returns a dict with ``energy`` (n_graphs,) eV and optionally ``charges``
 (n_atoms,) e and other per-atom or per-structure predictions.
 
-``HEADS`` maps a short name to a builder ``(ModelConfig) -> nn.Module``; names that
+``HEADS`` maps a short name to a builder ``(ModelConfig) -> nn.Module``; ``FEEDBACK_WIDTHS``
+maps the heads that can feed values back into the backbone (``feeds_back_charges``; the
+potential then calls ``head.node_inputs(graph, features, outputs)``) to the width of those
+values for a model config (0 when off); names that
 predict per-atom charges comparable to reference charges (and so may be trained on
 them, ``training.loss.charges > 0``) are also listed in ``CHARGE_HEADS``. LES reports
 its latent charges too but is trained on energies and forces only.
@@ -24,13 +27,19 @@ from collections.abc import Callable
 from torch import nn
 
 from farfield.models.heads.celli import CelliHead
+from farfield.models.heads.celli_parameters import PARAMETRISATIONS
 from farfield.models.heads.d3 import D3Head
 from farfield.models.heads.efa import EfaHead
 from farfield.models.heads.les import LesHead
 
 
 def _build_celli(config) -> nn.Module:
-    return CelliHead(config.channels, config.heads.celli)
+    return CelliHead(config.channels, config.heads.celli, n_radial=config.n_radial, cutoff=config.cutoff)
+
+
+def _celli_feedback_width(config) -> int:
+    celli = config.heads.celli
+    return PARAMETRISATIONS[celli.parametrisation].feedback_width(config.channels) if celli.feedback else 0
 
 
 def _build_les(config) -> nn.Module:
@@ -47,5 +56,6 @@ def _build_d3(config) -> nn.Module:
 
 HEADS: dict[str, Callable[..., nn.Module]] = {"celli": _build_celli, "les": _build_les, "efa": _build_efa, "d3": _build_d3}
 CHARGE_HEADS: set[str] = {"celli"}
+FEEDBACK_WIDTHS: dict[str, Callable[..., int]] = {"celli": _celli_feedback_width}
 
-__all__ = ["CHARGE_HEADS", "HEADS", "CelliHead", "D3Head", "EfaHead", "LesHead"]
+__all__ = ["CHARGE_HEADS", "FEEDBACK_WIDTHS", "HEADS", "CelliHead", "D3Head", "EfaHead", "LesHead"]

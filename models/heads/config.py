@@ -18,21 +18,31 @@ ElectrostaticsMethod = Literal["auto", "ewald", "pme"]
 class CelliConfig(StrictModel):
     """CELLI charge equilibration.
 
-    ``hidden``: width of the electronegativity MLP. ``initial_hardness`` (eV/e²) and
-    ``initial_width`` (Å): starting per-element hardness ``J_Z`` and Gaussian width ``σ_Z``
-    (both learnable, kept positive by softplus). ``accuracy``: relative accuracy of the
+    ``parametrisation``: how χ, J and σ come from the backbone and what is fed back
+    (``farfield.models.heads.celli_parameters``, docs/fidelity.md) — ``reference`` (default:
+    the paper's CELLI layer: χ from an MLP of edge features, J = softplus(h) from h = 10,
+    σ from covalent radii, stop-gradient of σ in the energy) or ``farfield`` (χ from an MLP
+    of node features, J and σ per element from ``initial_hardness`` and ``initial_width``).
+    ``hidden`` × ``hidden_layers``: hidden widths of the MLPs (default: 128 × 2 for
+    ``reference``, the paper's, and 32 × 1 for ``farfield``). ``initial_hardness`` (eV/e²) and
+    ``initial_width`` (Å): starting per-element hardness and width of the ``farfield``
+    parametrisation (other values are an error with ``reference``). ``accuracy``: relative accuracy of the
     periodic Coulomb sums; ``method``: Ewald k-sum, PME or ``auto`` (by size).
     ``solver``: ``dense`` (exact, O(n³)), ``cg`` (matrix-free conjugate gradients) or
     ``auto`` (dense up to ``dense_max_atoms`` atoms per structure). ``cg_tolerance``:
-    relative residual; ``cg_max_iter``: iterations before giving up. ``feedback``: feed
-    the equilibrated charges into the backbone as a per-atom input of a second pass.
+    relative residual; ``cg_max_iter``: iterations before giving up. ``feedback``: run the
+    backbone a second time with what the parametrisation feeds back (``reference``: an edge
+    MLP of the charges and elements, as the paper's models always do; ``farfield``: the
+    charges) as a per-atom input.
     ``energy``: the term added to the energy — ``electrostatic`` (default: pair interaction
     + Gaussian self-energies of the equilibrated charges, what the paper's CELLI models add;
     docs/fidelity.md), ``coulomb`` (the pair interaction only) or ``qeq`` (the whole
     minimised charge-equilibration energy, what chemtrain's solver function returns).
     """
 
-    hidden: int = Field(default=32, ge=1)
+    parametrisation: Literal["reference", "farfield"] = "reference"
+    hidden: int | None = Field(default=None, ge=1)
+    hidden_layers: int | None = Field(default=None, ge=1)
     initial_hardness: float = Field(default=8.0, gt=0)
     initial_width: float = Field(default=1.0, gt=0)
     accuracy: float = Field(default=1e-6, gt=0, lt=1)
@@ -41,8 +51,24 @@ class CelliConfig(StrictModel):
     dense_max_atoms: int = Field(default=5000, ge=1)
     cg_tolerance: float = Field(default=1e-10, gt=0, lt=1)
     cg_max_iter: int = Field(default=1000, ge=1)
-    feedback: bool = False
+    feedback: bool = True
     energy: Literal["coulomb", "electrostatic", "qeq"] = "electrostatic"
+
+    @model_validator(mode="after")
+    def _farfield_options_only_with_farfield(self) -> CelliConfig:
+        fields = type(self).model_fields
+        misplaced = [name for name in ("initial_hardness", "initial_width") if getattr(self, name) != fields[name].default]
+        if misplaced and self.parametrisation != "farfield":
+            raise ValueError(
+                f"model.heads.celli: {', '.join(misplaced)} belong to parametrisation: farfield; "
+                f"the {self.parametrisation!r} parametrisation starts from its own values"
+            )
+        return self
+
+    def mlp_widths(self) -> tuple[int, int]:
+        """``(hidden width, hidden layers)`` of the parametrisation's MLPs."""
+        default = (128, 2) if self.parametrisation == "reference" else (32, 1)
+        return self.hidden or default[0], self.hidden_layers or default[1]
 
 
 class LesConfig(StrictModel):

@@ -45,7 +45,20 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
         raise ValueError(f"{path}: not a farfield checkpoint ({err})") from err
     if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{path}: not a farfield checkpoint of format version {FORMAT_VERSION}")
-    config = ModelConfig.model_validate(json.loads(payload["model_config"]))
-    potential = build_potential(config)
-    potential.load_state_dict(payload["state_dict"])
+    model_config, state_dict = _upgrade_celli(json.loads(payload["model_config"]), payload["state_dict"])
+    potential = build_potential(ModelConfig.model_validate(model_config))
+    potential.load_state_dict(state_dict)
     return potential.to(device), json.loads(payload["trial_config"])
+
+
+def _upgrade_celli(model_config: dict, state_dict: dict) -> tuple[dict, dict]:
+    """Checkpoints written before ``model.heads.celli.parametrisation`` existed used farfield's own
+    parametrisation, whose tensors were attributes of the head rather than of ``head.inputs``."""
+    celli = model_config.get("heads", {}).get("celli")
+    if celli is None or "parametrisation" in celli:
+        return model_config, state_dict
+    celli["parametrisation"] = "farfield"
+    prefix = "heads.celli."
+    renamed = {(prefix + "inputs." + key[len(prefix):] if key.startswith(prefix) else key): value
+               for key, value in state_dict.items()}
+    return model_config, renamed
