@@ -10,6 +10,7 @@ from farfield.analysis.buckets import BUCKETS, bucket_table
 from farfield.analysis.charges import charge_by_element, charge_summary
 from farfield.analysis.depth import depth_slopes, depth_table
 from farfield.analysis.distance import distance_curves, distance_slopes
+from farfield.analysis.energy_offsets import energy_offset_table
 from farfield.analysis.pairing import help_by_bucket, paired_differences, paired_summary
 from farfield.analysis.summary import split_gap, summary_table, with_skill
 
@@ -38,6 +39,7 @@ class Diagnostics:
     pair_differences: pd.DataFrame
     pair_summary: pd.DataFrame
     help_by_cluster: pd.DataFrame
+    energy_offsets: pd.DataFrame = field(default_factory=pd.DataFrame)
     md_probe: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def tables(self) -> dict[str, pd.DataFrame]:
@@ -46,7 +48,8 @@ class Diagnostics:
                  "structures": self.structures, "distance_curves": self.distance_curves,
                  "distance_slopes": self.distance_slopes, "charge_summary": self.charge_summary,
                  "charge_by_element": self.charge_elements, "depth": self.depth, "depth_slopes": self.depth_slopes,
-                 "long_range_paired": self.pair_summary, "long_range_by_cluster": self.help_by_cluster}
+                 "long_range_paired": self.pair_summary, "long_range_by_cluster": self.help_by_cluster,
+                 "energy_offsets": self.energy_offsets}
         named.update({f"by_{kind}": table for kind, table in self.buckets.items()})
         if not self.md_probe.empty:
             from farfield.analysis.md_probe import probe_summary
@@ -70,5 +73,5 @@ def compute_diagnostics(data: AnalysisData, n_distance_bins: int = 5) -> Diagnos
         charge_summary=charge_summary(data.charges), charge_elements=charge_by_element(data.charges),
         depth=depth_table(data.trials), depth_slopes=depth_slopes(data.trials),
         pair_differences=differences, pair_summary=paired_summary(differences),
-        help_by_cluster=help_by_bucket(differences, "cluster"),
+        help_by_cluster=help_by_bucket(differences, "cluster"), energy_offsets=energy_offset_table(structures),
     )

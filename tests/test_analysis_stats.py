@@ -9,6 +9,7 @@ from farfield.analysis.buckets import bucket_table, size_bins
 from farfield.analysis.charges import charge_summary
 from farfield.analysis.depth import depth_slopes, depth_table
 from farfield.analysis.distance import distance_curves, distance_slopes
+from farfield.analysis.energy_offsets import energy_offset_table
 from farfield.analysis.pairing import paired_differences, paired_summary
 from farfield.analysis.stats import benjamini_hochberg, bootstrap_ci, fit_slope, mean_ci
 from farfield.analysis.summary import split_gap, summary_table
@@ -191,3 +192,35 @@ def test_variance_ratio_test_is_one_sided_against_the_scaled_reference():
     assert variance_ratio_test(0.02 * reference + rng.normal(0, 0.001, 500), reference, scale=0.1)[0] < 1e-6
     assert variance_ratio_test(reference + rng.normal(0, 0.05, 500), reference, scale=0.1)[0] > 0.99
     assert np.isnan(variance_ratio_test([1.0], reference)[0])
+
+
+def _frames(errors_by_parent: dict[str, list[float]], spread: float = 10.0) -> pd.DataFrame:
+    """Test frames of one trial: per parent, its frames' per-atom energy errors (meV/atom); the
+    reference energies of a parent's frames alternate ±``spread`` meV/atom around a base."""
+    rows = []
+    for p, (parent, errors) in enumerate(errors_by_parent.items()):
+        for i, error in enumerate(errors):
+            n_atoms = 50 + 10 * p
+            e_ref = (-5.0 + (spread if i % 2 else -spread) / 1000.0) * n_atoms
+            rows.append({"run_id": "r", "model": "painn", "layers": 2, "split": "random", "seed": 0,
+                         "structure_id": f"{parent}-c{i}", "parent_id": parent, "n_atoms": n_atoms,
+                         "energy_ref": e_ref, "e_error_per_atom_mev": error})
+    return pd.DataFrame(rows)
+
+
+def test_energy_error_splits_into_parent_offsets_and_relative_energies():
+    offsets_only = energy_offset_table(_frames({"A": [30.0, 30.0], "B": [-50.0, -50.0, -50.0, -50.0]}))
+    row = offsets_only.iloc[0]
+    assert row["e_mae"] == pytest.approx((2 * 30 + 4 * 50) / 6)
+    assert row["offset_mae"] == pytest.approx(row["e_mae"]) and row["offset_share"] == pytest.approx(1.0)
+    assert row["within_mae"] == pytest.approx(0.0) and row["within_skill"] == pytest.approx(1.0)
+    assert row["within_spread"] == pytest.approx(10.0)
+
+    relative_only = energy_offset_table(_frames({"A": [10.0, -10.0], "B": [10.0, -10.0, 10.0, -10.0]})).iloc[0]
+    assert relative_only["offset_mae"] == pytest.approx(0.0)
+    assert relative_only["within_mae"] == pytest.approx(10.0) and relative_only["within_skill"] == pytest.approx(0.0)
+
+    # a single-frame parent has an offset but no relative energy to get right
+    lone = energy_offset_table(_frames({"A": [20.0], "B": [5.0, -5.0]})).iloc[0]
+    assert lone["n_in_multi_frame_parents"] == 2 and lone["within_mae"] == pytest.approx(5.0)
+    assert lone["offset_mae"] == pytest.approx(20.0 / 3)
