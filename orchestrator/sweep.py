@@ -98,17 +98,22 @@ def _shared_inputs(config: SweepConfig, cells: list[dict]) -> dict:
     store = resolve_dataset(config.data.dataset, config.workspace)
     made: dict[str, str] = {}
     split_files = []
-    for cell in cells:
-        trial = TrialConfig.model_validate(trial_data(config, cell, {}))
-        key = json.dumps(trial.split.model_dump(mode="json"), sort_keys=True)
+    trials = [TrialConfig.model_validate(trial_data(config, cell, {})) for cell in cells]
+    keys = [json.dumps(trial.split.model_dump(mode="json"), sort_keys=True) for trial in trials]
+    n_splits = len(set(keys))
+    for trial, key in zip(trials, keys):
         if key not in made:
+            started = time.monotonic()
             split = make_split(trial, store)
             path = Path(config.workspace).resolve() / "splits" / f"{split.strategy}-{split.content_hash[7:19]}.json"
             if not path.is_file():
                 split.save(path)
             made[key] = str(path)
+            print(f"split {len(made)}/{n_splits}: {split.strategy} seed {trial.split.seed} "
+                  f"({time.monotonic() - started:.0f} s) -> {path.name}", flush=True)
         split_files.append(made[key])
     if "model.cutoff" not in config.sweep.ranges:  # one cutoff for all trials: graphs now, on Ray
+        print("graph cache: neighbour lists of every structure (once per dataset and cutoff)", flush=True)
         try:
             prepare_graph_cache(TrialConfig.model_validate(trial_data(config, cells[0], {})))
         except (OSError, ValueError) as err:  # trials then build their graphs themselves
