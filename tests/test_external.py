@@ -285,3 +285,24 @@ def test_the_report_reads_logged_latent_charges_back(handed_over, tmp_path):
     assert rows["q_pred"].tolist() == pytest.approx(np.concatenate(q).tolist())
     assert rows["element"].tolist() == [s for a in frames for s in a.get_chemical_symbols()]
     assert set(rows["head"]) == {"les"}
+
+
+def test_nequip_curves_read_lightnings_csv_log(tmp_path):
+    """nequip-train (Lightning's CSVLogger) writes one row per log call with the other columns
+    blank; names as NequIPLightningModule logs them: ``train_loss_epoch/weighted_sum``,
+    ``val0_epoch/<metric>`` (energies and forces in eV, eV/Å → meV, meV/Å)."""
+    from farfield.orchestrator.external.worker import _nequip_curves
+
+    log = tmp_path / "metrics" / "version_0" / "metrics.csv"
+    log.parent.mkdir(parents=True)
+    header = ["epoch", "step", "train_loss_step/weighted_sum", "train_loss_epoch/weighted_sum",
+              "val0_epoch/weighted_sum", "val0_epoch/per_atom_energy_mae", "val0_epoch/forces_mae"]
+    rows = [["0", "9", "2.0", "", "", "", ""], ["0", "9", "", "", "1.5", "0.02", "0.3"],
+            ["0", "9", "", "1.8", "", "", ""], ["1", "19", "", "", "1.1", "0.01", "0.25"],
+            ["1", "19", "", "1.2", "", "", ""]]
+    log.write_text("\n".join(",".join(row) for row in [header, *rows]) + "\n")
+    curves = _nequip_curves({"workdir": str(tmp_path)})
+    assert [row["epoch"] for row in curves] == [0, 1]
+    assert curves[0]["train_loss"] == pytest.approx(1.8) and curves[1]["train_loss"] == pytest.approx(1.2)
+    assert curves[1]["val_loss"] == pytest.approx(1.1)
+    assert curves[0]["val_e_mae"] == pytest.approx(20.0) and curves[1]["val_f_mae"] == pytest.approx(250.0)

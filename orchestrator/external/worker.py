@@ -140,7 +140,7 @@ def _nequip_curves(spec: dict) -> list[dict]:
         return []
     rows: dict[int, dict] = {}
     names = {"val0_epoch/weighted_sum": "val_loss", "val0_epoch/per_atom_energy_mae": "val_e_mae",
-             "val0_epoch/forces_mae": "val_f_mae", "train_loss_epoch": "train_loss"}
+             "val0_epoch/forces_mae": "val_f_mae", "train_loss_epoch/weighted_sum": "train_loss"}
     scale = {"val_e_mae": 1e3, "val_f_mae": 1e3}
     with path.open() as handle:
         for entry in csv.DictReader(handle):
