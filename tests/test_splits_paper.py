@@ -208,6 +208,27 @@ def test_kmeans_seed_chooses_the_half_and_is_deterministic(store, cache):
     assert len(chosen) > 1
 
 
+def test_clusters_are_computed_once_per_space_for_every_seed(store, cache, monkeypatch):
+    """A sweep makes one split per seed: the (seed-independent) clusters are computed once, and
+    the splits are those a fresh computation gives."""
+    from farfield.data.splitting import api
+
+    calls = []
+    real = api.kmeans_parents
+    monkeypatch.setattr(api, "kmeans_parents", lambda *args: calls.append(args[1]) or real(*args))
+    monkeypatch.setattr(api, "_CLUSTERINGS", type(api._CLUSTERINGS)())
+
+    def split_for(seed, n_clusters=6):
+        return _make(store, cache, strategy="kmeans", metric="soap_cosine", n_clusters=n_clusters, seed=seed).split
+
+    cached = [split_for(seed).to_json() for seed in range(3)]
+    assert calls == [6]
+    split_for(0, n_clusters=5)
+    assert calls == [6, 5]  # other parameters: clustered again
+    api._CLUSTERINGS.clear()
+    assert split_for(2).to_json() == cached[2] and calls == [6, 5, 6]
+
+
 def test_kmeans_needs_enough_parents(store, cache):
     with pytest.raises(ValueError, match="cannot make 30 KMeans clusters of 24 parents"):
         _make(store, cache, strategy="kmeans", n_clusters=30)

@@ -16,6 +16,8 @@ paper's rule, 10 % of the training side, is ``val / (train + val) = 0.1``).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -132,7 +134,41 @@ def _parent_set(space: ChemicalSpace, clustering: Clustering | None) -> ParentSe
     return ParentSet(space.parent_ids, space.n_atoms, space.elements, space.n_configurations, space, clustering)
 
 
+#: The clusterings of the last few chemical spaces. Clusters do not depend on the split seed, so
+#: a sweep that makes one split per seed clusters each space once (the PCA of ~1,000 parents ×
+#: ~20,000 mean-SOAP dimensions alone takes minutes on one core).
+_CLUSTERINGS: OrderedDict[tuple, Clustering] = OrderedDict()
+_CLUSTERINGS_KEPT = 4
+
+
+def _space_key(space: ChemicalSpace) -> str:
+    """Content hash of a space's parents and coordinates (its clusters depend on nothing else)."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(space.metric.encode())
+    digest.update("\n".join(map(str, space.parent_ids)).encode())
+    digest.update(np.ascontiguousarray(space.coordinates, dtype=np.float64).tobytes())
+    return digest.hexdigest()
+
+
 def _clustering(space: ChemicalSpace, config: SplitConfig) -> Clustering:
+    """:func:`_cluster` of ``space``, computed once per space and clustering parameters."""
+    if config.strategy == "kmeans":
+        parameters: tuple = ("kmeans", kmeans_clusters(config))
+    else:
+        parameters = ("hdbscan", config.strategy == "cluster", config.min_cluster_size, config.min_samples,
+                      config.pca_components, config.noise, config.cluster_selection)
+    key = (_space_key(space), *parameters)
+    if key in _CLUSTERINGS:
+        _CLUSTERINGS.move_to_end(key)
+        return _CLUSTERINGS[key]
+    clustering = _cluster(space, config)
+    _CLUSTERINGS[key] = clustering
+    while len(_CLUSTERINGS) > _CLUSTERINGS_KEPT:
+        _CLUSTERINGS.popitem(last=False)
+    return clustering
+
+
+def _cluster(space: ChemicalSpace, config: SplitConfig) -> Clustering:
     """KMeans clusters for ``kmeans``; else HDBSCAN clusters — for strategies other than
     ``cluster`` (clusters only colour the report) an all-noise result falls back to
     ``noise="singleton"``, and fewer parents than ``min_cluster_size`` to one cluster per
