@@ -34,6 +34,7 @@ successful import unless ``keep_work``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -56,6 +57,7 @@ from farfield.data.importers.aselmdb import (
 )
 from farfield.data.label_shards import write_text_atomic
 from farfield.data.labelling import THREAD_VARIABLES
+from farfield.data.ray_runtime import map_shards
 from farfield.data.readers import _check_key_map
 from farfield.data.importing import file_sha256
 from farfield.data.records import PARENT_ID, STRUCTURE_ID
@@ -215,12 +217,12 @@ def _read_pending(work: Path, todo: list[dict], args: tuple, n_workers: int,
                         problems=sum(s["n_problem_rows"] for s in done), refresh=False)
 
     t0 = time.perf_counter()
-    try:
-        if n_workers == 0 or not todo:
-            for chunk in todo:
-                record(read_chunk(str(work), chunk, *args))
-        else:
-            _read_on_ray(work, todo, args, n_workers, address, record)
+    read = functools.partial(_read_one, str(work), args)
+    try:  # a few chunks queued, never all: bounded
+        for _, summary in map_shards(read, todo, n_workers=n_workers if todo else 0, address=address,
+                                     max_in_flight=2 * n_workers, max_retries=2,
+                                     env_vars=dict.fromkeys(THREAD_VARIABLES, "1")):
+            record(summary)
     finally:
         bar.close()
     workers: dict[int, dict] = {}
@@ -235,20 +237,9 @@ def _read_pending(work: Path, todo: list[dict], args: tuple, n_workers: int,
             "read_s": round(time.perf_counter() - t0, 3), "workers": list(workers.values())}
 
 
-def _read_on_ray(work: Path, todo: list[dict], args: tuple, n_workers: int,
-                 address: str | None, record) -> None:
-    import ray
-
-    from farfield.data.ray_runtime import ray_running
-
-    with ray_running(n_workers, address, env_vars=dict.fromkeys(THREAD_VARIABLES, "1")):
-        task = ray.remote(num_cpus=1, max_retries=2)(read_chunk)
-        queue, running = list(todo), []
-        while queue or running:
-            while queue and len(running) < 2 * n_workers:  # a few queued, never all: bounded
-                running.append(task.remote(str(work), queue.pop(0), *args))
-            finished, running = ray.wait(running, num_returns=1)
-            record(ray.get(finished[0]))
+def _read_one(work_dir: str, args: tuple, chunk: dict) -> dict:
+    """Body of a chunk's task: :func:`read_chunk` with the import's fixed arguments."""
+    return read_chunk(work_dir, chunk, *args)
 
 
 def _gather(work: Path, plan: dict) -> tuple[pd.DataFrame, list[RowProblem], dict]:

@@ -41,6 +41,7 @@ from farfield.data.coremof import (
     metals_of,
     refcode_of,
 )
+from farfield.data.ray_runtime import map_shards
 
 __all__ = ["CATALOGUE_VERSION", "COLUMNS", "build_catalogue", "catalogue_rows",
            "iter_source_cifs", "source_key"]
@@ -126,49 +127,31 @@ def _batches(entries: Iterable[CifEntry], size: int) -> Iterator[list[CifEntry]]
         yield batch
 
 
+class _BatchRows:
+    """Body of a catalogue task: ``(source, CIF batch)`` → its rows, with the source's metadata."""
+
+    def __init__(self, metadata: dict[str, dict]):
+        self.metadata = metadata
+
+    def __call__(self, payload: tuple[str, list[CifEntry]]) -> list[dict]:
+        source, batch = payload
+        return catalogue_rows(batch, self.metadata[source])
+
+
 def _parse_all(sources: Sequence[str], n_workers: int, address: str | None,
                progress: bool) -> list[dict]:
     """Stream every source's CIFs in batches to Ray tasks; rows in source/archive order."""
     metadata = {s: (load_metadata(s) if _is_subset(s) else {}) for s in sources}
+    batches = ((source, batch) for source in sources for batch in _batches(iter_source_cifs(source), BATCH_SIZE))
     bar = tqdm(desc="catalogue", unit="CIF", disable=not progress, smoothing=0.1)
-    if n_workers == 0:
-        rows = []
-        for source in sources:
-            for batch in _batches(iter_source_cifs(source), BATCH_SIZE):
-                rows += catalogue_rows(batch, metadata[source])
-                bar.update(len(batch))
-        bar.close()
-        return rows
-    import ray
-
-    from farfield.data.ray_runtime import ray_running
-
     results: dict[int, list[dict]] = {}
-    with ray_running(n_workers, address):
-        task = ray.remote(num_cpus=1, max_retries=3)(catalogue_rows)
-        meta_refs = {s: ray.put(metadata[s]) for s in sources}
-        pending: dict = {}
-        order = 0
-        for source in sources:
-            for batch in _batches(iter_source_cifs(source), BATCH_SIZE):
-                while len(pending) >= 2 * n_workers + 2:  # bound the CIF text in flight
-                    _collect_one(pending, results, bar)
-                pending[task.remote(batch, meta_refs[source])] = order
-                order += 1
-        while pending:
-            _collect_one(pending, results, bar)
+    # at most 2 * n_workers + 2 batches in flight: bounds the CIF text held at once
+    for position, rows in map_shards(_BatchRows(metadata), batches, n_workers=n_workers, address=address,
+                                     max_in_flight=2 * n_workers + 2, max_retries=3):
+        results[position] = rows
+        bar.update(len(rows))
     bar.close()
     return [row for key in sorted(results) for row in results[key]]
-
-
-def _collect_one(pending: dict, results: dict[int, list[dict]], bar: tqdm) -> None:
-    """Wait for one finished Ray task; move its rows from ``pending`` to ``results``."""
-    import ray
-
-    done, _ = ray.wait(list(pending), num_returns=1)
-    key = pending.pop(done[0])
-    results[key] = ray.get(done[0])
-    bar.update(len(results[key]))
 
 
 def _cache_path(sources: Sequence[str], cache_dir: Path) -> Path:

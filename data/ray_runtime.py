@@ -1,14 +1,20 @@
-"""Start or join Ray for one block of data work; shared by the data-side Ray pipelines."""
+"""Start or join Ray for one block of data work, and fan a function out over shards.
+
+Shared by the data-side Ray pipelines (graph cache, descriptors, catalogue, ``.aselmdb``
+import): :func:`ray_running` starts or joins Ray for a block; :func:`map_shards` runs a pure
+function once per payload (a shard, a batch of CIFs, a chunk of rows) in Ray tasks of one
+CPU each, or in this process when ``n_workers == 0``.
+"""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
-
 import logging
 import os
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
-__all__ = ["RAY_LOG_LEVEL", "local_ray_priority", "ray_running"]
+__all__ = ["RAY_LOG_LEVEL", "local_ray_priority", "map_shards", "ray_is_initialized", "ray_running"]
 
 #: Level of Ray's own driver-side log (its start banner, the token-authentication notice):
 #: farfield shows its own progress instead. ``FARFIELD_RAY_LOG_LEVEL=INFO`` brings them back.
@@ -53,3 +59,60 @@ def ray_running(n_workers: int, address: str | None = None,
     finally:
         if started:
             ray.shutdown()
+
+
+def ray_is_initialized() -> bool:
+    """True when this process is connected to Ray; never imports Ray (no import cost when unused)."""
+    import sys
+
+    ray = sys.modules.get("ray")
+    return bool(ray is not None and ray.is_initialized())
+
+
+def _apply(function: Callable[[Any], Any], payload: Any) -> Any:
+    """Body of a :func:`map_shards` task."""
+    return function(payload)
+
+
+def map_shards(function: Callable[[Any], Any], payloads: Iterable[Any], *, n_workers: int,
+               address: str | None = None, max_in_flight: int | None = None, max_retries: int = 0,
+               env_vars: dict[str, str] | None = None) -> Iterator[tuple[int, Any]]:
+    """Yield ``(position, function(payload))`` for every payload, each as soon as it is done.
+
+    ``function``: a picklable, pure function of one payload (shipped to the object store once).
+    ``payloads``: consumed lazily, so a generator of large payloads (CIF texts) is never all
+    in memory. ``n_workers``: 0 runs everything here, in order; otherwise one Ray task
+    (``num_cpus=1``, ``max_retries``) per payload on the Ray of this process, or one joined or
+    started for the block by :func:`ray_running` (``n_workers`` CPUs, ``address``, ``env_vars``).
+    ``max_in_flight``: tasks submitted but not collected at once (default ``2 * n_workers``),
+    which bounds both the payloads in flight and the results waiting to be collected.
+    Results come in completion order; sort by position where order matters.
+    """
+    if not isinstance(n_workers, int) or n_workers < 0:
+        raise ValueError(f"n_workers must be an integer >= 0, got {n_workers!r}")
+    if n_workers == 0:
+        for position, payload in enumerate(payloads):
+            yield position, function(payload)
+        return
+    limit = max_in_flight if max_in_flight is not None else 2 * n_workers
+    if limit < 1:
+        raise ValueError(f"max_in_flight must be >= 1, got {limit!r}")
+    import ray
+
+    with ray_running(n_workers, address, env_vars):
+        task = ray.remote(num_cpus=1, max_retries=max_retries)(_apply)
+        shipped = ray.put(function)
+        queue = enumerate(payloads)
+        running: dict = {}
+        exhausted = False
+        while running or not exhausted:
+            while not exhausted and len(running) < limit:
+                item = next(queue, None)
+                if item is None:
+                    exhausted = True
+                    break
+                running[task.remote(shipped, item[1])] = item[0]
+            if not running:
+                break
+            done, _ = ray.wait(list(running), num_returns=1)
+            yield running.pop(done[0]), ray.get(done[0])

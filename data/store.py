@@ -270,7 +270,8 @@ class DatasetStore:
         """Shard file names in store order."""
         return list(dict.fromkeys(self.index["shard"]))
 
-    def _read_shard(self, name: str) -> list[Atoms]:
+    def read_shard(self, name: str) -> list[Atoms]:
+        """The frames of shard ``name`` (a name of :meth:`shard_names`), in file order."""
         frames = []
         for frame, item in iter_frames(self.path / SHARD_DIR / name, format="extxyz"):
             if isinstance(item, Problem):
@@ -281,14 +282,14 @@ class DatasetStore:
     def iter_shards(self) -> Iterator[tuple[str, list[Atoms]]]:
         """Yield ``(shard name, frames)`` for every shard, in store order."""
         for name in self.shard_names():
-            yield name, self._read_shard(name)
+            yield name, self.read_shard(name)
 
     def _read_rows(self, rows: pd.DataFrame) -> list[Atoms]:
         loaded: dict[str, list[Atoms]] = {}
         result = []
         for shard, frame, structure_id in zip(rows["shard"], rows["frame"], rows["structure_id"]):
             if shard not in loaded:
-                loaded = {shard: self._read_shard(shard)}
+                loaded = {shard: self.read_shard(shard)}
             atoms = loaded[shard][int(frame)]
             if atoms.info.get(STRUCTURE_ID) != structure_id:
                 raise StoreError(f"{self.path}: {shard} frame {frame} holds "

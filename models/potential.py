@@ -87,7 +87,14 @@ class Potential(nn.Module):
         ``<key>_<name>`` (e.g. ``charges_les``); ``charges`` (n_atoms,) e is the prediction
         of the charge head (``CHARGE_HEADS``), the one compared with reference charges.
         ``create_graph`` keeps the graph of the derivatives (needed to train on forces).
+        A ``graph`` built with a cutoff smaller than the backbone's is refused (ValueError).
         """
+        if graph.cutoff < self.cutoff:
+            raise ValueError(
+                f"graph: built with a {graph.cutoff:g} Å neighbour list, but the backbone's cutoff is "
+                f"{self.cutoff:g} Å; edges between {graph.cutoff:g} and {self.cutoff:g} Å would be missing. "
+                f"Build the graph with cutoff >= {self.cutoff:g} (e.g. AtomicGraph.from_atoms(atoms, potential.cutoff))"
+            )
         positions, cell = graph.positions, graph.cell
         inputs: list[torch.Tensor] = []
         if compute_forces or compute_stress:

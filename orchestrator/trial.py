@@ -23,12 +23,12 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from farfield.data.datasets import resolve_dataset
+from farfield.data.graphs import GraphCache, precompute_graphs
 from farfield.data.splits import SIDES, Split, random_split
 from farfield.data.splitting import drop_rare_elements
 from farfield.data.splitting import make_split as make_chemspace_split
 from farfield.data.store import DatasetStore
 from farfield.models.blocks.readout import fit_reference_energies
-from farfield.models.graph.cache import GraphCache, precompute_graphs
 from farfield.models.heads.report import charge_table_name, head_report
 from farfield.models.registry import build_potential
 from farfield.models.training import (
@@ -36,6 +36,7 @@ from farfield.models.training import (
     Trainer,
     element_count_matrix,
     force_rms,
+    graphs_from_cache,
     resolve_device,
     save_checkpoint,
 )
@@ -134,7 +135,7 @@ def _trial_index(config: TrialConfig, store: DatasetStore, drop_rare: bool = Tru
 
 
 def graph_cache_root(config: TrialConfig) -> Path:
-    """Where trials cache their graphs: ``<workspace>/cache/graphs`` (farfield.models.graph.cache)."""
+    """Where trials cache their graphs: ``<workspace>/cache/graphs`` (farfield.data.graphs.cache)."""
     return Path(config.workspace) / "cache" / "graphs"
 
 
@@ -273,7 +274,7 @@ def _train_and_log(
     # graphs from the per-shard cache (<workspace>/cache/graphs), computed here for missing shards;
     # identical to build_graphs on the store's frames (tests/test_graph_cache.py)
     dtype = DTYPES[config.model.dtype]
-    graphs = graph_cache(config, store, progress=progress).graph_sets(ids, dtype, progress=progress)
+    graphs = graphs_from_cache(graph_cache(config, store, progress=progress), ids, dtype, progress=progress)
     reference = fit_reference(graphs["train"])
     potential = build_potential(config.model, reference_energies=reference, energy_scale=force_rms(graphs["train"]))
     device = resolve_device(config.resources.device)

@@ -83,7 +83,7 @@ def test_matches_pymatgen_triclinic(method, total):
 def test_matches_torch_pme_potentials_and_forces():
     import torchpme
 
-    from farfield.models.graph.neighbors import neighbor_pairs
+    from farfield.data.graphs import neighbor_pairs
 
     positions, cell, charges = _random_charges(30, TRICLINIC, seed=2)
     smearing, cutoff = 1.2, 10.0

@@ -19,10 +19,10 @@ import torch
 from farfield.data.datasets import bundled_store
 from farfield.data.store import write_store
 from farfield.models import ModelConfig, build_potential
-from farfield.models.graph import AtomicGraph, collate, neighbor_pairs
-from farfield.models.graph import cache as graph_cache
-from farfield.models.graph.cache import GraphCache, graph_cache_dir, precompute_graphs
-from farfield.models.training import build_graphs
+from farfield.data.graphs import GraphCache, graph_cache_dir, neighbor_pairs, precompute_graphs
+from farfield.data.graphs import cache as graph_cache
+from farfield.models.graph import AtomicGraph, collate
+from farfield.models.training import build_graphs, graphs_from_cache
 from farfield.orchestrator.config import TrialConfig
 from farfield.orchestrator.trial import graph_cache as trial_graph_cache
 
@@ -62,6 +62,10 @@ def _assert_same_graph(a: AtomicGraph, b: AtomicGraph) -> None:
             assert x == y, f.name
 
 
+def _graphs(cache: GraphCache, structure_ids: list[str], dtype: torch.dtype = torch.float64) -> list[AtomicGraph]:
+    return graphs_from_cache(cache, {"": structure_ids}, dtype)[""]
+
+
 def _file_arrays(cache: GraphCache) -> dict[str, dict[str, np.ndarray]]:
     return {shard: cache.load(shard) for shard in cache.store.shard_names()}
 
@@ -72,21 +76,21 @@ def test_cached_graphs_equal_on_the_fly_graphs_and_model_outputs(store, frames, 
     assert cache.computed == store.shard_names()
     ids = store.index["structure_id"].tolist()
     for dtype in (torch.float32, torch.float64):
-        cached = cache.graphs(ids, dtype)
+        cached = _graphs(cache, ids, dtype)
         fresh = build_graphs(frames, CUTOFF, dtype)
         for a, b in zip(cached, fresh, strict=True):
             _assert_same_graph(a, b)
     # the edges are exactly vesin's, structure by structure (periodic and not)
-    for atoms, graph in zip(frames, cache.graphs(ids), strict=True):
+    for atoms, graph in zip(frames, _graphs(cache, ids), strict=True):
         pairs = neighbor_pairs(atoms.positions, atoms.cell.array, atoms.pbc, CUTOFF)
         np.testing.assert_array_equal(graph.edge_index.numpy(), np.stack([pairs.center, pairs.neighbor]))
         np.testing.assert_array_equal(graph.cell_shifts.numpy(), pairs.cell_shifts)
-    assert not frames[-1].pbc.any() and cache.graphs([ids[-1]])[0].edge_index.shape[1] > 0
+    assert not frames[-1].pbc.any() and _graphs(cache, [ids[-1]])[0].edge_index.shape[1] > 0
 
     # same batches → bit-identical energies and forces (float32 model, as trained)
     potential = build_potential(ModelConfig(channels=8, layers=2, cutoff=CUTOFF, dtype="float32"))
     order = ids[::-1][:12]  # any order: graphs come back in the order asked
-    batch_cached = collate(cache.graphs(order, torch.float32))
+    batch_cached = collate(_graphs(cache, order, torch.float32))
     batch_fresh = collate(build_graphs(store.read(order)[::-1], CUTOFF, torch.float32))
     assert batch_cached.structure_ids == order == batch_fresh.structure_ids
     out_cached = potential(batch_cached, compute_forces=True)
@@ -107,7 +111,7 @@ def test_rerun_reuses_files_and_keys_follow_dataset_and_cutoff(store, tmp_path, 
         patch.setattr(graph_cache, "shard_arrays", no_compute)
         again = precompute_graphs(store, CUTOFF, tmp_path, progress=False)
         assert again.computed == [] and again.directory == first.directory
-        again.graphs(store.index["structure_id"].tolist())  # reading needs no computing either
+        _graphs(again, store.index["structure_id"].tolist())  # reading needs no computing either
     assert {p.name: p.stat().st_mtime_ns for p in first.directory.glob("*.npz")} == mtimes
 
     manifest = (first.directory / "manifest.json").read_text()
@@ -115,7 +119,7 @@ def test_rerun_reuses_files_and_keys_follow_dataset_and_cutoff(store, tmp_path, 
     smaller = precompute_graphs(store, 4.0, tmp_path, progress=False)
     assert smaller.directory != first.directory and smaller.computed == store.shard_names()
     assert graph_cache_dir(store, 5.0, tmp_path) != graph_cache_dir(store, 5.000001, tmp_path)
-    assert smaller.graphs([frames[0].info["structure_id"]])[0].cutoff == 4.0
+    assert _graphs(smaller, [frames[0].info["structure_id"]])[0].cutoff == 4.0
     other = write_store(frames[:8], tmp_path / "other", label_method="test", shard_size=8)
     assert graph_cache_dir(other, CUTOFF, tmp_path) != first.directory
     with pytest.raises(ValueError, match="cutoff must be > 0"):
@@ -135,7 +139,7 @@ def test_partial_and_corrupted_files_are_recomputed(store, frames, tmp_path, cap
     again = GraphCache(store, CUTOFF, tmp_path)
     assert again.ensure(progress=False) == [shards[1]]
     with caplog.at_level(logging.WARNING):
-        graphs = again.graphs(store.index["structure_id"].tolist())
+        graphs = _graphs(again, store.index["structure_id"].tolist())
     assert again.computed == [shards[1], shards[3]]
     assert "checksum mismatch" in caplog.text or "unreadable" in caplog.text
     for a, b in zip(graphs, build_graphs(frames, CUTOFF, torch.float64), strict=True):

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from ase.neighborlist import neighbor_list
 
-from farfield.models.graph import AtomicGraph, collate, neighbor_pairs
+from farfield.data.graphs import neighbor_pairs
+from farfield.models.graph import AtomicGraph, collate
 
 
 def _pair_set(i, j, shifts):

@@ -70,3 +70,76 @@ def test_plain_wheel_holds_the_namespace_and_bundled_data(tmp_path):
     assert top == {"farfield"}, f"unexpected top-level names in the wheel: {top}"
     assert "farfield/data/bundled/coremof-gfn1-eq.extxyz.xz" in names
     assert "farfield/models/potential.py" in names and "farfield/orchestrator/cli.py" in names
+
+
+def _imports(folder: str) -> list[tuple[Path, int, str, str | None]]:
+    """``(file, line, module, name)`` for every import under ``folder``: ``import a.b`` gives
+    ``("a.b", None)``, ``from a.b import c`` gives ``("a.b", "c")``; relative imports resolved."""
+    import ast
+
+    found = []
+    root = REPO / folder
+    for path in sorted(root.rglob("*.py")):
+        package = ".".join((CODE_FOLDERS[folder], *path.parent.relative_to(root).parts))
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                found += [(path, node.lineno, alias.name, None) for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                module = node.module or ""
+                if node.level:
+                    base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    module = ".".join([*base, module] if module else base)
+                found += [(path, node.lineno, module, alias.name) for alias in node.names]
+    return found
+
+
+def _forbidden_in_models(module: str, name: str | None) -> str | None:
+    """Why ``from module import name`` may not appear in models/, or None."""
+    top = module.split(".")[0]
+    if top in ("ray", "mlflow", "optuna"):
+        return f"imports {top}"
+    if module == "farfield.data" or module.startswith("farfield.data."):
+        parts = module.split(".")[2:] + ([name] if name else [])
+        private = [part for part in parts if part.startswith("_")]
+        if private:
+            return f"imports the private name {private[0]!r} of farfield.data"
+    return None
+
+
+def _private_attributes(folder: str) -> list[str]:
+    """``file:line: name`` for every ``x._name`` (not dunder) under ``folder`` with ``x`` other than
+    ``self``/``cls``: reaching into another object's internals (e.g. a store's ``_read_shard``)."""
+    import ast
+
+    found = []
+    for path in sorted((REPO / folder).rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if (isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
+                    and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))):
+                found.append(f"{path.relative_to(REPO)}:{node.lineno}: {node.attr}")
+    return found
+
+
+def test_models_ast_imports_no_ray_mlflow_or_private_data_names():
+    """Every import statement in models/ (also the ones inside functions, which a sys.modules check
+    after `import farfield.models` cannot see): no Ray, MLflow or Optuna, no `_private` of data/;
+    and no private attribute of another object (how `store._read_shard(...)` reached data's internals)."""
+    bad = [f"{path.relative_to(REPO)}:{line}: {why}" for path, line, module, name in _imports("models")
+           if (why := _forbidden_in_models(module, name))]
+    bad += [f"{where} (private attribute)" for where in _private_attributes("models")]
+    assert not bad, "\n".join(bad)
+
+
+def test_models_import_check_catches_forbidden_imports():
+    assert _forbidden_in_models("ray.util", "ActorPool") == "imports ray"
+    assert _forbidden_in_models("mlflow", None) == "imports mlflow"
+    assert "'_read_shard'" in _forbidden_in_models("farfield.data.store", "_read_shard")
+    assert "'_private'" in _forbidden_in_models("farfield.data._private", "thing")
+    assert _forbidden_in_models("farfield.data.store", "DatasetStore") is None
+    assert _forbidden_in_models("farfield.models._x", "_y") is None  # models' own private names are its own
+
+
+def test_analysis_imports_mlflow_in_one_module():
+    users = sorted({str(path.relative_to(REPO)) for path, _, module, _ in _imports("analysis")
+                    if module.split(".")[0] == "mlflow"})
+    assert users == ["analysis/mlflow_queries.py"], users

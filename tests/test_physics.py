@@ -156,6 +156,20 @@ def _broken_potential():
     return Potential(_DirectionalBackbone(), AtomwiseReadout(4), ReferenceEnergies()).eval()
 
 
+@pytest.mark.parametrize("backbone", sorted(BACKBONES))
+def test_potential_refuses_a_graph_built_with_a_smaller_cutoff(backbone, nacl_cell):
+    potential = _potential(backbone)
+    with pytest.raises(ValueError, match=r"3\.5 Å neighbour list, but the backbone's cutoff is 4 Å"):
+        potential(AtomicGraph.from_atoms(nacl_cell, CUTOFF - 0.5))
+    # a larger list is accepted, and its extra edges lie beyond the envelope: same energy and forces
+    exact = potential(AtomicGraph.from_atoms(nacl_cell, CUTOFF))
+    wider = potential(AtomicGraph.from_atoms(nacl_cell, CUTOFF + 1.0))
+    assert AtomicGraph.from_atoms(nacl_cell, CUTOFF + 1.0).edge_index.shape[1] > \
+        AtomicGraph.from_atoms(nacl_cell, CUTOFF).edge_index.shape[1]
+    torch.testing.assert_close(wider["energy"], exact["energy"], rtol=0, atol=1e-10)
+    torch.testing.assert_close(wider["forces"], exact["forces"], rtol=0, atol=1e-10)
+
+
 def test_translation_check_catches_absolute_positions(nacl_cell):
     with pytest.raises(AssertionError, match="translation"):
         checks.check_translation(_AbsolutePositionModel(_as_model(_potential("painn"))), nacl_cell)

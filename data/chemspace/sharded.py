@@ -1,9 +1,10 @@
-"""Descriptors over dataset shards in Ray actors, cached by dataset hash.
+"""Descriptors over dataset shards in Ray tasks, cached by dataset hash.
 
-A thin wrapper: each actor holds the descriptor settings (``DescriptorSettings`` for the
-joint metric, ``MeanSoapSettings`` for the paper's SOAP cosine) and calls their ``describe``
-on the shards it is handed; ``load`` turns a shard's payload (e.g. a list of structure ids,
-or CIF texts) into ``Atoms`` inside the actor, so reading and parsing are parallel too.
+A thin wrapper around :func:`farfield.data.ray_runtime.map_shards`: one Ray task per shard
+calls the descriptor settings' ``describe`` (``DescriptorSettings`` for the joint metric,
+``MeanSoapSettings`` for the paper's SOAP cosine) on the frames ``load`` makes of the
+shard's payload (e.g. a list of structure ids, or CIF texts) inside the task, so reading
+and parsing are parallel too; at most ``n_workers`` shards run at once.
 ``n_workers=0`` runs everything in this process (no Ray). The structures described are
 ``settings.select(store.index)`` (every structure, or one per parent). The cache file is
 ``<cache_dir>/<dataset hash[:16]>-<settings key>.npz``.
@@ -17,20 +18,20 @@ from typing import Any
 
 from ase import Atoms
 from farfield.data.chemspace.descriptors import DescriptorKind, DescriptorSettings, FrameDescriptors
-from farfield.data.ray_runtime import ray_running
+from farfield.data.ray_runtime import map_shards
 from farfield.data.store import DatasetStore
 
 __all__ = ["describe_shards", "descriptor_cache_path", "store_descriptors"]
 
 
 class _ShardWorker:
-    """Body of the Ray actor: ``load`` then describe one shard at a time."""
+    """Body of a shard's task: ``load`` then describe the shard."""
 
     def __init__(self, settings: DescriptorKind, load: Callable[[Any], list[Atoms]]):
         self.settings = settings
         self.load = load
 
-    def describe(self, payload: Any) -> FrameDescriptors:
+    def __call__(self, payload: Any) -> FrameDescriptors:
         return self.settings.describe(self.load(payload))
 
 
@@ -40,31 +41,20 @@ def describe_shards(shards: Sequence[Any], load: Callable[[Any], list[Atoms]],
     """Descriptors of every structure of every shard, in shard order.
 
     ``shards``: payloads, one per shard; ``load(payload)`` → frames (runs in the worker);
-    ``n_workers``: Ray actors (one CPU each), 0 = in this process.
+    ``n_workers``: shards described at once in Ray tasks (one CPU each), 0 = in this process.
     """
     settings = settings or DescriptorSettings()
     if not isinstance(n_workers, int) or n_workers < 0:
         raise ValueError(f"n_workers must be an integer >= 0, got {n_workers!r}")
     if not shards:
         raise ValueError("describe_shards: no shards given (the dataset is empty?)")
-    if n_workers == 0:
-        worker = _ShardWorker(settings, load)
-        return FrameDescriptors.concat([worker.describe(shard) for shard in shards])
-    import ray
-    from ray.util import ActorPool
-
-    with ray_running(n_workers, address):
-        actor = ray.remote(num_cpus=1)(_ShardWorker)
-        actors = [actor.remote(settings, load) for _ in range(min(n_workers, len(shards)))]
-        pool = ActorPool(actors)
-        parts = list(pool.map(lambda a, shard: a.describe.remote(shard), list(shards)))
-        for handle in actors:
-            ray.kill(handle)
-    return FrameDescriptors.concat(parts)
+    parts = dict(map_shards(_ShardWorker(settings, load), shards, n_workers=n_workers, address=address,
+                            max_in_flight=n_workers or None))
+    return FrameDescriptors.concat([parts[position] for position in range(len(shards))])
 
 
 class _StoreReader:
-    """``load`` for store shards: payload = structure ids; opens the store once per worker."""
+    """``load`` for store shards: payload = structure ids; opens the store once per copy."""
 
     def __init__(self, path: str):
         self.path, self._store = path, None

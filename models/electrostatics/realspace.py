@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from farfield.models.graph.neighbors import neighbor_pairs
+from farfield.data.graphs import neighbor_pairs
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,9 @@
-"""Periodic graphs: neighbour lists and batches of structures."""
+"""Periodic graphs as torch tensors: ``AtomicGraph`` and batches of them.
+
+Neighbour lists, a structure's numpy arrays and the graph cache are data preparation:
+``farfield.data.graphs``.
+"""
 
 from farfield.models.graph.batch import AtomicGraph, collate, matrix_to_voigt
-from farfield.models.graph.neighbors import NeighborPairs, neighbor_pairs
 
-__all__ = ["AtomicGraph", "NeighborPairs", "collate", "matrix_to_voigt", "neighbor_pairs"]
+__all__ = ["AtomicGraph", "collate", "matrix_to_voigt"]

@@ -1,7 +1,13 @@
 """Training a potential: graphs and batches, loss, metrics, EMA, checkpoints, the trainer."""
 
 from farfield.models.training.checkpoint import load_checkpoint, save_checkpoint
-from farfield.models.training.graphs import build_graphs, element_count_matrix, force_rms, iterate_batches
+from farfield.models.training.graphs import (
+    build_graphs,
+    element_count_matrix,
+    force_rms,
+    graphs_from_cache,
+    iterate_batches,
+)
 from farfield.models.training.loss import weighted_loss
 from farfield.models.training.metrics import METRIC_NAMES, ErrorAccumulator
 from farfield.models.training.trainer import (
@@ -24,6 +30,7 @@ __all__ = [
     "build_graphs",
     "element_count_matrix",
     "force_rms",
+    "graphs_from_cache",
     "iterate_batches",
     "load_checkpoint",
     "resolve_device",

@@ -1,14 +1,15 @@
-"""Structures → precomputed graphs, and seeded mini-batches of them."""
+"""Structures (or their cached arrays) → graphs, and seeded mini-batches of them."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
 from ase import Atoms
 from tqdm.auto import tqdm
 
+from farfield.data.graphs import GraphCache
 from farfield.models.blocks import MAX_ATOMIC_NUMBER
 from farfield.models.graph import AtomicGraph, collate
 
@@ -19,6 +20,16 @@ def build_graphs(
     """One ``AtomicGraph`` per frame (neighbour lists at ``cutoff`` Å)."""
     it = tqdm(frames, desc=desc, unit="struct", disable=not progress, leave=False)
     return [AtomicGraph.from_atoms(atoms, cutoff, dtype=dtype) for atoms in it]
+
+
+def graphs_from_cache(cache: GraphCache, sets: Mapping[str, Sequence[str]], dtype: torch.dtype,
+                      progress: bool = False) -> dict[str, list[AtomicGraph]]:
+    """``{name: graphs of those structure ids, in the order given}`` from ``cache``'s arrays
+    (the same graphs :func:`build_graphs` makes from the store's frames, bit for bit)."""
+    out: dict[str, list] = {name: [None] * len(ids) for name, ids in sets.items()}
+    for name, position, arrays in cache.iter_arrays(sets, progress):
+        out[name][position] = AtomicGraph.from_arrays(arrays, cache.cutoff, dtype)
+    return out
 
 
 def iterate_batches(

@@ -27,7 +27,7 @@ from mlflow.tracking import MlflowClient
 from farfield.data.splits import SIDES
 from farfield.models.graph import collate
 from farfield.models.heads.report import HeadSummary
-from farfield.models.training import METRIC_NAMES
+from farfield.models.training import METRIC_NAMES, graphs_from_cache
 from farfield.models.training.metrics import ErrorAccumulator
 from farfield.orchestrator.config import TrialConfig
 from farfield.orchestrator.external.commands import MODEL_NAME, mace_options, nequip_config, render_arguments
@@ -141,7 +141,7 @@ def train_and_log_external(config: TrialConfig, client: MlflowClient, run_id: st
     scored = [row for row in result["curves"] if "val_loss" in row]
     best_epoch = min(scored, key=lambda row: row["val_loss"])["epoch"] if scored else -1
 
-    graphs = graph_cache(config, store, progress=progress).graph_sets(ids, torch.float64, progress=progress)
+    graphs = graphs_from_cache(graph_cache(config, store, progress=progress), ids, torch.float64, progress=progress)
     client.set_tag(run_id, "external_train_seconds", f"{result['train_seconds']:.1f}")
     metrics: dict[str, float] = {"best_epoch": best_epoch, "epochs_run": len(result["curves"])}
     with tempfile.TemporaryDirectory() as tmp:

@@ -7,10 +7,20 @@ cells smaller than the cutoff. See docs/conventions.md for the edge direction.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 from vesin import NeighborList
+
+
+def check_cutoff(cutoff: float, name: str = "cutoff") -> float:
+    """``cutoff`` (Å) as a float; ValueError unless it is > 0 (and finite). The one place the
+    condition is written: neighbour lists, the graph cache key and the configs call it."""
+    value = float(cutoff)
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"{name} must be > 0 Å, got {cutoff}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -36,8 +46,7 @@ def neighbor_pairs(
     ``positions``: (n_atoms, 3), Å. ``cell``: (3, 3), Å, lattice vectors as rows.
     ``pbc``: (3,) bool. ``cutoff``: Å, > 0.
     """
-    if cutoff <= 0:
-        raise ValueError(f"cutoff must be > 0 Å, got {cutoff}")
+    cutoff = check_cutoff(cutoff)
     positions = np.ascontiguousarray(positions, dtype=np.float64)
     pbc = np.asarray(pbc, dtype=bool).reshape(3)
     box = np.asarray(cell, dtype=np.float64).reshape(3, 3)

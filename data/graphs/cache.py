@@ -6,11 +6,12 @@ Layout (``root`` is ``<workspace>/cache/graphs`` for a trial)::
     root/<content hash[:16]>-rc<cutoff>-f<FORMAT_VERSION>/shard-00000.npz  (one per store shard)
 
 A shard file holds, for every structure of the store shard in frame order, the arrays
-of :func:`~farfield.models.graph.batch.structure_arrays`: vesin's neighbour list at the
+of :func:`~farfield.data.graphs.arrays.structure_arrays`: vesin's neighbour list at the
 cutoff (``center``, ``neighbor``, integer ``cell_shifts``) and the inputs and labels an
 ``AtomicGraph`` needs, so training builds its graphs without parsing extxyz or calling
-vesin. ``AtomicGraph.from_arrays`` on cached arrays gives exactly the graph
-``AtomicGraph.from_atoms`` gives on the store's frames (same values, same edge order).
+vesin. The cache hands out those arrays (numpy, no torch); ``AtomicGraph.from_arrays`` on
+them gives exactly the graph ``AtomicGraph.from_atoms`` gives on the store's frames (same
+values, same edge order).
 
 Every file records its dataset hash, cutoff, shard name, format version and vesin version
 (``meta``), and a sha256 over its arrays (``checksum``). A file whose meta or structure ids
@@ -21,24 +22,25 @@ a sweep) never expose a partial file. A changed dataset or cutoff is a different
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
 import os
-import sys
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
+from farfield.data.graphs.arrays import ATOM_KEYS, EDGE_KEYS, STRUCTURE_KEYS, structure_arrays
+from farfield.data.graphs.neighbors import check_cutoff
+from farfield.data.ray_runtime import map_shards, ray_is_initialized
 from farfield.data.store import DatasetStore
-from farfield.models.graph.batch import ATOM_KEYS, EDGE_KEYS, STRUCTURE_KEYS, AtomicGraph, structure_arrays
 
-__all__ = ["FORMAT_VERSION", "GraphCache", "graph_cache_dir", "precompute_graphs", "shard_arrays"]
+__all__ = ["FORMAT_VERSION", "CacheFileError", "GraphCache", "graph_cache_dir", "precompute_graphs", "shard_arrays"]
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +62,7 @@ def _vesin_version() -> str:
 
 def _cutoff_key(cutoff: float) -> str:
     """``repr`` of the cutoff as a float: round-trips, so distinct cutoffs get distinct keys."""
-    cutoff = float(cutoff)
-    if not cutoff > 0:
-        raise ValueError(f"cutoff must be > 0 Å, got {cutoff}")
-    return repr(cutoff)
+    return repr(check_cutoff(cutoff))
 
 
 def graph_cache_dir(store: DatasetStore, cutoff: float, root: str | Path) -> Path:
@@ -125,9 +124,9 @@ def shard_arrays(frames: Sequence, cutoff: float, dataset_hash: str, shard: str)
 
 
 def _compute_shard(store_path: str, shard: str, cutoff: float) -> dict[str, np.ndarray]:
-    """Body of a Ray task (and of the in-process path): read one store shard, build its arrays."""
+    """Body of a Ray task: read one store shard, build its arrays."""
     store = DatasetStore.open(store_path)
-    return shard_arrays(store._read_shard(shard), cutoff, store.content_hash, shard)
+    return shard_arrays(store.read_shard(shard), cutoff, store.content_hash, shard)
 
 
 class CacheFileError(ValueError):
@@ -229,7 +228,7 @@ class GraphCache:
         self.computed.append(shard)
 
     def _compute_here(self, shard: str) -> dict[str, np.ndarray]:
-        arrays = shard_arrays(self.store._read_shard(shard), self.cutoff, self.store.content_hash, shard)
+        arrays = shard_arrays(self.store.read_shard(shard), self.cutoff, self.store.content_hash, shard)
         self._write(shard, arrays)
         return arrays
 
@@ -254,7 +253,7 @@ class GraphCache:
         before, start = len(self.computed), time.perf_counter()
         bar = tqdm(total=len(missing), desc=f"graphs rc={self.cutoff:g} Å", unit="shard",
                    disable=not progress, leave=False)
-        if use_ray and len(missing) >= MIN_RAY_SHARDS and _ray_is_initialized():
+        if use_ray and len(missing) >= MIN_RAY_SHARDS and ray_is_initialized():
             self._ensure_on_ray(missing, bar)
         else:
             for shard in missing:
@@ -267,21 +266,17 @@ class GraphCache:
         return done
 
     def _ensure_on_ray(self, missing: list[str], bar) -> None:
-        import ray
-
-        task = ray.remote(num_cpus=1)(_compute_shard)
         store_path = str(Path(self.store.path).resolve())
-        shard_of = {task.remote(store_path, shard, self.cutoff): shard for shard in missing}
-        pending = list(shard_of)
-        while pending:
-            done, pending = ray.wait(pending, num_returns=1)
-            for ref in done:
-                self._write(shard_of[ref], ray.get(ref))
-                bar.update()
+        compute = functools.partial(_compute_shard, store_path, cutoff=self.cutoff)
+        for position, arrays in map_shards(compute, missing, n_workers=len(missing)):
+            self._write(missing[position], arrays)
+            bar.update()
 
-    def graph_sets(self, sets: Mapping[str, Sequence[str]], dtype: torch.dtype = torch.float64,
-                   progress: bool = False) -> dict[str, list[AtomicGraph]]:
-        """``{name: graphs of those structure ids, in the order given}`` for every set.
+    def iter_arrays(self, sets: Mapping[str, Sequence[str]],
+                    progress: bool = False) -> Iterator[tuple[str, int, dict[str, np.ndarray]]]:
+        """``(set name, position, arrays)`` for every structure id of every set: the
+        :func:`~farfield.data.graphs.arrays.structure_arrays` of ``sets[name][position]``,
+        shard by shard (so a consumer turning them into tensors holds one shard at a time).
 
         Each needed shard file is read (and verified) once; a missing or corrupted file is
         recomputed in this process (with a warning) and rewritten.
@@ -295,7 +290,6 @@ class GraphCache:
                     raise KeyError(f"structure_id {structure_id!r} is not in {self.store.path}")
                 shard, frame = location[structure_id]
                 by_shard.setdefault(shard, []).append((name, position, int(frame)))
-        out: dict[str, list] = {name: [None] * len(ids) for name, ids in sets.items()}
         order = [shard for shard in self.store.shard_names() if shard in by_shard]
         for shard in tqdm(order, desc="graphs", unit="shard", disable=not progress, leave=False):
             try:
@@ -306,13 +300,19 @@ class GraphCache:
                 arrays = self._compute_here(shard)
             views = _StructureViews(arrays)
             for name, position, frame in by_shard[shard]:
-                out[name][position] = AtomicGraph.from_arrays(views[frame], self.cutoff, dtype)
+                yield name, position, views[frame]
+
+    def array_sets(self, sets: Mapping[str, Sequence[str]],
+                   progress: bool = False) -> dict[str, list[dict[str, np.ndarray]]]:
+        """``{name: structure arrays of those ids, in the order given}`` (see :meth:`iter_arrays`)."""
+        out: dict[str, list] = {name: [None] * len(ids) for name, ids in sets.items()}
+        for name, position, arrays in self.iter_arrays(sets, progress):
+            out[name][position] = arrays
         return out
 
-    def graphs(self, structure_ids: Sequence[str], dtype: torch.dtype = torch.float64,
-               progress: bool = False) -> list[AtomicGraph]:
-        """Graphs of ``structure_ids`` in the order given (see :meth:`graph_sets`)."""
-        return self.graph_sets({"": structure_ids}, dtype, progress)[""]
+    def arrays(self, structure_ids: Sequence[str], progress: bool = False) -> list[dict[str, np.ndarray]]:
+        """Structure arrays of ``structure_ids`` in the order given (see :meth:`iter_arrays`)."""
+        return self.array_sets({"": structure_ids}, progress)[""]
 
 
 class _StructureViews:
@@ -331,11 +331,6 @@ class _StructureViews:
         out.update({key: a[key][atoms].copy() for key in ATOM_KEYS})
         out.update({key: a[key][e].astype(np.int64) for key in EDGE_KEYS})
         return out
-
-
-def _ray_is_initialized() -> bool:
-    ray = sys.modules.get("ray")  # never imported → certainly not initialised (and no import cost)
-    return bool(ray is not None and ray.is_initialized())
 
 
 def precompute_graphs(store: DatasetStore, cutoff: float, root: str | Path, shards: Iterable[str] | None = None,
