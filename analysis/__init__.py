@@ -1,8 +1,9 @@
 """OOD diagnostics of farfield experiments: MLflow runs → tidy tables → diagnostics → report.
 
+    run_layout       the MLflow run layout: tag, param, metric and artifact names (writer and reader)
     mlflow_queries   the only module that talks to MLflow (find runs, fetch artifacts, log)
-    loading          tidy tables: trials, test structures, per-atom charges
-    dataset_context / placement / baseline / charge_predictions   what loading adds to a run
+    loading          tidy tables: trials, test structures, the per-atom charges the trials logged
+    dataset_context / placement / baseline   what loading adds to a run
     stats            CIs, slopes, paired / one-sample / Welch tests, BH correction
     summary / distance / buckets / charges / depth / pairing     the diagnostics
     diagnostics      all of them at once; findings: plain-language statements with tests

@@ -247,7 +247,7 @@ def _claim_les_collapse(trials: pd.DataFrame, charge_summary: pd.DataFrame) -> C
     else:
         decision = (INCONCLUSIVE, f"spread {spread.text()} not significantly different from {null:g}; {detector}",
                     spread)
-    return _claim(4, [decision] if len(rows) else [], evidence, "no LES trial with recomputed charges")
+    return _claim(4, [decision] if len(rows) else [], evidence, "no LES trial with logged per-atom charges")
 
 
 def _claim_depth(trials: pd.DataFrame) -> Claim:

@@ -13,7 +13,7 @@
   parent, size, elements, metals, cluster, nearest-train distance in the joint metric,
   and the baseline's errors on the same structure;
 - ``charges``: one row per (trial, test atom, charge head) — predicted and reference
-  charges (e), recomputed from the logged checkpoint (see ``charge_predictions``).
+  charges (e), as the trial logged them (``charges/<structure id>.parquet``; run_layout).
 
 A run without predictions is listed in ``skipped`` with the reason instead of failing.
 """
@@ -24,21 +24,24 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
-from farfield.analysis import mlflow_queries
+from ase.data import chemical_symbols
+from farfield.analysis import mlflow_queries, run_layout
 from farfield.analysis.baseline import baseline_errors, baseline_metrics
-from farfield.analysis.charge_predictions import CHARGE_COLUMNS, charges_from_checkpoint, charges_from_tables
 from farfield.analysis.dataset_context import DatasetContext, open_dataset
 from farfield.analysis.placement import parent_placement
+from farfield.data.splits import SIDES
 from farfield.data.splitting import Split
+from farfield.models.training.metrics import METRIC_NAMES
 
-__all__ = ["CHARGE_TRAINED", "TRIAL_KEYS", "AnalysisData", "load_experiment", "model_label", "scheme_label",
-           "trial_row"]
+__all__ = ["CHARGE_COLUMNS", "CHARGE_TRAINED", "TRIAL_KEYS", "AnalysisData", "charge_rows", "load_experiment",
+           "logged_charges", "model_label", "scheme_label", "trial_row"]
 
 #: Columns that identify what a trial is; the structure and charge tables carry them too.
 TRIAL_KEYS = ("run_id", "backbone", "long_range", "model", "split", "split_hash", "seed", "layers")
-METRIC_SIDES = ("train", "val", "test")
-METRICS = ("e_mae", "e_rmse", "f_mae", "f_rmse", "q_mae")
+#: Columns of the charge table (after ``TRIAL_KEYS``): charges in e, ``q_ref`` NaN without a reference.
+CHARGE_COLUMNS = ("structure_id", "atom", "element", "head", "q_pred", "q_ref")
 
 
 @dataclass
@@ -84,22 +87,26 @@ def _number(params: dict[str, str], name: str, default: float = float("nan")) ->
 def trial_row(run: mlflow_queries.TrialRun, n_test: int) -> dict:
     """One row of the ``trials`` table from a run's tags, params and final metrics as logged
     (without the baseline metrics, which need the dataset); ``n_test``: test structures."""
-    tags, params = run.tags, run.params
-    long_range, loss_charges = tags.get("long_range", "none"), _number(params, "training.loss.charges", 0.0)
+    tags, params, layout = run.tags, run.params, run_layout
+    long_range = tags.get(layout.TAG_LONG_RANGE, layout.NO_LONG_RANGE)
+    loss_charges = _number(params, layout.PARAM_LOSS_CHARGES, 0.0)
+    backbone = tags[layout.TAG_BACKBONE]
     row = {
-        "run_id": run.run_id, "run_name": run.run_name, "backbone": tags["backbone"], "long_range": long_range,
-        "scheme": scheme_label(long_range, loss_charges),
-        "model": model_label(tags["backbone"], long_range, loss_charges),
-        "split": tags.get("split", params.get("split.strategy", "?")), "split_hash": tags.get("split_hash", ""),
-        "dataset_hash": tags.get("dataset_hash", ""), "sweep_id": tags.get("sweep_id", ""),
-        "seed": int(_number(params, "seed", -1)), "split_seed": int(_number(params, "split.seed", -1)),
-        "layers": int(_number(params, "model.layers", -1)), "channels": int(_number(params, "model.channels", -1)),
-        "cutoff": _number(params, "model.cutoff"), "loss_charges": loss_charges, "n_test": n_test,
-        "epochs_run": run.metrics.get("epochs_run", float("nan")),
+        "run_id": run.run_id, "run_name": run.run_name, "backbone": backbone, "long_range": long_range,
+        "scheme": scheme_label(long_range, loss_charges), "model": model_label(backbone, long_range, loss_charges),
+        "split": tags.get(layout.TAG_SPLIT, params.get(layout.PARAM_SPLIT_STRATEGY, "?")),
+        "split_hash": tags.get(layout.TAG_SPLIT_HASH, ""), "dataset_hash": tags.get(layout.TAG_DATASET_HASH, ""),
+        "sweep_id": tags.get(layout.TAG_SWEEP_ID, ""), "seed": int(_number(params, layout.PARAM_SEED, -1)),
+        "split_seed": int(_number(params, layout.PARAM_SPLIT_SEED, -1)),
+        "layers": int(_number(params, layout.PARAM_LAYERS, -1)),
+        "channels": int(_number(params, layout.PARAM_CHANNELS, -1)), "cutoff": _number(params, layout.PARAM_CUTOFF),
+        "loss_charges": loss_charges, "n_test": n_test,
+        "epochs_run": run.metrics.get(layout.METRIC_EPOCHS_RUN, float("nan")),
     }
-    for side in METRIC_SIDES:
-        for name in METRICS:
-            row[f"{side}/{name}"] = run.metrics.get(f"{side}/{name}", float("nan"))
+    for side in SIDES:
+        for name in METRIC_NAMES:
+            metric = layout.final_metric(side, name)
+            row[metric] = run.metrics.get(metric, float("nan"))
     return row
 
 
@@ -110,7 +117,7 @@ def _descriptor_cache(workspace: Path, workdir: Path) -> Path:
 
 def _workspace(params: dict[str, str], fallback: str | Path | None) -> Path:
     """The run's recorded workspace if it exists from here, else ``fallback`` (if given)."""
-    recorded = Path(params.get("workspace", "workspace"))
+    recorded = Path(params.get(run_layout.PARAM_WORKSPACE, "workspace"))
     if recorded.is_dir() or fallback is None:
         return recorded
     return Path(fallback)
@@ -138,18 +145,19 @@ def load_experiment(tracking_uri: str, experiment: str, workdir: str | Path, swe
     for run in runs:
         folder = workdir / run.run_id
         predictions_path = mlflow_queries.download_artifact(tracking_uri, run.run_id,
-                                                            "predictions/test_predictions.parquet", folder)
-        split_path = mlflow_queries.download_artifact(tracking_uri, run.run_id, "split/split.json", folder)
+                                                            run_layout.PREDICTIONS_ARTIFACT, folder)
+        split_path = mlflow_queries.download_artifact(tracking_uri, run.run_id, run_layout.SPLIT_ARTIFACT, folder)
         if predictions_path is None or split_path is None:
-            data.skipped.append((run.run_id, "no predictions/test_predictions.parquet or split/split.json artifact"))
+            data.skipped.append((run.run_id, f"no {run_layout.PREDICTIONS_ARTIFACT} or {run_layout.SPLIT_ARTIFACT} "
+                                             "artifact"))
             continue
         split = Split(**json.loads(split_path.read_text()))
         run_workspace = _workspace(run.params, workspace)
-        context = open_dataset(run.params.get("data.dataset", "bundled"), run_workspace,
-                               run.tags.get("dataset_hash"), dataset)
+        context = open_dataset(run.params.get(run_layout.PARAM_DATASET, "bundled"), run_workspace,
+                               run.tags.get(run_layout.TAG_DATASET_HASH), dataset)
         data.contexts[run.run_id] = context
         predictions = pd.read_parquet(predictions_path)
-        max_structures = int(_number(run.params, "data.max_structures", 0)) or None
+        max_structures = int(_number(run.params, run_layout.PARAM_MAX_STRUCTURES, 0)) or None
         key = (context.content_hash, split.content_hash, max_structures)
         if key not in placements:
             placements[key] = parent_placement(context, split, run.params, _descriptor_cache(run_workspace, workdir))
@@ -161,17 +169,12 @@ def load_experiment(tracking_uri: str, experiment: str, workdir: str | Path, swe
         for name in TRIAL_KEYS:
             table.insert(TRIAL_KEYS.index(name), name, row[name])
         structure_parts.append(table)
-        checkpoint = mlflow_queries.download_artifact(tracking_uri, run.run_id, "checkpoint/model.pt", folder)
+        checkpoint = mlflow_queries.download_artifact(tracking_uri, run.run_id, run_layout.CHECKPOINT_ARTIFACT,
+                                                      folder)
         if checkpoint is not None:
             data.checkpoints[run.run_id] = checkpoint
-        charges = None
-        if with_charges and checkpoint is not None and row["long_range"] != "none":
-            charges = charges_from_checkpoint(checkpoint, context.frames(table["structure_id"].tolist()))
-        elif with_charges and row["long_range"] != "none":  # an external model: its logged latent charges
-            tables = mlflow_queries.download_artifact(tracking_uri, run.run_id, "charges", folder)
-            if tables is not None:
-                charges = charges_from_tables(tables, table["structure_id"].tolist())
-        if charges is not None:
+        if with_charges and row["long_range"] != run_layout.NO_LONG_RANGE:
+            charges = _logged_charges(tracking_uri, run.run_id, table["structure_id"].tolist(), folder)
             for name in reversed(TRIAL_KEYS):
                 charges.insert(0, name, row[name])
             charge_parts.append(charges)
@@ -184,6 +187,31 @@ def load_experiment(tracking_uri: str, experiment: str, workdir: str | Path, swe
         raise ValueError(f"no usable trial in experiment {experiment!r}: " +
                          "; ".join(f"{rid}: {why}" for rid, why in data.skipped))
     return data
+
+
+def charge_rows(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """The charge table (``CHARGE_COLUMNS``) of logged charge tables ``{structure_id: table}``
+    (columns ``run_layout.LOGGED_CHARGE_COLUMNS``, as ``farfield.models.heads.report`` makes
+    them), in the order given; empty (with these columns) for none."""
+    parts = [pd.DataFrame({"structure_id": structure_id, "atom": table["atom"].to_numpy(),
+                           "element": np.asarray(chemical_symbols, dtype=object)[table["number"].to_numpy(int)],
+                           "head": table["head"].to_numpy(), "q_pred": table["charge"].to_numpy(np.float64),
+                           "q_ref": table["reference_charge"].to_numpy(np.float64)})
+             for structure_id, table in tables.items() if len(table)]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(CHARGE_COLUMNS))
+
+
+def logged_charges(folder: str | Path, structure_ids: list[str]) -> pd.DataFrame:
+    """The charge table of a run's downloaded ``charges/`` folder for ``structure_ids`` (farfield's
+    heads and external models with latent charges log alike); structures without a table are left out."""
+    paths = {sid: Path(folder) / run_layout.charge_file_name(sid) for sid in structure_ids}
+    return charge_rows({sid: pd.read_parquet(path) for sid, path in paths.items() if path.is_file()})
+
+
+def _logged_charges(tracking_uri: str, run_id: str, structure_ids: list[str], folder: Path) -> pd.DataFrame:
+    """The charges ``run_id`` logged for ``structure_ids`` (a run without charge heads logged none)."""
+    logged = mlflow_queries.download_artifact(tracking_uri, run_id, run_layout.CHARGES_DIR, folder)
+    return logged_charges(logged, structure_ids) if logged is not None else pd.DataFrame(columns=list(CHARGE_COLUMNS))
 
 
 def _structure_table(predictions: pd.DataFrame, context: DatasetContext, placement: pd.DataFrame,

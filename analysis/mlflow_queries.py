@@ -7,7 +7,7 @@ on the plain records and pandas tables this module returns.
 
 Trial runs are the runs that carry a ``backbone`` tag (``orchestrator/trial.py``); the
 sweep's summary run carries ``sweep_summary = "true"`` and ``sweep_id``
-(``orchestrator/sweep_summary.py``).
+(``orchestrator/sweep_summary.py``); every name is in ``run_layout``.
 """
 
 from __future__ import annotations
@@ -18,12 +18,15 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
+from farfield.analysis import run_layout
+
 __all__ = ["TrialRun", "artifact_location", "download_artifact", "find_trial_runs", "log_report",
            "report_target_run", "resolve_sweep_id"]
 
-SUMMARY_TAG = "sweep_summary"
-SWEEP_TAG = "sweep_id"
-REPORT_TAG = "farfield_report"
+SUMMARY_TAG = run_layout.TAG_SWEEP_SUMMARY
+SWEEP_TAG = run_layout.TAG_SWEEP_ID
+REPORT_TAG = run_layout.TAG_REPORT
+TRUE = run_layout.TRUE
 MAX_RUNS = 50_000
 
 
@@ -63,7 +66,7 @@ def find_trial_runs(tracking_uri: str, experiment: str, sweep_id: str | None = N
     records = []
     for run in runs:
         tags = dict(run.data.tags)
-        if "backbone" not in tags or tags.get(SUMMARY_TAG) == "true":
+        if run_layout.TAG_BACKBONE not in tags or tags.get(SUMMARY_TAG) == TRUE:
             continue
         if run.info.status != "FINISHED" and not include_unfinished:
             continue
@@ -93,23 +96,23 @@ def report_target_run(tracking_uri: str, experiment: str, sweep_id: str | None =
     """
     client = MlflowClient(tracking_uri=tracking_uri)
     experiment_id = _experiment_id(client, experiment)
-    query = f"tags.{SUMMARY_TAG} = 'true'" + (f" and tags.{SWEEP_TAG} = '{sweep_id}'" if sweep_id else "")
+    query = f"tags.{SUMMARY_TAG} = '{TRUE}'" + (f" and tags.{SWEEP_TAG} = '{sweep_id}'" if sweep_id else "")
     summaries = client.search_runs([experiment_id], query, max_results=1, order_by=["attributes.start_time DESC"])
     if summaries:
         return summaries[0].info.run_id, True
     if sweep_id:
         raise ValueError(f"sweep {sweep_id!r} of experiment {experiment!r} has no summary run "
-                         f"(tag {SUMMARY_TAG} = 'true'); did the sweep finish?")
-    previous = client.search_runs([experiment_id], f"tags.{REPORT_TAG} = 'true'", max_results=1,
+                         f"(tag {SUMMARY_TAG} = '{TRUE}'); did the sweep finish?")
+    previous = client.search_runs([experiment_id], f"tags.{REPORT_TAG} = '{TRUE}'", max_results=1,
                                   order_by=["attributes.start_time DESC"])
     if previous:
         return previous[0].info.run_id, False
-    run = client.create_run(experiment_id, run_name="analysis report", tags={REPORT_TAG: "true"})
+    run = client.create_run(experiment_id, run_name="analysis report", tags={REPORT_TAG: TRUE})
     client.set_terminated(run.info.run_id, status="FINISHED")
     return run.info.run_id, False
 
 
-def log_report(tracking_uri: str, run_id: str, folder: str | Path, artifact_path: str = "report") -> None:
+def log_report(tracking_uri: str, run_id: str, folder: str | Path, artifact_path: str = run_layout.REPORT_DIR) -> None:
     """Log every file under ``folder`` as artifacts of ``run_id`` under ``artifact_path``."""
     folder = Path(folder)
     if not folder.is_dir():
@@ -145,16 +148,16 @@ def resolve_sweep_id(tracking_uri: str, experiment: str, sweep: str) -> str:
     client = MlflowClient(tracking_uri=tracking_uri)
     experiment_id = _experiment_id(client, experiment)
     if sweep == "latest":
-        runs = client.search_runs([experiment_id], f"tags.{SUMMARY_TAG} = 'true'", max_results=1,
+        runs = client.search_runs([experiment_id], f"tags.{SUMMARY_TAG} = '{TRUE}'", max_results=1,
                                   order_by=["attributes.start_time DESC"])
         if not runs:
             raise ValueError(f"--sweep latest: experiment {experiment!r} has no sweep summary run")
         return runs[0].data.tags[SWEEP_TAG]
-    for tag in (SWEEP_TAG, "sweep_name"):
+    for tag in (SWEEP_TAG, run_layout.TAG_SWEEP_NAME):
         runs = client.search_runs([experiment_id], f"tags.{tag} = '{sweep}'", max_results=1,
                                   order_by=["attributes.start_time DESC"])
         if runs:
             return runs[0].data.tags[SWEEP_TAG]
-    known = {r.data.tags.get(SWEEP_TAG) for r in client.search_runs([experiment_id], f"tags.{SUMMARY_TAG} = 'true'")}
+    known = {r.data.tags.get(SWEEP_TAG) for r in client.search_runs([experiment_id], f"tags.{SUMMARY_TAG} = '{TRUE}'")}
     raise ValueError(f"experiment {experiment!r} has no sweep with id or name {sweep!r}; "
                      f"known sweep ids: {', '.join(sorted(k for k in known if k)) or '(none)'}")

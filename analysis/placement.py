@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from farfield.analysis import run_layout
 from farfield.analysis.dataset_context import DatasetContext
 from farfield.data.chemspace import (
     METRICS,
@@ -61,7 +62,7 @@ def split_metric(split: Split, params: dict[str, str]) -> str:
         return recorded
     if "weight" in (split.parameters or {}):
         return "joint"
-    param = params.get("split.metric")
+    param = params.get(run_layout.split_param("metric"))
     return param if param in METRICS else "joint"
 
 
@@ -78,13 +79,13 @@ def split_metric_settings(split: Split, params: dict[str, str]) -> tuple[Descrip
         weight = 1.0
     else:
         settings = DescriptorSettings.model_validate(recorded.get("descriptor", {}))
-        weight = float(recorded.get("weight", _param(params, "split.weight", 0.5)))
+        weight = float(recorded.get("weight", _param(params, run_layout.split_param("weight"), 0.5)))
     clustering = recorded.get("clustering") or {
-        "min_cluster_size": _param(params, "split.min_cluster_size", 5),
-        "min_samples": _param(params, "split.min_samples", None),
-        "pca_components": _param(params, "split.pca_components", 10),
-        "noise": params.get("split.noise", "nearest"),
-        "selection": params.get("split.cluster_selection", "eom"),
+        "min_cluster_size": _param(params, run_layout.split_param("min_cluster_size"), 5),
+        "min_samples": _param(params, run_layout.split_param("min_samples"), None),
+        "pca_components": _param(params, run_layout.split_param("pca_components"), 10),
+        "noise": params.get(run_layout.split_param("noise"), "nearest"),
+        "selection": params.get(run_layout.split_param("cluster_selection"), "eom"),
     }
     return settings, weight, clustering
 

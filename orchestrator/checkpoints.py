@@ -11,12 +11,13 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
+from farfield.analysis import run_layout
 from farfield.models.calculator import FarfieldCalculator
 from farfield.orchestrator.config import TrackingConfig
 from farfield.orchestrator.tracking import tracking_uri
 
 #: Where ``run_trial`` logs the checkpoint inside a run's artifacts.
-CHECKPOINT_ARTIFACT = "checkpoint/model.pt"
+CHECKPOINT_ARTIFACT = run_layout.CHECKPOINT_ARTIFACT
 
 
 def download_checkpoint(run_id: str, destination: str | Path, uri: str | None = None,

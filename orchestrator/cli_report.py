@@ -72,7 +72,7 @@ def report(
     md_timestep: float = typer.Option(0.5, help="MD time step (fs)."),
     md_temperature: float = typer.Option(300.0, help="Initial temperature of the probe (K)."),
     md_structures: int = typer.Option(2, help="Held-out MOFs probed per trial."),
-    charges: bool = typer.Option(True, "--charges/--no-charges", help="Recompute per-atom charges of charge heads."),
+    charges: bool = typer.Option(True, "--charges/--no-charges", help="Read the per-atom charges of charge heads the trials logged."),
     log: bool = typer.Option(True, "--log/--no-log", help="Log the report to the sweep's summary run in MLflow."),
     torch_threads: int = typer.Option(1, min=1, help="Torch threads for charges and MD (small graphs: 1 is fastest)."),
 ) -> None:

@@ -28,7 +28,7 @@ def study(
     out: Path | None = typer.Option(None, "--out", help="Output folder; default docs/study/<sweep name>."),
     workspace: Path | None = typer.Option(None, help="Override the config's workspace folder."),
     address: str | None = typer.Option(None, help="Ray cluster address ('auto' = running cluster); default: local Ray."),
-    charges: bool = typer.Option(True, "--charges/--no-charges", help="Recompute per-atom charges (claim 4 needs them)."),
+    charges: bool = typer.Option(True, "--charges/--no-charges", help="Read the per-atom charges the trials logged (claim 4 needs them)."),
     log: bool = typer.Option(True, "--log/--no-log", help="Log the study folder to the sweep's summary run in MLflow."),
     torch_threads: int = typer.Option(1, min=1, help="Torch threads of the report (charges, yardstick)."),
 ) -> None:

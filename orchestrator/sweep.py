@@ -33,6 +33,7 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
+from farfield.analysis import run_layout
 from farfield.data.datasets import resolve_dataset
 from farfield.orchestrator.config import TrackingConfig, TrialConfig, _merge
 from farfield.orchestrator.grid_search import REISSUE, GridCrossedTPE
@@ -208,14 +209,14 @@ def reconcile_resumed(client: MlflowClient, experiment_id: str, sweep_id: str) -
     from_finished: set[str] = set()
     for run in sweep_runs(client, experiment_id, sweep_id):
         tags = run.data.tags
-        if "tune_trial_id" not in tags:  # the summary run of an earlier attempt at finishing
+        if run_layout.TAG_TUNE_TRIAL_ID not in tags:  # the summary run of an earlier attempt at finishing
             continue
         if run.info.status == "RUNNING":
             end_run(client, run.info.run_id, "KILLED", INTERRUPTED)
-        slot = tags.get("sweep_slot")
-        if slot and tags.get("sampled_json") and slot not in from_finished:
+        slot = tags.get(run_layout.TAG_SWEEP_SLOT)
+        if slot and tags.get(run_layout.TAG_SAMPLED_JSON) and slot not in from_finished:
             if slot not in recorded or run.info.status == "FINISHED":  # a FINISHED run's values win
-                recorded[slot] = json.loads(tags["sampled_json"])
+                recorded[slot] = json.loads(tags[run_layout.TAG_SAMPLED_JSON])
             if run.info.status == "FINISHED":
                 from_finished.add(slot)
     return recorded

@@ -26,6 +26,7 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 from rich.console import Console
 
+from farfield.analysis import run_layout
 from farfield.orchestrator.grid_search import TRIAL_COMPLETE, TRIAL_FAILED
 from farfield.orchestrator.tune_reporter import close_open_runs, run_title
 
@@ -94,11 +95,11 @@ class SweepProgress(tune.Callback):
         client, experiment_id = found
         if status is not None:
             close_open_runs(client, experiment_id, self.sweep_id, trial_id, status, reason)
-        runs = client.search_runs([experiment_id], f"tags.sweep_id = '{self.sweep_id}' and "
-                                                   f"tags.tune_trial_id = '{trial_id}'", order_by=["start_time DESC"])
+        runs = client.search_runs([experiment_id], f"tags.{run_layout.TAG_SWEEP_ID} = '{self.sweep_id}' and "
+                                                   f"tags.{run_layout.TAG_TUNE_TRIAL_ID} = '{trial_id}'", order_by=["start_time DESC"])
         if runs:  # the trial's result: its FINISHED run (possibly taken over from a lost trial), else the latest
             run = next((r for r in runs if r.info.status == "FINISHED"), runs[0])
-            client.set_tag(run.info.run_id, "sweep_outcome", outcome)
+            client.set_tag(run.info.run_id, run_layout.TAG_SWEEP_OUTCOME, outcome)
 
     def title(self, trial) -> str:
         """What ``trial`` is (``painn+les · size · seed 0``), or its Tune id when that cannot be said."""

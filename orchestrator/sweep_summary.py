@@ -20,6 +20,7 @@ import mlflow
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
+from farfield.analysis import run_layout
 from farfield.orchestrator.sweep_config import SweepConfig, cell_label
 from farfield.orchestrator.sweep_progress import trial_outcome
 from farfield.orchestrator.tracking import now_ms
@@ -66,11 +67,11 @@ def best_trial(table: pd.DataFrame, metric: str, mode: str) -> dict | None:
 
 
 def _attach_runs(table: pd.DataFrame, client: MlflowClient, experiment_id: str, sweep_id: str) -> pd.DataFrame:
-    runs = client.search_runs([experiment_id], f"tags.sweep_id = '{sweep_id}'", max_results=5000,
+    runs = client.search_runs([experiment_id], f"tags.{run_layout.TAG_SWEEP_ID} = '{sweep_id}'", max_results=5000,
                               order_by=["start_time ASC"])
     chosen: dict[str, mlflow.entities.Run] = {}
     for run in runs:
-        trial_id = run.data.tags.get("tune_trial_id")
+        trial_id = run.data.tags.get(run_layout.TAG_TUNE_TRIAL_ID)
         if trial_id is None:
             continue
         previous = chosen.get(trial_id)
@@ -80,7 +81,7 @@ def _attach_runs(table: pd.DataFrame, client: MlflowClient, experiment_id: str, 
     table["mlflow_run_id"] = table["trial_id"].map(lambda t: chosen[t].info.run_id if t in chosen else "")
     table["mlflow_status"] = table["trial_id"].map(lambda t: chosen[t].info.status if t in chosen else "")
     table["mlflow_attempts"] = table["trial_id"].map(
-        lambda t: sum(1 for r in runs if r.data.tags.get("tune_trial_id") == t))
+        lambda t: sum(1 for r in runs if r.data.tags.get(run_layout.TAG_TUNE_TRIAL_ID) == t))
     return table
 
 
@@ -92,13 +93,14 @@ def log_summary(config: SweepConfig, table: pd.DataFrame, sweep_id: str, uri: st
         table = _attach_runs(table, client, experiment_id, sweep_id)
     spec = config.sweep
     best = best_trial(table, spec.metric, spec.mode)
-    existing = client.search_runs([experiment_id], f"tags.sweep_id = '{sweep_id}' and tags.sweep_summary = 'true'")
+    existing = client.search_runs([experiment_id], f"tags.{run_layout.TAG_SWEEP_ID} = '{sweep_id}' and "
+                                          f"tags.{run_layout.TAG_SWEEP_SUMMARY} = '{run_layout.TRUE}'")
     if existing:
         run_id = existing[0].info.run_id
     else:
         run_id = client.create_run(experiment_id, run_name=summary_run_name(config.name),
-                                   tags={"sweep_id": sweep_id, "sweep_summary": "true",
-                                         "sweep_name": config.name}).info.run_id
+                                   tags={run_layout.TAG_SWEEP_ID: sweep_id, run_layout.TAG_SWEEP_SUMMARY: run_layout.TRUE,
+                                         run_layout.TAG_SWEEP_NAME: config.name}).info.run_id
         params = {"sweep.grid": json.dumps(spec.grid.model_dump(exclude_none=True)),
                   "sweep.ranges": json.dumps({k: v.model_dump(exclude_none=True) for k, v in spec.ranges.items()}),
                   "sweep.samples_per_cell": str(spec.samples_per_cell), "sweep.metric": spec.metric,
@@ -109,17 +111,17 @@ def log_summary(config: SweepConfig, table: pd.DataFrame, sweep_id: str, uri: st
     metrics = {f"n_{kind}": float(counts.get(kind, 0)) for kind in ("complete", "pruned", "failed", "errored")}
     if best is not None:
         metrics[f"best_{spec.metric}"] = float(best[spec.metric])
-        client.set_tag(run_id, "best_trial_id", best["trial_id"])
-        client.set_tag(run_id, "best_run_id", best.get("mlflow_run_id", ""))
-        client.set_tag(run_id, "best_cell", best["cell"])
-    client.set_tag(run_id, "tune_experiment_path", experiment_path)
+        client.set_tag(run_id, run_layout.TAG_BEST_TRIAL_ID, best["trial_id"])
+        client.set_tag(run_id, run_layout.TAG_BEST_RUN_ID, best.get("mlflow_run_id", ""))
+        client.set_tag(run_id, run_layout.TAG_BEST_CELL, best["cell"])
+    client.set_tag(run_id, run_layout.TAG_TUNE_EXPERIMENT_PATH, experiment_path)
     client.log_batch(run_id, metrics=[mlflow.entities.Metric(k, v, now_ms(), 0) for k, v in metrics.items()])
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "trials.csv"
         table.to_csv(path, index=False)
-        client.log_artifact(run_id, str(path), "sweep")
+        client.log_artifact(run_id, str(path), run_layout.SWEEP_DIR)
         config_path = Path(tmp) / "sweep_config.json"
         config_path.write_text(json.dumps(config.model_dump(mode="json"), indent=1))
-        client.log_artifact(run_id, str(config_path), "sweep")
+        client.log_artifact(run_id, str(config_path), run_layout.SWEEP_DIR)
     client.set_terminated(run_id, status="FINISHED")
     return run_id, best, table

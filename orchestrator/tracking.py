@@ -30,6 +30,7 @@ import numpy as np
 from filelock import FileLock
 from mlflow.tracking import MlflowClient
 
+from farfield.analysis import run_layout
 from farfield.orchestrator.config import TrackingConfig, TrialConfig
 
 #: The experiment tag with which MLflow 3 UIs choose between the GenAI and the model-training layout.
@@ -104,14 +105,16 @@ def key_metrics(metrics: dict[str, float], reference_energies: np.ndarray, test_
     empty result without a test side."""
     from farfield.models.training.metrics import baseline_maes
 
-    if "test/f_mae" not in metrics or not test_graphs:
+    if run_layout.final_metric("test", "f_mae") not in metrics or not test_graphs:
         return {}
     baseline = baseline_maes(test_graphs, reference_energies)
+    test_f_mae, test_e_mae = (metrics[run_layout.final_metric("test", name)] for name in ("f_mae", "e_mae"))
+    key = run_layout.KEY_PREFIX
     return {
-        "key/test_f_mae": metrics["test/f_mae"],
-        "key/test_e_mae": metrics["test/e_mae"],
-        "key/f_skill": _skill(metrics["test/f_mae"], baseline["f_mae"]),
-        "key/e_skill": _skill(metrics["test/e_mae"], baseline["e_mae"]),
+        f"{key}test_f_mae": test_f_mae,
+        f"{key}test_e_mae": test_e_mae,
+        f"{key}f_skill": _skill(test_f_mae, baseline["f_mae"]),
+        f"{key}e_skill": _skill(test_e_mae, baseline["e_mae"]),
     }
 
 
@@ -150,16 +153,11 @@ class MlflowEpochReporter:
     def on_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
         values = finite_metrics({k: v for k, v in metrics.items() if k != "epoch"})
         entities = [
-            mlflow.entities.Metric(key=_curve_name(k), value=v, timestamp=now_ms(), step=epoch)
+            mlflow.entities.Metric(key=run_layout.curve_metric(k), value=v, timestamp=now_ms(), step=epoch)
             for k, v in values.items()
             if not math.isinf(v)
         ]
         self.client.log_batch(self.run_id, metrics=entities)
-
-
-def _curve_name(key: str) -> str:
-    """``train_loss`` → ``curve/train_loss``; ``val_f_mae`` → ``curve/val_f_mae``."""
-    return f"curve/{key}"
 
 
 def now_ms() -> int:

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from mlflow.tracking import MlflowClient
 
+from farfield.analysis import run_layout
 from farfield.data.datasets import resolve_dataset
 from farfield.data.graphs import GraphCache, precompute_graphs
 from farfield.data.splits import SIDES, Split, random_split
@@ -29,7 +30,7 @@ from farfield.data.splitting import drop_rare_elements
 from farfield.data.splitting import make_split as make_chemspace_split
 from farfield.data.store import DatasetStore
 from farfield.models.blocks.readout import fit_reference_energies
-from farfield.models.heads.report import charge_table_name, head_report
+from farfield.models.heads.report import head_report
 from farfield.models.registry import build_potential
 from farfield.models.training import (
     METRIC_NAMES,
@@ -187,15 +188,16 @@ def run_trial(
     run = client.create_run(
         experiment_id,
         run_name=config.tracking.run_name or trial_title(config),
-        tags={"backbone": config.model.backbone_tag, "long_range": ",".join(config.model.long_range_tag) or "none",
-              "split": config.split.strategy, "git_commit": git_commit(), "trial_name": config.name,
-              **(tags or {})},
+        tags={run_layout.TAG_BACKBONE: config.model.backbone_tag,
+              run_layout.TAG_LONG_RANGE: ",".join(config.model.long_range_tag) or run_layout.NO_LONG_RANGE,
+              run_layout.TAG_SPLIT: config.split.strategy, run_layout.TAG_GIT_COMMIT: git_commit(),
+              run_layout.TAG_TRIAL_NAME: config.name, **(tags or {})},
     )
     run_id = run.info.run_id
     try:
         result = _train_and_log(config, client, run_id, progress, reporters or [])
     except BaseException as err:
-        client.set_tag(run_id, "failure_reason", f"{type(err).__name__}: {err}"[:5000])
+        client.set_tag(run_id, run_layout.TAG_FAILURE_REASON, f"{type(err).__name__}: {err}"[:5000])
         client.set_terminated(run_id, status="KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
         raise
     client.set_terminated(run_id, status="FINISHED")
@@ -210,14 +212,14 @@ def log_trial_inputs(config: TrialConfig, client: MlflowClient, run_id: str) -> 
     items = [mlflow.entities.Param(k, v[:6000]) for k, v in params.items()]
     for start in range(0, len(items), 100):
         client.log_batch(run_id, params=items[start : start + 100])
-    client.log_dict(run_id, config.model_dump(mode="json"), "config/trial_config.json")
+    client.log_dict(run_id, config.model_dump(mode="json"), run_layout.CONFIG_ARTIFACT)
 
     store = resolve_dataset(config.data.dataset, config.workspace)
     check_labels(config, store)
     split = make_split(config, store)
-    client.set_tag(run_id, "dataset_hash", store.content_hash)
-    client.set_tag(run_id, "split_hash", split.content_hash)
-    client.log_dict(run_id, json.loads(split.to_json()), "split/split.json")
+    client.set_tag(run_id, run_layout.TAG_DATASET_HASH, store.content_hash)
+    client.set_tag(run_id, run_layout.TAG_SPLIT_HASH, split.content_hash)
+    client.log_dict(run_id, json.loads(split.to_json()), run_layout.SPLIT_ARTIFACT)
     return store, split, side_ids(config, store, split)
 
 
@@ -226,9 +228,9 @@ def log_test_predictions(client: MlflowClient, run_id: str, table, store: Datase
     table) with its ``parent_id``."""
     parent_of = dict(zip(store.index["structure_id"], store.index["parent_id"]))
     table.insert(1, "parent_id", table["structure_id"].map(parent_of))
-    path = Path(tmp) / "test_predictions.parquet"
+    path = Path(tmp) / run_layout.PREDICTIONS_FILE
     table.to_parquet(path, index=False)
-    client.log_artifact(run_id, str(path), "predictions")
+    client.log_artifact(run_id, str(path), run_layout.PREDICTIONS_DIR)
 
 
 def log_head_report(client: MlflowClient, run_id: str, report, tmp: Path) -> dict[str, float]:
@@ -236,12 +238,12 @@ def log_head_report(client: MlflowClient, run_id: str, report, tmp: Path) -> dic
     heads' metrics (``test/q_std``, ``test/lr_energy_share``, per head ``..._<head>``) of a
     ``HeadReport``; returns those metrics."""
     if report.charges:
-        folder = Path(tmp) / "charges"
+        folder = Path(tmp) / run_layout.CHARGES_DIR
         folder.mkdir(exist_ok=True)
         for structure_id, table in report.charges.items():
-            table.to_parquet(folder / f"{charge_table_name(structure_id)}.parquet", index=False)
-        client.log_artifacts(run_id, str(folder), "charges")
-    return {f"test/{name}": value for name, value in report.metrics.items()}
+            table.to_parquet(folder / run_layout.charge_file_name(structure_id), index=False)
+        client.log_artifacts(run_id, str(folder), run_layout.CHARGES_DIR)
+    return {run_layout.final_metric("test", name): value for name, value in report.metrics.items()}
 
 
 def log_final_metrics(client: MlflowClient, run_id: str, metrics: dict[str, float], reference: np.ndarray,
@@ -278,8 +280,8 @@ def _train_and_log(
     reference = fit_reference(graphs["train"])
     potential = build_potential(config.model, reference_energies=reference, energy_scale=force_rms(graphs["train"]))
     device = resolve_device(config.resources.device)
-    client.set_tag(run_id, "device", str(device))
-    client.log_metric(run_id, "n_parameters", sum(p.numel() for p in potential.parameters()))
+    client.set_tag(run_id, run_layout.TAG_DEVICE, str(device))
+    client.log_metric(run_id, run_layout.METRIC_N_PARAMETERS, sum(p.numel() for p in potential.parameters()))
     trainer = Trainer(
         potential, config.training, device=device, seed=config.seed,
         reporter=epoch_reporter(client, run_id, reporters), progress=progress,
@@ -289,19 +291,21 @@ def _train_and_log(
             reporter.attach(trainer, config.model_dump(mode="json"))
     fit = trainer.fit(graphs["train"], graphs["val"])
 
-    metrics: dict[str, float] = {"best_epoch": fit.best_epoch, "epochs_run": len(fit.history)}
+    metrics: dict[str, float] = {run_layout.METRIC_BEST_EPOCH: fit.best_epoch,
+                                 run_layout.METRIC_EPOCHS_RUN: len(fit.history)}
     with tempfile.TemporaryDirectory() as tmp:
         for side in SIDES:
             if not graphs[side]:
                 continue
             evaluation = trainer.evaluate(graphs[side])
-            metrics.update({f"{side}/{name}": evaluation.metrics[name] for name in METRIC_NAMES})
+            metrics.update({run_layout.final_metric(side, name): evaluation.metrics[name] for name in METRIC_NAMES})
             if side == "test":
                 log_test_predictions(client, run_id, evaluation.predictions, store, Path(tmp))
                 report = head_report(trainer.potential, graphs[side])
                 metrics.update(log_head_report(client, run_id, report, Path(tmp)))
-        checkpoint = save_checkpoint(Path(tmp) / "model.pt", trainer.potential.cpu(), config.model_dump(mode="json"))
-        client.log_artifact(run_id, str(checkpoint), "checkpoint")
+        checkpoint = save_checkpoint(Path(tmp) / run_layout.CHECKPOINT_FILE, trainer.potential.cpu(),
+                                     config.model_dump(mode="json"))
+        client.log_artifact(run_id, str(checkpoint), run_layout.CHECKPOINT_DIR)
     metrics = log_final_metrics(client, run_id, metrics, reference, graphs["test"])
     return TrialResult(run_id, "", "", metrics, fit.best_epoch, len(fit.history))
 

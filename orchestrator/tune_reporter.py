@@ -33,6 +33,7 @@ import ray
 from mlflow.tracking import MlflowClient
 from ray import tune
 
+from farfield.analysis import run_layout
 from farfield.models.training import save_checkpoint
 from farfield.models.training.trainer import NonFiniteLossError
 from farfield.orchestrator.config import TrialConfig
@@ -128,7 +129,8 @@ def close_open_runs(client: MlflowClient, experiment_id: str, sweep_id: str, tri
     """End this trial's MLflow runs still RUNNING (an attempt lost with its process) as ``status``."""
     runs = client.search_runs(
         [experiment_id],
-        f"tags.sweep_id = '{sweep_id}' and tags.tune_trial_id = '{trial_id}' and attributes.status = 'RUNNING'",
+        f"tags.{run_layout.TAG_SWEEP_ID} = '{sweep_id}' and tags.{run_layout.TAG_TUNE_TRIAL_ID} = '{trial_id}' "
+        "and attributes.status = 'RUNNING'",
     )
     for run in runs:
         end_run(client, run.info.run_id, status, reason)
@@ -136,13 +138,13 @@ def close_open_runs(client: MlflowClient, experiment_id: str, sweep_id: str, tri
 
 
 def end_run(client: MlflowClient, run_id: str, status: str, reason: str) -> None:
-    client.set_tag(run_id, "failure_reason", reason)
+    client.set_tag(run_id, run_layout.TAG_FAILURE_REASON, reason)
     client.set_terminated(run_id, status=status)
 
 
 def sweep_runs(client: MlflowClient, experiment_id: str, sweep_id: str, where: str = "") -> list:
     """Every run of the sweep (all pages), oldest first; ``where``: more filter clauses joined with ``and``."""
-    query = f"tags.sweep_id = '{sweep_id}'" + (f" and {where}" if where else "")
+    query = f"tags.{run_layout.TAG_SWEEP_ID} = '{sweep_id}'" + (f" and {where}" if where else "")
     runs, token = [], None
     while True:
         page = client.search_runs([experiment_id], query, max_results=1000, order_by=["start_time ASC"],
@@ -170,17 +172,18 @@ def trial_runs(client: MlflowClient, meta: dict, trial_id: str, suggestion: dict
     """
     slot = suggestion.get("slot")
     if not slot:
-        return sweep_runs(client, meta["experiment_id"], meta["sweep_id"], f"tags.tune_trial_id = '{trial_id}'")
+        return sweep_runs(client, meta["experiment_id"], meta["sweep_id"], f"tags.{run_layout.TAG_TUNE_TRIAL_ID} = '{trial_id}'")
     mine = []
     key = sampled_key(suggestion["sampled"])
-    for run in sweep_runs(client, meta["experiment_id"], meta["sweep_id"], f"tags.sweep_slot = '{slot}'"):
+    for run in sweep_runs(client, meta["experiment_id"], meta["sweep_id"], f"tags.{run_layout.TAG_SWEEP_SLOT} = '{slot}'"):
         tags = run.data.tags
-        if tags.get("sampled_json") != key:
+        if tags.get(run_layout.TAG_SAMPLED_JSON) != key:
             continue
-        if tags.get("tune_trial_id") != trial_id:
-            if "lost_tune_trial_id" not in tags:
-                client.set_tag(run.info.run_id, "lost_tune_trial_id", tags.get("tune_trial_id", ""))
-            client.set_tag(run.info.run_id, "tune_trial_id", trial_id)
+        if tags.get(run_layout.TAG_TUNE_TRIAL_ID) != trial_id:
+            if run_layout.TAG_LOST_TUNE_TRIAL_ID not in tags:
+                client.set_tag(run.info.run_id, run_layout.TAG_LOST_TUNE_TRIAL_ID,
+                               tags.get(run_layout.TAG_TUNE_TRIAL_ID, ""))
+            client.set_tag(run.info.run_id, run_layout.TAG_TUNE_TRIAL_ID, trial_id)
         mine.append(run)
     return mine
 
@@ -198,24 +201,24 @@ def sweep_trainable(suggestion: dict, sweep: dict, meta: dict) -> None:
     finished = [run for run in earlier if run.info.status == "FINISHED"]
     if finished:  # finished before the driver was lost: report it again, never re-train
         run = finished[0]
-        tune.report(_final_report(run.data.metrics, run.info.run_id, int(run.data.metrics.get("epochs_run", 0)),
-                                  int(run.data.metrics.get("best_epoch", -1)), {}))
+        tune.report(_final_report(run.data.metrics, run.info.run_id, int(run.data.metrics.get(run_layout.METRIC_EPOCHS_RUN, 0)),
+                                  int(run.data.metrics.get(run_layout.METRIC_BEST_EPOCH, -1)), {}))
         return
     for run in earlier:
         if run.info.status == "RUNNING":
             end_run(client, run.info.run_id, "KILLED",
                     "attempt interrupted (process, node or driver lost); the trial was restarted")
     tags = {
-        "sweep_id": meta["sweep_id"],
-        "sweep_name": sweep_config.name,
-        "tune_trial_id": trial_id,
-        "grid_cell": cell_label(suggestion["cell"]),
-        "sampled": ", ".join(f"{k}={v}" for k, v in suggestion["sampled"].items()),
-        "sampled_json": sampled_key(suggestion["sampled"]),
-        "ray_node_id": ray.get_runtime_context().get_node_id(),
+        run_layout.TAG_SWEEP_ID: meta["sweep_id"],
+        run_layout.TAG_SWEEP_NAME: sweep_config.name,
+        run_layout.TAG_TUNE_TRIAL_ID: trial_id,
+        run_layout.TAG_GRID_CELL: cell_label(suggestion["cell"]),
+        run_layout.TAG_SAMPLED: ", ".join(f"{k}={v}" for k, v in suggestion["sampled"].items()),
+        run_layout.TAG_SAMPLED_JSON: sampled_key(suggestion["sampled"]),
+        run_layout.TAG_RAY_NODE_ID: ray.get_runtime_context().get_node_id(),
     }
     if suggestion.get("slot"):
-        tags["sweep_slot"] = suggestion["slot"]
+        tags[run_layout.TAG_SWEEP_SLOT] = suggestion["slot"]
     reporter = TuneEpochReporter()
     try:
         result = run_trial(config, progress=False, reporters=[reporter], tags=tags)

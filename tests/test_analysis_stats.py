@@ -176,7 +176,7 @@ def test_diagnostic_modules_do_not_import_mlflow():
     import sys
 
     modules = ["stats", "summary", "distance", "buckets", "charges", "depth", "pairing", "diagnostics", "findings",
-               "plots", "render", "md_probe", "placement", "baseline", "charge_predictions", "dataset_context"]
+               "plots", "render", "md_probe", "placement", "baseline", "dataset_context", "run_layout"]
     code = ("import sys; " + "; ".join(f"import farfield.analysis.{m}" for m in modules) +
             "; print([m for m in ('mlflow', 'ray') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)

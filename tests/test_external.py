@@ -268,8 +268,8 @@ def test_latent_charges_are_reported_like_farfields_les_head(handed_over):
 
 
 def test_the_report_reads_logged_latent_charges_back(handed_over, tmp_path):
-    from farfield.analysis.charge_predictions import CHARGE_COLUMNS, charges_from_tables
-    from farfield.models.heads.report import charge_table_name
+    from farfield.analysis.loading import CHARGE_COLUMNS, logged_charges
+    from farfield.analysis.run_layout import charge_file_name
 
     _config, store, _split, ids, _files = handed_over
     frames = store.read(ids["test"])[:2]
@@ -279,8 +279,8 @@ def test_the_report_reads_logged_latent_charges_back(handed_over, tmp_path):
                    "head_energy": np.array([0.1, 0.2]), "short_energy": np.array([1.0, 1.0])}
     report = latent_charge_report(build_graphs(frames, 4.0, torch.float64), predictions)
     for structure_id, table in report.charges.items():  # as orchestrator.trial.log_head_report writes them
-        table.to_parquet(tmp_path / f"{charge_table_name(structure_id)}.parquet", index=False)
-    rows = charges_from_tables(tmp_path, [*predictions["structure_id"].tolist(), "not-logged"])
+        table.to_parquet(tmp_path / charge_file_name(structure_id), index=False)
+    rows = logged_charges(tmp_path, [*predictions["structure_id"].tolist(), "not-logged"])
     assert list(rows.columns) == list(CHARGE_COLUMNS)
     assert rows["q_pred"].tolist() == pytest.approx(np.concatenate(q).tolist())
     assert rows["element"].tolist() == [s for a in frames for s in a.get_chemical_symbols()]

@@ -161,3 +161,34 @@ def test_report_upload_does_not_reuse_a_run_artifact_repository_cached_for_anoth
     (folder / "index.html").write_text("<html></html>")
     log_report(uri, run_id, folder)
     assert [f.path for f in client.list_artifacts(run_id, "report")] == ["report/index.html"]
+
+
+def test_run_layout_names_what_the_writer_logs():
+    """The reader's param names are fields of the trial config the writer flattens, and the
+    charge tables the writer logs (models.heads.report) have the columns the reader expects."""
+    import ase.io
+
+    from farfield.analysis import run_layout
+    from farfield.analysis.loading import charge_rows
+    from farfield.models import AtomicGraph, ModelConfig, build_potential
+    from farfield.models.heads.report import head_report
+    from tests.conftest import DATA
+
+    params = TrialConfig.model_validate({"name": "layout"}).flat_params()
+    read = {value for name, value in vars(run_layout).items() if name.startswith("PARAM_")}
+    read |= {run_layout.split_param(field) for field in ("metric", "weight", "min_cluster_size", "min_samples",
+                                                         "pca_components", "noise", "cluster_selection")}
+    assert len(read) > 10 and read <= set(params), sorted(read - set(params))
+
+    torch.manual_seed(0)
+    atoms = ase.io.read(DATA / "nacl_rocksalt.extxyz")
+    potential = build_potential(ModelConfig(channels=8, layers=1, cutoff=4.0, long_range=["les"], dtype="float64"))
+    report = head_report(potential, [AtomicGraph.from_atoms(atoms, 4.0)])
+    (sid, table), = report.charges.items()
+    assert tuple(table.columns) == run_layout.LOGGED_CHARGE_COLUMNS
+    rows = charge_rows(report.charges)
+    assert list(rows["element"]) == atoms.get_chemical_symbols() and (rows["structure_id"] == sid).all()
+    np.testing.assert_array_equal(rows["q_pred"], table["charge"])
+    name = run_layout.charge_file_name("mof/1:a b")  # one plain file inside the charges folder
+    assert run_layout.charge_artifact("mof/1:a b") == f"{run_layout.CHARGES_DIR}/{name}"
+    assert not set(name) - set("abcdefghijklmnopqrstuvwxyz0123456789-_.")

@@ -29,11 +29,6 @@ class HeadReport:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
-def charge_table_name(structure_id: str) -> str:
-    """File stem of a structure's charge table in a trial's ``charges/`` artifacts (safe characters)."""
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in structure_id)
-
-
 class HeadSummary:
     """Collects heads' per-structure outputs and summarises them as a :class:`HeadReport`.
 

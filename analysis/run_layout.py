@@ -1,0 +1,130 @@
+"""The MLflow run layout: what a trial's run holds and under which names.
+
+One module for both sides of the contract: the writer (``orchestrator/trial.py``, the sweep
+modules) logs under these names and the reader (``analysis/loading.py``,
+``analysis/mlflow_queries.py``) looks them up here, so a renamed artifact or tag cannot leave
+the other side behind. It lives in ``analysis`` because the orchestrator may import the
+analysis and never the reverse (docs/architecture.md). Plain constants; no MLflow import.
+
+A trial run (one per trial, DESIGN.md "MLflow run"):
+
+- **tags**: ``backbone`` (marks a run as a trial run), ``long_range`` (``les,celli`` or
+  ``none``), ``split`` (strategy), ``trial_name``, ``git_commit``, ``dataset_hash``,
+  ``split_hash``, ``device``; ``failure_reason`` when it failed; in a sweep also
+  ``sweep_id``, ``sweep_name``, ``tune_trial_id``, ``grid_cell``, ``sampled``, ``sampled_json``,
+  ``sweep_slot``, ``ray_node_id`` and, once Tune has judged it, ``sweep_outcome``.
+- **params**: the flattened ``TrialConfig``, one per field, named by its dotted path
+  (``model.layers``, ``training.loss.charges``).
+- **metrics**: ``{train,val,test}/{e_mae,e_rmse,f_mae,f_rmse,q_mae}`` (meV/atom, meV/Å, me),
+  ``best_epoch``, ``epochs_run``, ``n_parameters``, the heads' ``test/q_std…`` and
+  ``test/lr_energy_share…``, ``key/…`` (the numbers to sort by) and per-epoch ``curve/…``.
+- **artifacts**: ``config/trial_config.json``, ``split/split.json``,
+  ``predictions/test_predictions.parquet`` (one row per test structure),
+  ``charges/<structure id>.parquet`` (one per test structure, models with charge heads;
+  columns :data:`LOGGED_CHARGE_COLUMNS`) and ``checkpoint/model.pt``.
+
+A sweep's summary run carries ``sweep_summary = "true"``, ``sweep_id`` and ``sweep_name``;
+a report attached to an experiment without a sweep goes to a run tagged
+``farfield_report = "true"``.
+"""
+
+from __future__ import annotations
+
+# ---------------------------------------------------------------- tags of a trial run
+TAG_BACKBONE = "backbone"
+TAG_LONG_RANGE = "long_range"
+TAG_SPLIT = "split"
+TAG_TRIAL_NAME = "trial_name"
+TAG_GIT_COMMIT = "git_commit"
+TAG_DATASET_HASH = "dataset_hash"
+TAG_SPLIT_HASH = "split_hash"
+TAG_DEVICE = "device"
+TAG_FAILURE_REASON = "failure_reason"
+#: Value of ``long_range`` for a short-range model.
+NO_LONG_RANGE = "none"
+
+# ---------------------------------------------------------------- sweep and report tags
+TAG_SWEEP_ID = "sweep_id"
+TAG_SWEEP_NAME = "sweep_name"
+TAG_SWEEP_SUMMARY = "sweep_summary"
+TAG_REPORT = "farfield_report"
+TAG_TUNE_TRIAL_ID = "tune_trial_id"
+TAG_LOST_TUNE_TRIAL_ID = "lost_tune_trial_id"
+TAG_SWEEP_SLOT = "sweep_slot"
+TAG_GRID_CELL = "grid_cell"
+TAG_SAMPLED = "sampled"
+TAG_SAMPLED_JSON = "sampled_json"
+TAG_RAY_NODE_ID = "ray_node_id"
+TAG_SWEEP_OUTCOME = "sweep_outcome"
+TAG_BEST_TRIAL_ID = "best_trial_id"
+TAG_BEST_RUN_ID = "best_run_id"
+TAG_BEST_CELL = "best_cell"
+TAG_TUNE_EXPERIMENT_PATH = "tune_experiment_path"
+#: Value of the boolean tags (``sweep_summary``, ``farfield_report``).
+TRUE = "true"
+
+# ---------------------------------------------------------------- params (dotted TrialConfig paths)
+PARAM_SEED = "seed"
+PARAM_WORKSPACE = "workspace"
+PARAM_DATASET = "data.dataset"
+PARAM_MAX_STRUCTURES = "data.max_structures"
+PARAM_SPLIT_STRATEGY = "split.strategy"
+PARAM_SPLIT_SEED = "split.seed"
+PARAM_LAYERS = "model.layers"
+PARAM_CHANNELS = "model.channels"
+PARAM_CUTOFF = "model.cutoff"
+PARAM_LOSS_CHARGES = "training.loss.charges"
+
+
+def split_param(field: str) -> str:
+    """The param of the split config's ``field`` (``split.metric``, ``split.min_cluster_size``)."""
+    return f"split.{field}"
+
+
+# ---------------------------------------------------------------- metrics
+METRIC_BEST_EPOCH = "best_epoch"
+METRIC_EPOCHS_RUN = "epochs_run"
+METRIC_N_PARAMETERS = "n_parameters"
+KEY_PREFIX = "key/"
+CURVE_PREFIX = "curve/"
+
+
+def final_metric(side: str, name: str) -> str:
+    """``test/f_mae``: the final metric ``name`` (``METRIC_NAMES``, or a head's) on ``side``."""
+    return f"{side}/{name}"
+
+
+def curve_metric(name: str) -> str:
+    """``curve/train_loss``: a per-epoch number as a curve (step = epoch)."""
+    return f"{CURVE_PREFIX}{name}"
+
+
+# ---------------------------------------------------------------- artifacts
+CONFIG_ARTIFACT = "config/trial_config.json"
+SPLIT_ARTIFACT = "split/split.json"
+PREDICTIONS_DIR = "predictions"
+PREDICTIONS_FILE = "test_predictions.parquet"
+PREDICTIONS_ARTIFACT = f"{PREDICTIONS_DIR}/{PREDICTIONS_FILE}"
+CHECKPOINT_DIR = "checkpoint"
+CHECKPOINT_FILE = "model.pt"
+CHECKPOINT_ARTIFACT = f"{CHECKPOINT_DIR}/{CHECKPOINT_FILE}"
+CHARGES_DIR = "charges"
+#: Columns of a logged charge table (``farfield.models.heads.report.HeadReport.charges``):
+#: atom index, atomic number, head name, the head's charge (e), the reference charge (e, NaN
+#: where the structure has none).
+LOGGED_CHARGE_COLUMNS = ("atom", "number", "head", "charge", "reference_charge")
+#: Folder of the sweep summary run's tables and config; of a report.
+SWEEP_DIR = "sweep"
+REPORT_DIR = "report"
+
+
+def charge_file_name(structure_id: str) -> str:
+    """The file name of ``structure_id``'s charge table: characters other than letters, digits
+    and ``-_.`` become ``_`` (``mof/1:a`` → ``mof_1_a.parquet``)."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in structure_id)
+    return f"{safe}.parquet"
+
+
+def charge_artifact(structure_id: str) -> str:
+    """``charges/<file name>``: the artifact path of ``structure_id``'s charge table."""
+    return f"{CHARGES_DIR}/{charge_file_name(structure_id)}"
