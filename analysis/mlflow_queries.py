@@ -7,7 +7,7 @@ on the plain records and pandas tables this module returns.
 
 Trial runs are the runs that carry a ``backbone`` tag (``orchestrator/trial.py``); the
 sweep's summary run carries ``sweep_summary = "true"`` and ``sweep_id``
-(``orchestrator/sweep_summary.py``); every name is in ``run_layout``.
+(``orchestrator/sweep/summary.py``); every name is in ``run_layout``.
 """
 
 from __future__ import annotations

@@ -83,7 +83,7 @@ def main() -> None:
     from farfield.models.training.graphs import element_count_matrix, force_rms, graphs_from_cache
     from farfield.models.training.metrics import baseline_maes
     from farfield.models.training.trainer import Trainer
-    from farfield.orchestrator import trial as T
+    from farfield.orchestrator import trial_pipeline as T
     from farfield.orchestrator.config import TrialConfig
 
     torch.set_num_threads(args.threads)

@@ -51,8 +51,8 @@ def _start_latencies(times: list[tuple[float, float]], t0: float, slots: int) ->
 
 
 def measure(epochs: int, trials: int, slots: int, root: Path, server_uri: str) -> dict:
-    from farfield.orchestrator.sweep import run_sweep
-    from farfield.orchestrator.sweep_config import SweepConfig
+    from farfield.orchestrator.sweep.run import run_sweep
+    from farfield.orchestrator.sweep.config import SweepConfig
 
     name = f"overhead-e{epochs}"
     config = SweepConfig.model_validate({

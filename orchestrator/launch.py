@@ -17,7 +17,8 @@ import ray
 from farfield.data.ray_runtime import RAY_LOG_LEVEL, local_ray_priority
 from farfield.orchestrator.config import TrialConfig
 from farfield.orchestrator.tracking import ensure_experiment
-from farfield.orchestrator.trial import TrialResult, prepare_graph_cache, run_trial
+from farfield.orchestrator.trial import TrialResult, run_trial
+from farfield.orchestrator.trial_pipeline import prepare_graph_cache
 
 log = logging.getLogger(__name__)
 

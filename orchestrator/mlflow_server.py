@@ -255,3 +255,22 @@ def ensure_server(workspace: Path, host: str = "127.0.0.1") -> tuple[str, Manage
         return uri, None
     server = ManagedServer.start(workspace, host=host)
     return server.uri, server
+
+
+def report_tracking(workspace: Path, tracking_uri: str | None, experiment: str) -> tuple[str, ManagedServer | None]:
+    """``(uri, server or None)`` to read ``experiment``'s runs from (``farfield report``, a study): the
+    explicit URI, ``MLFLOW_TRACKING_URI``, the workspace's live server, or its SQLite store — through
+    a managed server when the experiment's artifacts are proxied (``mlflow-artifacts:/``, as a
+    sweep's are). The caller stops the server it gets."""
+    from farfield.analysis.mlflow_queries import artifact_location
+
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or running_server(workspace)
+    if uri:
+        return uri, None
+    database = workspace / "mlflow.db"
+    if not database.is_file():
+        raise FileNotFoundError(f"{database} not found: pass --workspace where the trials ran, or --tracking-uri")
+    uri = f"sqlite:///{database.resolve().as_posix()}"
+    if artifact_location(uri, experiment).startswith("mlflow-artifacts:"):
+        return ensure_server(workspace)
+    return uri, None

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from farfield.orchestrator.config import TrialConfig
-from farfield.orchestrator.sweep_config import SweepConfig
+from farfield.orchestrator.sweep.config import SweepConfig
 
 QUICKSTART = {
     "name": "quickstart-painn-random",

@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-from farfield.orchestrator.sweep_config import SweepConfig
+from farfield.orchestrator.sweep.config import SweepConfig
 
 __all__ = ["PACKAGES", "StudyResult", "default_out", "provenance_record", "run_study"]
 
@@ -113,8 +113,8 @@ def run_study(config: SweepConfig, out: str | Path | None = None, resume: bool =
     """
     from farfield.analysis import mlflow_queries
     from farfield.analysis.report import ReportOptions, make_report
-    from farfield.orchestrator import sweep as sweeps
-    from farfield.orchestrator.cli_report import report_tracking
+    from farfield.orchestrator.sweep import run as sweeps
+    from farfield.orchestrator.mlflow_server import report_tracking
 
     out = Path(out) if out is not None else default_out(config)
     started, t0 = datetime.now(timezone.utc), time.monotonic()

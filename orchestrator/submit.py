@@ -28,7 +28,7 @@ from pathlib import Path
 from ray.job_submission import JobStatus, JobSubmissionClient
 
 from farfield.orchestrator.config import TrialConfig
-from farfield.orchestrator.sweep_config import SweepConfig
+from farfield.orchestrator.sweep.config import SweepConfig
 
 RESULT_PREFIX = "FARFIELD_RESULT "
 TERMINAL = {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}

@@ -2,7 +2,7 @@
 
 The trials run in this process (``run_trial``, no Ray) into a temporary workspace with a
 SQLite MLflow store, tagged with a sweep id; a summary run tagged like the one
-``orchestrator/sweep_summary.py`` makes receives the report. The report is built once per
+``orchestrator/sweep/summary.py`` makes receives the report. The report is built once per
 test session (memoised here, because both ``test_analysis_report.py`` and
 ``test_report_browser.py`` use it):
 

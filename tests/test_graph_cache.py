@@ -24,7 +24,7 @@ from farfield.data.graphs import cache as graph_cache
 from farfield.models.graph import AtomicGraph, collate
 from farfield.models.training import build_graphs, graphs_from_cache
 from farfield.orchestrator.config import TrialConfig
-from farfield.orchestrator.trial import graph_cache as trial_graph_cache
+from farfield.orchestrator.trial_pipeline import graph_cache as trial_graph_cache
 
 DATA = Path(__file__).parent / "data"
 CUTOFF = 5.0

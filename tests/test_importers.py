@@ -27,7 +27,7 @@ from farfield.data.importers.odac import OdacOptions, read_odac
 from farfield.data.importers.qmof import QmofOptions, read_qmof
 from farfield.data.importing import import_files, validate_files
 from farfield.data.store import DatasetStore, write_store
-from farfield.orchestrator.cli_data import data_app
+from farfield.orchestrator.cli.data import data_app
 
 DATA = Path(__file__).parent / "data"
 DOCS = Path(__file__).parents[1] / "docs" / "data.md"
@@ -501,7 +501,7 @@ def test_docs_example_runs(tmp_path, monkeypatch, index):
 def test_training_on_an_energy_only_store_needs_a_zero_force_weight(tmp_path):
     """A QMOF-style store has no forces: a trial with a force loss is refused up front."""
     from farfield.orchestrator.config import TrialConfig
-    from farfield.orchestrator.trial import check_labels
+    from farfield.orchestrator.trial_pipeline import check_labels
 
     folder, table, _ = qmof_folder(tmp_path)
     import_files([folder], tmp_path / "store", format="qmof", options=QmofOptions(table=table))

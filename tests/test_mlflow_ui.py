@@ -24,8 +24,8 @@ from mlflow.tracking import MlflowClient
 from farfield.orchestrator.config import TrackingConfig, TrialConfig
 from farfield.orchestrator.mlflow_server import ManagedServer, ui_url
 from farfield.orchestrator.quickstart import quickstart_sweep_config
-from farfield.orchestrator.sweep_config import grid_cells, trial_data
-from farfield.orchestrator.sweep_summary import summary_run_name
+from farfield.orchestrator.sweep.config import grid_cells, trial_data
+from farfield.orchestrator.sweep.summary import summary_run_name
 from farfield.orchestrator.tracking import ensure_experiment, now_ms, tracking_uri, trial_title
 from tests.test_report_browser import _run
 

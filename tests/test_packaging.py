@@ -69,7 +69,7 @@ def test_plain_wheel_holds_the_namespace_and_bundled_data(tmp_path):
     top = {n.split("/")[0] for n in names if not n.startswith("farfield-")}
     assert top == {"farfield"}, f"unexpected top-level names in the wheel: {top}"
     assert "farfield/data/bundled/coremof-gfn1-eq.extxyz.xz" in names
-    assert "farfield/models/potential.py" in names and "farfield/orchestrator/cli.py" in names
+    assert "farfield/models/potential.py" in names and "farfield/orchestrator/cli/__init__.py" in names
 
 
 def _imports(folder: str) -> list[tuple[Path, int, str, str | None]]:
@@ -143,3 +143,64 @@ def test_analysis_imports_mlflow_in_one_module():
     users = sorted({str(path.relative_to(REPO)) for path, _, module, _ in _imports("analysis")
                     if module.split(".")[0] == "mlflow"})
     assert users == ["analysis/mlflow_queries.py"], users
+
+
+def _orchestrator_import_graph() -> dict[str, set[str]]:
+    """``{module: orchestrator modules it imports}`` over every import statement of orchestrator/
+    (module level and inside functions); a package's implicit import of its parents is left out."""
+    modules = set()
+    for path in (REPO / "orchestrator").rglob("*.py"):
+        parts = path.relative_to(REPO / "orchestrator").with_suffix("").parts
+        modules.add(".".join(("farfield.orchestrator", *[p for p in parts if p != "__init__"])))
+    graph: dict[str, set[str]] = {}
+    for path, _, module, name in _imports("orchestrator"):
+        parts = path.relative_to(REPO / "orchestrator").with_suffix("").parts
+        importer = ".".join(("farfield.orchestrator", *[p for p in parts if p != "__init__"]))
+        target = f"{module}.{name}" if name and f"{module}.{name}" in modules else module
+        if target in modules and target != importer:
+            graph.setdefault(importer, set()).add(target)
+    return graph
+
+
+def _import_circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected groups of more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    circles: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for target in sorted(graph.get(node, ())):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                group.append(member)
+                if member == node:
+                    break
+            if len(group) > 1:
+                circles.append(sorted(group))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return circles
+
+
+def test_orchestrator_modules_import_no_circles():
+    graph = _orchestrator_import_graph()
+    assert "farfield.orchestrator.cli.sweep" in graph["farfield.orchestrator.cli"]  # the walk sees the package
+    assert not _import_circles(graph), _import_circles(graph)
+
+
+def test_import_circle_check_finds_circles():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": {"f"}, "f": {"e"}, "g": set()}
+    assert _import_circles(graph) == [["a", "b", "c"], ["e", "f"]]
+    assert _import_circles({"a": {"b"}, "b": set()}) == []

@@ -208,7 +208,7 @@ def test_random_split_of_an_index_is_seeded(store):
 
 def test_trial_make_split_uses_the_configured_strategy(store, workspace):
     from farfield.orchestrator.config import TrialConfig
-    from farfield.orchestrator.trial import make_split as trial_make_split
+    from farfield.orchestrator.trial_pipeline import make_split as trial_make_split
 
     config = TrialConfig(workspace=workspace, split=SplitConfig(strategy="size"))
     split = trial_make_split(config, store)
@@ -256,7 +256,7 @@ def test_trial_split_with_max_structures_covers_only_the_kept_parents(strategy, 
     """data.max_structures: the split is made over the kept parents, every side non-empty
     (120 structures: on fewer, every largest parent has an element no smaller one has)."""
     from farfield.orchestrator.config import TrialConfig
-    from farfield.orchestrator.trial import make_split as trial_split
+    from farfield.orchestrator.trial_pipeline import make_split as trial_split
 
     config = TrialConfig.model_validate({
         "workspace": str(workspace), "data": {"dataset": "bundled", "max_structures": 120},

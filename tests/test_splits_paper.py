@@ -302,8 +302,8 @@ def test_min_element_parents_drops_rare_elements_until_none_is_left(rare_store):
 @pytest.mark.parametrize("strategy", ["random", "kmeans"])
 def test_trial_applies_min_element_parents_and_records_it(rare_store, tmp_path, strategy):
     from farfield.orchestrator.config import TrialConfig
-    from farfield.orchestrator.trial import make_split as trial_split
-    from farfield.orchestrator.trial import side_ids
+    from farfield.orchestrator.trial_pipeline import make_split as trial_split
+    from farfield.orchestrator.trial_pipeline import side_ids
 
     config = TrialConfig.model_validate({
         "workspace": str(tmp_path), "data": {"dataset": str(rare_store.path), "min_element_parents": 3},

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from farfield.data.readers import read_structures
 from farfield.data.store import INDEX_COLUMNS, DatasetStore, StoreError, format_frame, write_store
-from farfield.orchestrator.cli_data import data_app
+from farfield.orchestrator.cli.data import data_app
 
 BROKEN = Path(__file__).parent / "data" / "broken"
 

@@ -43,7 +43,7 @@ def study_config(real, tmp_path):
 @pytest.fixture
 def sweeps_run(real, monkeypatch):
     """Replace ``run_sweep`` by the finished sweep of tests/analysis_runs.py; records its calls."""
-    from farfield.orchestrator import sweep as sweeps
+    from farfield.orchestrator.sweep import run as sweeps
 
     calls = []
 

@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 
 from farfield.models.training import load_checkpoint
 from farfield.orchestrator.mlflow_server import RECORD, ManagedServer
-from farfield.orchestrator.sweep_config import SweepConfig
+from farfield.orchestrator.sweep.config import SweepConfig
 
 pytestmark = pytest.mark.integration
 
@@ -58,7 +58,7 @@ def served_workspace(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def finished_sweep(local_ray, served_workspace):
-    from farfield.orchestrator.sweep import run_sweep
+    from farfield.orchestrator.sweep.run import run_sweep
 
     workspace, server = served_workspace
     config = tiny_sweep(workspace, ranges={"training.lr": {"choices": [0.003, BLOW_UP_LR]}}, samples_per_cell=2,

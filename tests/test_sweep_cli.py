@@ -9,10 +9,10 @@ import pytest
 from typer.testing import CliRunner
 
 from farfield.orchestrator.cli import app
-from farfield.orchestrator.grid_search import TRIAL_COMPLETE, TRIAL_FAILED
-from farfield.orchestrator.sweep import _scheduler, resumable_config
-from farfield.orchestrator.sweep_config import SweepConfig
-from farfield.orchestrator.sweep_progress import SweepProgress, trial_outcome
+from farfield.orchestrator.sweep.grid_search import TRIAL_COMPLETE, TRIAL_FAILED
+from farfield.orchestrator.sweep.run import _scheduler, resumable_config
+from farfield.orchestrator.sweep.config import SweepConfig
+from farfield.orchestrator.sweep.progress import SweepProgress, trial_outcome
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -76,7 +76,7 @@ def test_mlflow_server_and_sweep_commands_are_registered():
 
 
 def test_a_sweep_refuses_a_sqlite_tracking_uri(tmp_path):
-    from farfield.orchestrator.sweep import _resolve_tracking
+    from farfield.orchestrator.sweep.run import _resolve_tracking
 
     config = SweepConfig.model_validate({"workspace": str(tmp_path),
                                          "tracking": {"uri": f"sqlite:///{tmp_path}/mlflow.db"}})

@@ -51,7 +51,7 @@ def _trial_runs(uri: str, experiment_id: str, sweep_id: str) -> list:
 def test_trials_run_on_both_worker_nodes_and_all_log_to_the_server(cluster, server):
     import ray
 
-    from farfield.orchestrator.sweep import run_sweep
+    from farfield.orchestrator.sweep.run import run_sweep
 
     nodes = [cluster.add_node(num_cpus=1) for _ in range(2)]
     cluster.wait_for_nodes()
@@ -70,7 +70,7 @@ def test_trials_run_on_both_worker_nodes_and_all_log_to_the_server(cluster, serv
 def test_trial_on_a_lost_node_is_retried_elsewhere_and_the_sweep_completes(cluster, server):
     import ray
 
-    from farfield.orchestrator.sweep import run_sweep
+    from farfield.orchestrator.sweep.run import run_sweep
 
     doomed = cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()

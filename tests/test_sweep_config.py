@@ -8,7 +8,7 @@ import pytest
 
 from farfield.models.registry import BACKBONES
 from farfield.orchestrator.config import ConfigError, TrialConfig, load_trial_config
-from farfield.orchestrator.sweep_config import (
+from farfield.orchestrator.sweep.config import (
     SweepConfig,
     cell_label,
     grid_cells,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from mlflow.tracking import MlflowClient
 
-from farfield.orchestrator.sweep import INTERRUPTED, reconcile_resumed
-from farfield.orchestrator.tune_reporter import sampled_key, trial_runs
+from farfield.orchestrator.sweep.run import INTERRUPTED, reconcile_resumed
+from farfield.orchestrator.sweep.tune_reporter import sampled_key, trial_runs
 
 SWEEP = "resumable-0a1b2c3d"
 
@@ -54,3 +54,32 @@ def test_resume_ends_interrupted_runs_and_a_reissued_slot_takes_over_the_lost_tr
     assert trial_runs(client, meta, "gggg6666", {"slot": "0.0", "sampled": {"training.lr": 0.001}}) == []
     # a sweep started before slots existed: its runs are found by Tune trial id
     assert [r.info.run_id for r in trial_runs(client, meta, "aaaa0000", {"sampled": {}})] == [done]
+
+
+def test_a_sweep_saved_before_the_sweep_modules_moved_can_be_restored():
+    """Tune pickled an old sweep's searcher under farfield.orchestrator.grid_search (and the other
+    pre-move names); Tuner.restore resolves them once resolve_moved_modules has run."""
+    import pickle
+    import sys
+
+    from farfield.orchestrator.sweep import grid_search
+    from farfield.orchestrator.sweep.run import MOVED_MODULES, resolve_moved_modules
+
+    old = "farfield.orchestrator.grid_search"
+    assert MOVED_MODULES[old] == grid_search.__name__
+    searcher = grid_search.GridCrossedTPE
+    try:
+        searcher.__module__, sys.modules[old] = old, grid_search  # pickled as a sweep saved it then
+        payload = pickle.dumps(searcher)
+    finally:
+        searcher.__module__ = grid_search.__name__
+        sys.modules.pop(old, None)
+    assert old.encode() in payload
+    try:
+        with pytest.raises(ModuleNotFoundError):
+            pickle.loads(payload)
+        resolve_moved_modules()
+        assert pickle.loads(payload) is searcher
+    finally:
+        for name in MOVED_MODULES:
+            sys.modules.pop(name, None)

@@ -8,8 +8,8 @@ import optuna
 import pytest
 from ray.tune.search import Searcher
 
-from farfield.orchestrator.grid_search import REISSUE, TRIAL_COMPLETE, TRIAL_FAILED, GridCrossedTPE
-from farfield.orchestrator.sweep_config import SearchRange
+from farfield.orchestrator.sweep.grid_search import REISSUE, TRIAL_COMPLETE, TRIAL_FAILED, GridCrossedTPE
+from farfield.orchestrator.sweep.config import SearchRange
 
 CELLS = [{"backbone": "painn", "split": "random"}, {"backbone": "painn", "split": "size"}]
 RANGES = {"training.lr": ("float", SearchRange(low=1e-4, high=1e-2, log=True)),

@@ -12,12 +12,12 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from farfield.orchestrator.config import TrackingConfig, TrialConfig
-from farfield.orchestrator.grid_search import TRIAL_COMPLETE
+from farfield.orchestrator.sweep.grid_search import TRIAL_COMPLETE
 from farfield.orchestrator.mlflow_server import ui_url
 from farfield.orchestrator.quickstart import quickstart_sweep_config
-from farfield.orchestrator.sweep_config import SweepConfig, grid_cells
-from farfield.orchestrator.sweep_progress import ACTIVE, SweepProgress
-from farfield.orchestrator.sweep_summary import summary_run_name
+from farfield.orchestrator.sweep.config import SweepConfig, grid_cells
+from farfield.orchestrator.sweep.progress import ACTIVE, SweepProgress
+from farfield.orchestrator.sweep.summary import summary_run_name
 from farfield.orchestrator.tracking import (
     EXPERIMENT_KIND_TAG,
     MODEL_TRAINING,
@@ -26,7 +26,7 @@ from farfield.orchestrator.tracking import (
     tracking_uri,
     trial_title,
 )
-from farfield.orchestrator.tune_reporter import CHECKPOINT_LOGGERS, quiet_checkpoint_logs, run_title, sweep_trial_config
+from farfield.orchestrator.sweep.tune_reporter import CHECKPOINT_LOGGERS, quiet_checkpoint_logs, run_title, sweep_trial_config
 
 
 def test_experiments_are_model_training_experiments_new_or_old(tmp_path):
@@ -68,7 +68,7 @@ def test_grid_variants_of_one_model_get_different_run_names(tmp_path):
     short-range twins) are one model each: the variant's name tells their runs apart."""
     from pathlib import Path
 
-    from farfield.orchestrator.sweep import sweep_config_for
+    from farfield.orchestrator.sweep.run import sweep_config_for
 
     sweep = sweep_config_for(Path("configs/study-paper.yaml"), None, {})
     cells = grid_cells(sweep)

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from farfield.data.readers import read_structures
 from farfield.data.validation import Problem, validate_atoms
-from farfield.orchestrator.cli_data import data_app
+from farfield.orchestrator.cli.data import data_app
 
 BROKEN = Path(__file__).parent / "data" / "broken"
 

@@ -27,7 +27,7 @@ from mlflow.tracking import MlflowClient
 from farfield.data.splits import SIDES
 from farfield.models.graph import collate
 from farfield.models.heads.report import HeadSummary
-from farfield.models.training import METRIC_NAMES, graphs_from_cache
+from farfield.models.training import METRIC_NAMES
 from farfield.models.training.metrics import ErrorAccumulator
 from farfield.orchestrator.config import TrialConfig
 from farfield.orchestrator.external.commands import MODEL_NAME, mace_options, nequip_config, render_arguments
@@ -36,13 +36,12 @@ from farfield.orchestrator.external.handoff import write_sides
 from farfield.orchestrator.trial import (
     TrialResult,
     epoch_reporter,
-    fit_reference,
-    graph_cache,
     log_final_metrics,
     log_head_report,
     log_test_predictions,
     log_trial_inputs,
 )
+from farfield.orchestrator.trial_pipeline import fit_reference, trial_graphs, with_parent_ids
 
 #: The script that runs inside the trainer's environment.
 WORKER = Path(__file__).resolve().parent / "worker.py"
@@ -141,7 +140,7 @@ def train_and_log_external(config: TrialConfig, client: MlflowClient, run_id: st
     scored = [row for row in result["curves"] if "val_loss" in row]
     best_epoch = min(scored, key=lambda row: row["val_loss"])["epoch"] if scored else -1
 
-    graphs = graphs_from_cache(graph_cache(config, store, progress=progress), ids, torch.float64, progress=progress)
+    graphs = trial_graphs(config, store, ids, torch.float64, progress=progress)
     client.set_tag(run_id, "external_train_seconds", f"{result['train_seconds']:.1f}")
     metrics: dict[str, float] = {"best_epoch": best_epoch, "epochs_run": len(result["curves"])}
     with tempfile.TemporaryDirectory() as tmp:
@@ -152,7 +151,7 @@ def train_and_log_external(config: TrialConfig, client: MlflowClient, run_id: st
             side_metrics, table = evaluate_predictions(graphs[side], predictions)
             metrics.update({f"{side}/{name}": side_metrics[name] for name in METRIC_NAMES})
             if side == "test":
-                log_test_predictions(client, run_id, table, store, Path(tmp))
+                log_test_predictions(client, run_id, with_parent_ids(table, store), Path(tmp))
                 if "charges" in predictions:
                     metrics.update(log_head_report(client, run_id, latent_charge_report(graphs[side], predictions),
                                                    Path(tmp)))

@@ -1,27 +1,15 @@
-"""``farfield sweep`` and ``farfield mlflow-server``: parse, validate, call; nothing more."""
+"""``farfield sweep``: parse, validate, call ``farfield.orchestrator.sweep.run.run_sweep``; print its table."""
 
 from __future__ import annotations
 
 import json
 import math
-import signal
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from farfield.orchestrator.config import ConfigError
-from farfield.orchestrator.mlflow_server import ServerStartError
-
-console = Console()
-err_console = Console(stderr=True)
-USER_ERRORS = (ConfigError, ValueError, FileNotFoundError, TypeError, ServerStartError)
-
-
-def _fail(err: BaseException) -> None:
-    err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
-    raise typer.Exit(1)
+from farfield.orchestrator.cli.errors import USER_ERRORS, console, fail, shell_path
 
 
 def sweep(
@@ -41,7 +29,7 @@ def sweep(
     Examples:  farfield sweep configs/sweep-quickstart.yaml
                farfield sweep --resume quickstart-sweep --workspace workspace
     """
-    from farfield.orchestrator.sweep import run_sweep, sweep_config_for
+    from farfield.orchestrator.sweep.run import run_sweep, sweep_config_for
     from farfield.orchestrator.submit import result_line
 
     overrides = {}
@@ -53,7 +41,7 @@ def sweep(
         config = sweep_config_for(config_file, resume, overrides)
         result = run_sweep(config, address=address, resume=resume is not None, verbose=verbose)
     except USER_ERRORS as err:
-        _fail(err)
+        raise fail(err) from err
     print_sweep(result, config)
     if result_json is not None:
         result_json.write_text(json.dumps(sweep_result_data(result), indent=1, default=str))
@@ -90,7 +78,7 @@ def print_sweep(result, config) -> None:
     console.print(f"tracking server: {result.tracking_uri}")
     console.print(f"Tune experiment: {result.experiment_path}   (resume: farfield sweep --resume {result.name})")
     if config.tracking.uri is None:
-        console.print(f"open the UI    : [bold]farfield ui --workspace {_shell_path(Path(config.workspace))}[/]"
+        console.print(f"open the UI    : [bold]farfield ui --workspace {shell_path(Path(config.workspace))}[/]"
                       f"  → {ui_url('http://127.0.0.1:5000', result.experiment_id)}", soft_wrap=True)
 
 
@@ -98,77 +86,3 @@ def _fmt(value) -> str:
     if isinstance(value, float):
         return "" if math.isnan(value) else f"{value:.4g}"
     return "" if value is None else str(value)
-
-
-def _shell_path(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(Path.cwd()))
-    except ValueError:
-        return str(path.resolve())
-
-
-def mlflow_server(
-    workspace: Path = typer.Option(Path("workspace"), help="Workspace whose mlflow.db and mlartifacts it serves."),
-    host: str = typer.Option("127.0.0.1", help="Interface to bind (127.0.0.1; a cluster head binds its private IP)."),
-    port: int = typer.Option(5000, help="Port of the tracking server."),
-) -> None:
-    """Start the MLflow tracking server that sweeps log to (SQLite + local artifacts, one worker).
-
-    Runs in the foreground until Ctrl-C, SIGTERM or SIGHUP (which stop its worker too); sweeps on
-    the same workspace find and reuse it
-    (``<workspace>/mlflow-server.json``). Light form: --workers 1 and no job execution.
-
-    Example:  farfield mlflow-server --workspace workspace --port 5000
-    """
-    from farfield.orchestrator.mlflow_server import running_server, serve_in_foreground, ui_url
-
-    existing = running_server(workspace)
-    if existing is not None:
-        _fail(ValueError(f"an MLflow server for {workspace} is already running at {existing}"))
-
-    def announce(server) -> None:
-        console.print(f"MLflow tracking server on {server.uri} for {workspace.resolve()}  (Ctrl-C to stop)")
-        console.print(f"sweeps: set tracking.uri: {server.uri} (or MLFLOW_TRACKING_URI), or run them on this "
-                      f"workspace")
-        console.print(f"UI: {ui_url(server.uri)}", soft_wrap=True)
-
-    try:
-        code = serve_in_foreground(workspace, announce, host=host, port=port)
-    except ServerStartError as err:
-        _fail(err)
-    if code not in (0, -signal.SIGTERM):
-        raise typer.Exit(code)
-
-
-def run_quickstart(workspace: Path, epochs: int | None, single_trial: bool, verbose: bool = False) -> None:
-    """``farfield quickstart``: the quickstart sweep (a fresh name each run), or the single trial;
-    ``verbose``: Ray's per-checkpoint log lines too."""
-    from datetime import datetime
-
-    from farfield.orchestrator.cli import print_result
-    from farfield.orchestrator.launch import run_trial_on_ray
-    from farfield.orchestrator.quickstart import quickstart_config, quickstart_sweep_config
-    from farfield.orchestrator.sweep import run_sweep
-
-    try:
-        if single_trial:
-            config = quickstart_config(workspace)
-            if epochs is not None:
-                config.training.epochs = epochs
-            print_result(config, run_trial_on_ray(config))
-            return
-        config = quickstart_sweep_config(workspace)
-        config.name = f"{config.name}-{datetime.now():%Y%m%d-%H%M%S}"
-        if epochs is not None:
-            config.training.epochs = epochs
-        result = run_sweep(config, verbose=verbose)
-    except USER_ERRORS as err:
-        _fail(err)
-    print_sweep(result, config)
-
-
-def register(app: typer.Typer) -> None:
-    """Add ``sweep`` and ``mlflow-server`` to the ``farfield`` app."""
-    app.command()(sweep)
-    app.command(name="mlflow-server")(mlflow_server)
-

@@ -30,7 +30,7 @@ from typing import Any
 import optuna
 from ray.tune.search import Searcher
 
-from farfield.orchestrator.sweep_config import SearchRange
+from farfield.orchestrator.sweep.config import SearchRange
 
 TRIAL_COMPLETE = "trial_complete"
 TRIAL_FAILED = "trial_failed"

@@ -27,8 +27,8 @@ from ray import tune
 from rich.console import Console
 
 from farfield.analysis import run_layout
-from farfield.orchestrator.grid_search import TRIAL_COMPLETE, TRIAL_FAILED
-from farfield.orchestrator.tune_reporter import close_open_runs, run_title
+from farfield.orchestrator.sweep.grid_search import TRIAL_COMPLETE, TRIAL_FAILED
+from farfield.orchestrator.sweep.tune_reporter import close_open_runs, run_title
 
 #: sweep id → {"tracking_uri", "experiment_id", "config" (the SweepConfig)} for the sweep this driver runs.
 ACTIVE: dict[str, dict] = {}

@@ -21,6 +21,7 @@ from farfield.data.catalogue import build_catalogue
 from farfield.data.coremof import REJECTION_REASONS, SUBSETS
 from farfield.data.label_shards import openblas_preload
 from farfield.data.sampling import SamplingSettings
+from farfield.orchestrator.cli.errors import fail
 
 __all__ = ["build_command", "catalogue_command"]
 
@@ -36,11 +37,6 @@ CacheOption = Annotated[Optional[Path], typer.Option(
                         "~/.cache/farfield).")]
 
 
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code=1)
-
-
 def _sources(values: list[str] | None) -> list[str]:
     out: list[str] = []
     for value in values or ["coremof"]:
@@ -49,7 +45,7 @@ def _sources(values: list[str] | None) -> list[str]:
         elif value in SUBSETS or Path(value).is_dir():
             out.append(value)
         else:
-            raise _fail(f"--source {value!r}: expected coremof, one of {', '.join(SUBSETS)}, "
+            raise fail(f"--source {value!r}: expected coremof, one of {', '.join(SUBSETS)}, "
                         f"or an existing folder of CIF files")
     return list(dict.fromkeys(out))
 
@@ -71,7 +67,7 @@ def catalogue_command(source: SourceOption = None, workers: WorkersOption = 2,
         table = build_catalogue(_sources(source), cache_dir=cache_dir, n_workers=workers,
                                 address=address, refresh=refresh)
     except (OSError, ValueError) as err:
-        raise _fail(str(err)) from err
+        raise fail(str(err)) from err
     summary = Table(title=f"{len(table)} CIFs")
     for column in ("source", "usable", "rejected", "median atoms (usable)"):
         summary.add_column(column, justify="left" if column == "source" else "right")
@@ -173,7 +169,7 @@ def build_command(
             --configs-per-parent 4 --method gfn1 --out stores/coremof-gfn1
     """
     if method.lower() not in METHOD_NAMES:
-        raise _fail(f"--method {method!r}: expected one of {', '.join(METHOD_NAMES)}")
+        raise fail(f"--method {method!r}: expected one of {', '.join(METHOD_NAMES)}")
     try:
         settings = BuildSettings(
             sources=_sources(source), parents=parents, min_atoms=min_atoms, max_atoms=max_atoms,
@@ -193,9 +189,9 @@ def build_command(
             shard_size=shard_size, seed=seed)
     except ValidationError as err:
         first = err.errors()[0]
-        raise _fail(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from err
+        raise fail(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from err
     if min_atoms > max_atoms:
-        raise _fail(f"--min-atoms {min_atoms} is larger than --max-atoms {max_atoms}")
+        raise fail(f"--min-atoms {min_atoms} is larger than --max-atoms {max_atoms}")
     blas = openblas_preload()
     fallback = "tblite's bundled reference BLAS (slow: apt install libopenblas0-pthread)"
     typer.echo(f"labelling BLAS: {blas or fallback}")
@@ -206,9 +202,9 @@ def build_command(
             manifest = export_extxyz_xz(store, export)
             typer.echo(f"exported {export} ({manifest['file']['bytes'] / 1e6:.2f} MB)")
     except KeyboardInterrupt:
-        raise _fail("interrupted; run the same command again to resume") from None
+        raise fail("interrupted; run the same command again to resume") from None
     except (OSError, ValueError) as err:
-        raise _fail(str(err)) from err
+        raise fail(str(err)) from err
     lab = report["labelling"]
     rate = lab["atoms"] / lab["wall_s"] if lab["wall_s"] else 0.0
     typer.echo(f"{report['n_structures']} structures from {report['n_parents']} parents in "

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from farfield.data.config import SplitConfig
+from farfield.orchestrator.cli.errors import fail
 
 __all__ = ["split_app"]
 
@@ -27,17 +28,12 @@ split_app = typer.Typer(
 console = Console()
 
 
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code=1)
-
-
 def _config(values: dict) -> SplitConfig:
     try:
         return SplitConfig(**{k: v for k, v in values.items() if v is not None})
     except ValidationError as err:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'split'}: {e['msg']}" for e in err.errors())
-        raise _fail(problems.replace("Value error, ", "")) from None
+        raise fail(problems.replace("Value error, ", "")) from None
 
 
 @split_app.command("make")
@@ -90,7 +86,7 @@ def make_command(
         outcome = make_split(store, config, cache_dir=workspace / "descriptors", n_workers=workers, address=address,
                              min_element_parents=min_element_parents)
     except (ValueError, FileNotFoundError) as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err)) from None
     split = outcome.split
     path = outcome.save(out or workspace / "splits" / f"{split.strategy}-{split.content_hash[7:19]}.json")
     _print_summary(split, path)
@@ -142,5 +138,5 @@ def report_command(
     try:
         path = write_split_report(split_file, out)
     except (ValueError, FileNotFoundError) as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err)) from None
     console.print(f"report: {path}")

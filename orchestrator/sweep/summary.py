@@ -21,8 +21,8 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from farfield.analysis import run_layout
-from farfield.orchestrator.sweep_config import SweepConfig, cell_label
-from farfield.orchestrator.sweep_progress import trial_outcome
+from farfield.orchestrator.sweep.config import SweepConfig, cell_label
+from farfield.orchestrator.sweep.progress import trial_outcome
 from farfield.orchestrator.tracking import now_ms
 
 

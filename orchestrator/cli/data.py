@@ -30,6 +30,7 @@ from farfield.data.importing import (
 )
 from farfield.data.selection import SelectionRules
 from farfield.data.store import DatasetStore, StoreError
+from farfield.orchestrator.cli.errors import fail
 
 __all__ = ["data_app"]
 
@@ -141,18 +142,12 @@ MinElementParentsOption = Annotated[int | None, typer.Option(
          "left (QMOF: 10).")]
 
 
-def _fail(message: str) -> typer.Exit:
-    """Print a one-line error to stderr; return the Exit(1) to raise."""
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code=1)
-
-
 def _key_map(keys: list[str] | None) -> dict[str, str]:
     key_map = {}
     for item in keys or []:
         record_key, sep, file_key = item.partition("=")
         if not sep or not record_key.strip() or not file_key.strip():
-            raise _fail(f"--key {item!r}: expected RECORD=FILEKEY, e.g. energy=DFT_energy")
+            raise fail(f"--key {item!r}: expected RECORD=FILEKEY, e.g. energy=DFT_energy")
         key_map[record_key.strip()] = file_key.strip()
     return key_map
 
@@ -171,19 +166,19 @@ def _source_options(format: str | None, table: Path | None, id_column: str | Non
     for name, group in groups.items():
         given = [option for option, value in group.items() if value is not None]
         if given and format != name:
-            raise _fail(f"{given[0]} is only used with --format {name}")
+            raise fail(f"{given[0]} is only used with --format {name}")
     if format == "qmof":
         if table is None:
-            raise _fail("--format qmof needs --table FILE (the table of energies, e.g. qmof.csv)")
+            raise fail("--format qmof needs --table FILE (the table of energies, e.g. qmof.csv)")
         if charges is not None and charges not in CHARGE_SCHEMES:
-            raise _fail(f"--charges {charges!r}: choose one of {', '.join(CHARGE_SCHEMES)}")
+            raise fail(f"--charges {charges!r}: choose one of {', '.join(CHARGE_SCHEMES)}")
         try:
             return QmofOptions(table=table, id_column=id_column or DEFAULT_ID_COLUMN,
                                energy_column=energy_column or DEFAULT_ENERGY_COLUMN,
                                parent_column=parent_column, charges=charges or "none",
                                charges_column=charges_column)
         except ValueError as err:
-            raise _fail(str(err).replace("charges=", "--charges ")) from err
+            raise fail(str(err).replace("charges=", "--charges ")) from err
     if format == "odac":
         return OdacOptions(id_key=id_key or "sid",
                            parent_key=None if parent_key == "none" else parent_key or "mof_id",
@@ -260,7 +255,7 @@ def validate_command(
                                  require_forces=False if allow_missing_forces else None,
                                  options=options)
     except (OSError, ValueError) as err:  # bad --format / --key names, unusable table
-        raise _fail(str(err)) from err
+        raise fail(str(err)) from err
     n_problems = _print_problems(reports)
     Console().print(_summary_table(reports))
     if n_problems:
@@ -334,7 +329,7 @@ def import_command(
                       "--charges-column": charges_column}
         given = [option for option, value in qmof_given.items() if value is not None]
         if given:
-            raise _fail(f"{given[0]} is only used with --format qmof")
+            raise fail(f"{given[0]} is only used with --format qmof")
         _import_aselmdb(paths, out, rules, common, allow_missing_forces=allow_missing_forces,
                         id_key=id_key, parent_key=parent_key, frame_key=frame_key,
                         parent_pattern=parent_pattern, workers=workers, chunk_rows=chunk_rows,
@@ -345,7 +340,7 @@ def import_command(
                      "--keep-work": keep_work or None}
     given = [option for option, value in aselmdb_given.items() if value is not None]
     if given:
-        raise _fail(f"{given[0]} is only used with --format aselmdb")
+        raise fail(f"{given[0]} is only used with --format aselmdb")
     options = _source_options(format, table, id_column, energy_column, parent_column, charges,
                               charges_column, id_key, parent_key, frame_key)
     selection = None
@@ -359,10 +354,10 @@ def import_command(
         else:
             report = import_files(paths, out, **arguments)
     except (OSError, ValueError) as err:
-        raise _fail(str(err)) from err
+        raise fail(str(err)) from err
     if report.store is None:
         n_problems = _print_problems(report.files)
-        raise _fail(f"{n_problems} problem(s); nothing written to {out} "
+        raise fail(f"{n_problems} problem(s); nothing written to {out} "
                     f"(fix them, or pass --skip-invalid to import only the valid frames)")
     _print_problems(report.files)  # with --skip-invalid: what was left out, one line each
     _print_stored(report.store, len(report.files), len(report.problems), skip_invalid,
@@ -402,7 +397,7 @@ def _import_aselmdb(paths: list[Path], out: Path, rules: SelectionRules, common:
         options = AselmdbOptions(id_key=id_key, frame_key=frame_key, parent_pattern=parent_pattern,
                                  parent_key=None if parent_key == "none" else parent_key)
     except ValidationError as err:
-        raise _fail(err.errors()[0]["msg"].removeprefix("Value error, ")) from err
+        raise fail(err.errors()[0]["msg"].removeprefix("Value error, ")) from err
     try:
         report = import_aselmdb(paths, out, options=options, rules=rules,
                                 require_forces=not allow_missing_forces,
@@ -410,14 +405,14 @@ def _import_aselmdb(paths: list[Path], out: Path, rules: SelectionRules, common:
                                 chunk_rows=chunk_rows or DEFAULT_CHUNK_ROWS, keep_work=keep_work,
                                 **common)
     except KeyboardInterrupt:
-        raise _fail(f"interrupted; run the same command again to resume (finished chunks are "
+        raise fail(f"interrupted; run the same command again to resume (finished chunks are "
                     f"kept in {work_dir_of(out)})") from None
     except (OSError, ValueError) as err:
-        raise _fail(str(err)) from err
+        raise fail(str(err)) from err
     for problem in report.problems:
         typer.echo(str(problem))
     if report.store is None:
-        raise _fail(f"{len(report.problems)} problem(s); nothing written to {out} (fix them, or "
+        raise fail(f"{len(report.problems)} problem(s); nothing written to {out} (fix them, or "
                     f"pass --skip-invalid to import only the valid frames; the chunks read are "
                     f"kept in {report.work_dir}, so running again reads nothing twice)")
     reading = report.reading
@@ -450,7 +445,7 @@ def info_command(
     try:
         store = resolve_dataset(store_path, workspace)
     except (StoreError, FileNotFoundError, ValueError) as err:
-        raise _fail(str(err)) from err
+        raise fail(str(err)) from err
     manifest, index = store.manifest, store.index
     summary = store_summary(store, forces=forces)
     console = Console()
@@ -503,7 +498,7 @@ def info_command(
 
 def _register_build_commands() -> None:
     """``data build`` / ``data catalogue`` live in their own module (CoRE MOF + GFN-xTB)."""
-    from farfield.orchestrator.cli_data_build import build_command, catalogue_command
+    from farfield.orchestrator.cli.data_build import build_command, catalogue_command
 
     data_app.command("build")(build_command)
     data_app.command("catalogue")(catalogue_command)

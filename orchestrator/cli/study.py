@@ -5,11 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
-from farfield.orchestrator.cli_report import USER_ERRORS, _fail, print_verdicts
-
-console = Console()
+from farfield.orchestrator.cli.errors import USER_ERRORS, console, fail
+from farfield.orchestrator.cli.report import print_verdicts
 
 
 def _command(config_file: Path | None, resume: str | None, out: Path, workspace: Path | None, address: str | None,
@@ -44,7 +42,7 @@ def study(
     import torch
 
     from farfield.orchestrator.study import default_out, run_study
-    from farfield.orchestrator.sweep import sweep_config_for
+    from farfield.orchestrator.sweep.run import sweep_config_for
 
     torch.set_num_threads(torch_threads)
     overrides = {"workspace": str(workspace)} if workspace is not None else {}
@@ -57,7 +55,7 @@ def study(
         result = run_study(config, target, resume=resume is not None, address=address, with_charges=charges,
                            log_to_mlflow=log, command=command, config_file=config_file)
     except USER_ERRORS as err:
-        _fail(err)
+        raise fail(err) from err
     print_verdicts(result.report)
     wall = result.provenance["wall_s"]
     console.print(f"study          : {result.paths['html']}  ({wall['total'] / 60:.1f} min: sweep "

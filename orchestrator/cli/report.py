@@ -2,40 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import typer
-from farfield.orchestrator.config import ConfigError
-from rich.console import Console
 
-console = Console()
-err_console = Console(stderr=True)
-USER_ERRORS = (ConfigError, ValueError, FileNotFoundError, TypeError)
-
-
-def _fail(err: BaseException) -> None:
-    err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
-    raise typer.Exit(1)
-
-
-def report_tracking(workspace: Path, tracking_uri: str | None, experiment: str):
-    """``(uri, server or None)``: the explicit URI, ``MLFLOW_TRACKING_URI``, the workspace's live
-    server, or its SQLite store — through a managed server when the experiment's artifacts
-    are proxied (``mlflow-artifacts:/``, as a sweep's are)."""
-    from farfield.analysis.mlflow_queries import artifact_location
-    from farfield.orchestrator.mlflow_server import ensure_server, running_server
-
-    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or running_server(workspace)
-    if uri:
-        return uri, None
-    database = workspace / "mlflow.db"
-    if not database.is_file():
-        raise FileNotFoundError(f"{database} not found: pass --workspace where the trials ran, or --tracking-uri")
-    uri = f"sqlite:///{database.resolve().as_posix()}"
-    if artifact_location(uri, experiment).startswith("mlflow-artifacts:"):
-        return ensure_server(workspace)
-    return uri, None
+from farfield.orchestrator.cli.errors import USER_ERRORS, console, fail
 
 
 def print_verdicts(result) -> None:
@@ -88,6 +59,7 @@ def report(
     """
     from farfield.analysis.mlflow_queries import resolve_sweep_id
     from farfield.analysis.report import ReportOptions, make_report
+    from farfield.orchestrator.mlflow_server import report_tracking
 
     import torch
 
@@ -102,7 +74,7 @@ def report(
                                 md_temperature_k=md_temperature, md_structures=md_structures)
         result, paths, run_id = make_report(uri, experiment, out, options)
     except USER_ERRORS as err:
-        _fail(err)
+        raise fail(err) from err
     finally:
         if server is not None:
             server.stop()

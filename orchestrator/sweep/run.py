@@ -21,8 +21,10 @@ The Tune experiment lives in ``<storage_path>/<name>`` next to ``farfield_sweep.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -36,18 +38,34 @@ from ray.tune.schedulers import ASHAScheduler
 from farfield.analysis import run_layout
 from farfield.data.datasets import resolve_dataset
 from farfield.orchestrator.config import TrackingConfig, TrialConfig, _merge
-from farfield.orchestrator.grid_search import REISSUE, GridCrossedTPE
 from farfield.orchestrator.launch import absolute_paths, start_ray
 from farfield.orchestrator.mlflow_server import ManagedServer, ensure_server
-from farfield.orchestrator.sweep_config import SweepConfig, grid_cells, load_sweep_config, range_kind, trial_data
-from farfield.orchestrator.sweep_progress import ACTIVE, SweepProgress
-from farfield.orchestrator.sweep_summary import log_summary, trial_table
+from farfield.orchestrator.sweep.config import SweepConfig, grid_cells, load_sweep_config, range_kind, trial_data
+from farfield.orchestrator.sweep.grid_search import REISSUE, GridCrossedTPE
+from farfield.orchestrator.sweep.progress import ACTIVE, SweepProgress
+from farfield.orchestrator.sweep.summary import log_summary, trial_table
+from farfield.orchestrator.sweep.tune_reporter import end_run, sweep_runs, sweep_trainable
 from farfield.orchestrator.tracking import ensure_experiment
-from farfield.orchestrator.trial import make_split, prepare_graph_cache
-from farfield.orchestrator.tune_reporter import end_run, sweep_runs, sweep_trainable
+from farfield.orchestrator.trial_pipeline import make_split, prepare_graph_cache
 
 META_FILE = "farfield_sweep.json"
 INTERRUPTED = "attempt interrupted: the sweep driver was lost; the trial runs again on --resume"
+#: Where the sweep modules lived before they moved into this package: a Tune experiment saved
+#: then pickled its searcher, callbacks and trainable under these names (``Tuner.restore``).
+MOVED_MODULES = {
+    "farfield.orchestrator.grid_search": "farfield.orchestrator.sweep.grid_search",
+    "farfield.orchestrator.tune_reporter": "farfield.orchestrator.sweep.tune_reporter",
+    "farfield.orchestrator.sweep_config": "farfield.orchestrator.sweep.config",
+    "farfield.orchestrator.sweep_progress": "farfield.orchestrator.sweep.progress",
+    "farfield.orchestrator.sweep_summary": "farfield.orchestrator.sweep.summary",
+}
+
+
+def resolve_moved_modules() -> None:
+    """Make the old module names (``MOVED_MODULES``) resolve to the new modules in this process, so a
+    sweep started before the move can be resumed (its pickled objects name the old modules)."""
+    for old, new in MOVED_MODULES.items():
+        sys.modules.setdefault(old, importlib.import_module(new))
 
 
 @dataclass
@@ -178,6 +196,7 @@ def run_sweep(config: SweepConfig, address: str | None = None, resume: bool = Fa
         total = len(cells) * config.sweep.samples_per_cell
         if resume:
             REISSUE[sweep_id] = reconcile_resumed(MlflowClient(uri), experiment_id, sweep_id)
+            resolve_moved_modules()
             tuner = tune.Tuner.restore(path, trainable=_trainable(config, meta), resume_errored=True)
         else:
             tuner = _new_tuner(config, cells, meta, sweep_id, total, progress_every_s)

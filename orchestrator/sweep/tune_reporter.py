@@ -37,8 +37,8 @@ from farfield.analysis import run_layout
 from farfield.models.training import save_checkpoint
 from farfield.models.training.trainer import NonFiniteLossError
 from farfield.orchestrator.config import TrialConfig
-from farfield.orchestrator.grid_search import TRIAL_COMPLETE, TRIAL_FAILED
-from farfield.orchestrator.sweep_config import SweepConfig, cell_label, trial_data
+from farfield.orchestrator.sweep.config import SweepConfig, cell_label, trial_data
+from farfield.orchestrator.sweep.grid_search import TRIAL_COMPLETE, TRIAL_FAILED
 from farfield.orchestrator.tracking import trial_title
 from farfield.orchestrator.trial import run_trial
 
