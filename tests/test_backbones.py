@@ -98,6 +98,20 @@ def test_backbone_chosen_by_name_with_known_names_in_error():
         ModelConfig(radial_mlp=[16, 0])
 
 
+def test_backbone_options_have_their_defaults_in_the_model_config_only():
+    """A backbone class with its own defaults could drift from ModelConfig's (MACE once had
+    layers=2 and a 3-layer radial MLP against the config's 3 and [64, 64])."""
+    import inspect
+
+    from farfield.models import backbones
+
+    classes = [getattr(backbones, name) for name in backbones.__all__ if name != "BackboneOutput"]
+    assert len(classes) >= 3
+    for cls in classes:
+        defaults = [name for name, p in inspect.signature(cls).parameters.items() if p.default is not p.empty]
+        assert not defaults, f"{cls.__name__} has defaults for {defaults}; they belong in ModelConfig"
+
+
 @pytest.mark.parametrize("correlation", [1, 2, 3])
 def test_symmetric_contraction_has_body_order_of_correlation(correlation):
     """B(s·A) is a polynomial in s of degree exactly ``correlation``: its (ν+1)-th finite

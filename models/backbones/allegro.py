@@ -83,11 +83,12 @@ class Allegro(nn.Module):
     ``latent_mlp``: hidden widths of the latent MLPs (``allegro_mlp``).
     ``avg_neighbors``: normalisation of the sums over an atom's edges.
     ``node_input_features``: width ``k`` of the optional ``node_inputs`` input (0 = off).
+    Built from ``ModelConfig``, which holds the defaults.
     """
 
-    def __init__(self, channels: int = 64, layers: int = 2, cutoff: float = 5.0, n_radial: int = 8, l_max: int = 2,
-                 tensor_features: int = 16, parity: bool = True, radial_mlp: tuple[int, ...] = (64,),
-                 latent_mlp: tuple[int, ...] = (64,), avg_neighbors: float = 20.0, node_input_features: int = 0):
+    def __init__(self, *, channels: int, layers: int, cutoff: float, n_radial: int, l_max: int,
+                 tensor_features: int, parity: bool, radial_mlp: tuple[int, ...], latent_mlp: tuple[int, ...],
+                 avg_neighbors: float, node_input_features: int):
         super().__init__()
         self.channels, self.cutoff, self.layers = channels, float(cutoff), layers
         self.tensor_features = tensor_features

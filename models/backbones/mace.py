@@ -25,13 +25,10 @@ from torch import nn
 
 from farfield.models.backbones.base import BackboneOutput
 from farfield.models.blocks import (
-    EdgeEmbedding,
-    ElementEmbedding,
     ElementGatedLinear,
     EquivariantConvolution,
     EquivariantLinear,
-    NodeInputInjection,
-    SphericalHarmonics,
+    EquivariantStem,
     SymmetricContraction,
     join_blocks,
     split_blocks,
@@ -68,8 +65,8 @@ class MACEInteraction(nn.Module):
         return join_blocks(out)
 
 
-class MACE(nn.Module):
-    """MACE-style backbone on a periodic graph.
+class MACE(EquivariantStem):
+    """MACE-style backbone on a periodic graph (built from ``ModelConfig``, which holds the defaults).
 
     ``channels``: C, channels of every irrep. ``layers``: interactions. ``cutoff``: Å.
     ``n_radial``: Bessel functions. ``l_max``: degree of the edge spherical harmonics and
@@ -81,17 +78,11 @@ class MACE(nn.Module):
     ``node_input_features``: width ``k`` of the optional ``node_inputs`` input (0 = off).
     """
 
-    def __init__(self, channels: int = 64, layers: int = 2, cutoff: float = 5.0, n_radial: int = 8,
-                 l_max: int = 3, hidden_l_max: int = 1, correlation: int = 3,
-                 radial_mlp: tuple[int, ...] = (64, 64, 64), avg_neighbors: float = 20.0,
-                 n_element_features: int = 16, node_input_features: int = 0):
-        super().__init__()
-        self.channels, self.cutoff = channels, float(cutoff)
-        self.embedding = ElementEmbedding(channels)
-        self.element_features = ElementEmbedding(n_element_features)
-        self.edge_embedding = EdgeEmbedding(cutoff, n_radial)
-        self.spherical_harmonics = SphericalHarmonics(l_max)
-        self.node_inputs = NodeInputInjection(node_input_features, channels, layers)
+    def __init__(self, *, channels: int, layers: int, cutoff: float, n_radial: int, l_max: int,
+                 hidden_l_max: int, correlation: int, radial_mlp: tuple[int, ...], avg_neighbors: float,
+                 n_element_features: int, node_input_features: int):
+        super().__init__(channels=channels, layers=layers, cutoff=cutoff, n_radial=n_radial, l_max=l_max,
+                         n_element_features=n_element_features, node_input_features=node_input_features)
         self.interactions = nn.ModuleList()
         for t in range(layers):
             l_in = 0 if t == 0 else hidden_l_max
@@ -105,15 +96,12 @@ class MACE(nn.Module):
     def forward(self, graph: AtomicGraph, edge_vectors: torch.Tensor,
                 node_inputs: torch.Tensor | None = None) -> BackboneOutput:
         """``edge_vectors``: (n_edges, 3), Å. ``node_inputs``: (n_atoms, k) or None (see blocks.node_inputs)."""
-        edges = self.edge_embedding(edge_vectors)
-        sh = self.spherical_harmonics(edge_vectors)
-        element_features = self.element_features(graph.numbers)
-        h = self.embedding(graph.numbers)[:, :, None]
+        stem = self.stem(graph.numbers, edge_vectors)
+        edges, h = stem.edges, stem.node_features
         layer_features, node_features = [], None
         for t, interaction in enumerate(self.interactions):
-            scalars = self.node_inputs(h[:, :, 0], node_inputs, t)
-            h = torch.cat([scalars[:, :, None], h[:, :, 1:]], dim=-1)
-            h = interaction(h, element_features, sh, edges.basis, edges.envelope, graph.edge_index)
+            h = interaction(self.inject(h, node_inputs, t), stem.element_features, stem.spherical_harmonics,
+                            edges.basis, edges.envelope, graph.edge_index)
             layer_features.append(h[:, :, 0])
             projected = self.layer_readouts[t](h[:, :, 0])
             node_features = projected if node_features is None else node_features + projected

@@ -74,10 +74,10 @@ class PaiNN(nn.Module):
     ``channels``: feature width F. ``layers``: message-passing layers. ``cutoff``: Å.
     ``n_radial``: Bessel functions per edge. ``node_input_features``: width ``k`` of the
     optional ``node_inputs`` input added to the invariant features of layers ≥ 1 (0 = off).
+    Built from ``ModelConfig``, which holds the defaults.
     """
 
-    def __init__(self, channels: int = 64, layers: int = 3, cutoff: float = 5.0, n_radial: int = 8,
-                 node_input_features: int = 0):
+    def __init__(self, *, channels: int, layers: int, cutoff: float, n_radial: int, node_input_features: int):
         super().__init__()
         self.channels = channels
         self.cutoff = float(cutoff)

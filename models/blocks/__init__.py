@@ -1,7 +1,8 @@
 """Building blocks shared by every backbone and head: radial bases, cutoffs, MLPs,
 embeddings, scatter, readouts, and the equivariant blocks of the e3nn backbones
 (spherical harmonics, dense irreps layout, equivariant linear maps, tensor-product
-convolution, gate, symmetric contraction, Allegro's strided tensor product). Never copy one of these into a model file."""
+convolution, gate, symmetric contraction, Allegro's strided tensor product) and the stem the e3nn
+backbones start from. Never copy one of these into a model file."""
 
 from farfield.models.blocks.convolution import (
     ChannelwiseTensorProduct,
@@ -26,6 +27,7 @@ from farfield.models.blocks.node_inputs import NodeInputInjection
 from farfield.models.blocks.radial import BesselBasis, EdgeEmbedding, EdgeFeatures, PolynomialCutoff
 from farfield.models.blocks.readout import AtomwiseReadout, EdgeEnergyReadout, ReferenceEnergies
 from farfield.models.blocks.scatter import scatter_sum
+from farfield.models.blocks.stem import EquivariantStem, StemFeatures
 from farfield.models.blocks.strided_product import (
     StridedTensorProduct,
     WeightedHarmonics,
@@ -47,12 +49,14 @@ __all__ = [
     "ElementGatedLinear",
     "EquivariantConvolution",
     "EquivariantLinear",
+    "EquivariantStem",
     "Gate",
     "NodeInputInjection",
     "PolynomialCutoff",
     "RadialWeights",
     "ReferenceEnergies",
     "SphericalHarmonics",
+    "StemFeatures",
     "StridedTensorProduct",
     "SymmetricContraction",
     "WeightedHarmonics",
