@@ -31,6 +31,7 @@ import pandas as pd
 import torch
 from ase import Atoms
 from farfield.data import records
+from farfield.data.graphs import check_cutoff
 from farfield.models.electrostatics import COULOMB_CONSTANT, EwaldParameters, coulomb_energy, periodic_potential, tune
 from farfield.models.electrostatics.gaussian import pair_widths, smeared_kernel
 from farfield.models.electrostatics.realspace import all_pairs, pair_potential, periodic_pairs
@@ -68,8 +69,9 @@ def beyond_cutoff(atoms: Atoms, cutoff: float, width: float = WIDTH) -> tuple[fl
     if records.CHARGES not in atoms.arrays:
         raise ValueError(f"structure {atoms.info.get(records.STRUCTURE_ID, '?')} has no reference charges "
                          f"(arrays[{records.CHARGES!r}])")
-    if cutoff <= 0 or width <= 0:
-        raise ValueError(f"cutoff and width must be > 0 Å, got cutoff={cutoff}, width={width}")
+    cutoff = check_cutoff(cutoff)
+    if width <= 0:
+        raise ValueError(f"width must be > 0 Å, got {width}")
     positions = torch.tensor(atoms.positions, dtype=torch.float64, requires_grad=True)
     charges = torch.tensor(np.asarray(atoms.arrays[records.CHARGES], dtype=np.float64))
     charges = charges - charges.mean()

@@ -58,10 +58,10 @@ def measure(model: str, target_atoms: int, steps: int, warmup: int, device_name:
     from _training_step import training_step
 
     device = resolve_device(device_name)
-    torch_dtype = getattr(torch, dtype)
     with tempfile.TemporaryDirectory() as tmp:
         frames = bundled_store(tmp).read()
     config = ModelConfig(dtype=dtype, compile=compile_, **MODELS[model])
+    torch_dtype = config.torch_dtype
     graphs = build_graphs(frames, config.cutoff, torch_dtype)
     config.avg_neighbors = float(np.mean([g.edge_index.shape[1] / len(g.numbers) for g in graphs]))
     members, n = [], 0
@@ -103,13 +103,15 @@ def measure(model: str, target_atoms: int, steps: int, warmup: int, device_name:
 
 
 def main() -> None:
+    from farfield.models.config import DTYPES
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=HERE / "results" / "backbones.json")
     parser.add_argument("--models", default="painn,nequip,mace,allegro,nequip-75k")
     parser.add_argument("--atoms", default="100,300,1000")
     parser.add_argument("--reference-atoms", type=int, default=200, help="batch size of the nequip-75k reference")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    parser.add_argument("--dtype", default="float32", choices=list(DTYPES))
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1, help="1 by default: on a shared machine, multi-thread "

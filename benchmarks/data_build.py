@@ -34,6 +34,7 @@ from farfield.data.coremof import (
 )
 from farfield.data.extxyz import format_frame
 from farfield.data.label_shards import INPUTS, label_shards, openblas_preload
+from farfield.data.labelling import XtbSettings
 from farfield.data.records import PARENT_ID, STRUCTURE_ID
 
 
@@ -69,7 +70,7 @@ def time_labelling(structures, n_workers: int) -> dict:
     t_ray = time.perf_counter() - t0
     try:
         costs = {f"shard-{k:05d}.extxyz": len(a) ** 2 for k, a in enumerate(structures)}
-        summary = label_shards(work, method="GFN1-xTB", n_workers=n_workers, shard_costs=costs,
+        summary = label_shards(work, xtb=XtbSettings(method="GFN1-xTB"), n_workers=n_workers, shard_costs=costs,
                                progress=False)
     finally:
         ray.shutdown()

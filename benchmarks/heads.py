@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from farfield.models import AtomicGraph, ModelConfig, build_potential
+from farfield.models.config import DTYPES
 from farfield.models.electrostatics import energy_and_forces, tune
 
 FIXTURE = Path(__file__).resolve().parents[1] / "tests" / "data" / "mof_small.extxyz"
@@ -119,7 +120,7 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="*", default=list(REPEATS), choices=list(REPEATS))
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--large-repeats", type=int, default=1, help="repeats (no warm-up if 1) from 2000 atoms on")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    parser.add_argument("--dtype", default="float32", choices=list(DTYPES))
     parser.add_argument("--max-dense", type=int, default=5000, help="largest structure for the dense CELLI solve")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = parser.parse_args()

@@ -100,7 +100,7 @@ def main() -> None:
         parents = sorted(set(parent_of[ids["train"]]))
         keep = set(np.random.default_rng(config.seed).permutation(parents)[: round(args.train_fraction * len(parents))])
         ids["train"] = [sid for sid in ids["train"] if parent_of[sid] in keep]
-    graphs = graphs_from_cache(T.graph_cache(config, store), ids, T.DTYPES[config.model.dtype])
+    graphs = graphs_from_cache(T.graph_cache(config, store), ids, config.model.torch_dtype)
     counts = element_count_matrix(graphs["train"])
     reference = fit_reference_energies(counts, np.array([float(g.energy[0]) for g in graphs["train"]]))
     potential = build_potential(config.model, reference_energies=reference, energy_scale=force_rms(graphs["train"]))

@@ -22,6 +22,7 @@ import torch
 
 from farfield.data.datasets import bundled_store
 from farfield.models import BACKBONES, ModelConfig, TrainingConfig, build_potential
+from farfield.models.config import DTYPES
 from farfield.models.training import Trainer, build_graphs, force_rms, iterate_batches, resolve_device
 
 from _training_step import training_step
@@ -76,7 +77,7 @@ def bench_backbone(backbone: str, graphs, batch_size: int, device, dtype, steps:
 def _measure(frames, backbone: str, batch_size: int, device: str, args) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
-    torch_dtype = {"float32": torch.float32, "float64": torch.float64}[args.dtype]
+    torch_dtype = DTYPES[args.dtype]
     graphs = build_graphs(frames, ModelConfig().cutoff, torch_dtype)
     return bench_backbone(backbone, graphs, batch_size, torch.device(device), args.dtype, args.steps, args.warmup)
 
@@ -85,7 +86,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/train_step.json"))
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    parser.add_argument("--dtype", default="float32", choices=list(DTYPES))
     parser.add_argument("--batch-sizes", default="1,4")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)

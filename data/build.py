@@ -41,7 +41,6 @@ from ase import Atoms
 from pydantic import Field
 
 from farfield.data.catalogue import build_catalogue, iter_source_cifs, source_label
-from farfield.data.config import StrictModel
 from farfield.data.coremof import (
     SUBSETS,
     StructureRejected,
@@ -59,6 +58,7 @@ from farfield.data.label_shards import (
     read_shard,
     write_text_atomic,
 )
+from farfield.data.labelling import XtbSettings
 from farfield.data.parent_selection import select_covered_parents, select_parents
 from farfield.data.records import CHARGES, ENERGY, FORCES, PARENT_ID, STRESS, STRUCTURE_ID
 from farfield.data.relaxation import LABELS_REUSED, RELAX_SEED, RELAX_STEPS, THERMAL_SNAPSHOTS
@@ -76,8 +76,12 @@ ASSEMBLY_FIELDS = ("max_force", "max_charge", "max_energy_shift", "min_configs",
                    "max_label_force")
 
 
-class BuildSettings(StrictModel):
-    """Everything that determines a build's content (``workers`` etc. do not)."""
+class BuildSettings(XtbSettings):
+    """Everything that determines a build's content (``workers`` etc. do not).
+
+    The labelling settings (``method``, ``accuracy``, ``max_iterations``) are those of
+    ``XtbSettings``, kept as flat fields so plan keys and ``--method``-style options stay as
+    they were; ``method`` is limited to GFN1/GFN2 (``METHOD_NAMES``)."""
 
     sources: list[str] = Field(default_factory=lambda: list(SUBSETS), min_length=1)
     parents: int = Field(default=300, ge=1)
@@ -95,10 +99,8 @@ class BuildSettings(StrictModel):
     min_element_parents: int = Field(default=0, ge=0)
     normalise_hydrogens: bool = True
     sampling: SamplingSettings = Field(default_factory=SamplingSettings)
-    method: Literal["GFN1-xTB", "GFN2-xTB"] = "GFN1-xTB"
+    method: Literal[tuple(METHOD_NAMES.values())] = "GFN1-xTB"
     total_charge: float = 0.0
-    accuracy: float = Field(default=1.0, gt=0.0)
-    max_iterations: int = Field(default=250, ge=1)
     max_force: float = Field(default=30.0, gt=0.0)
     max_charge: float = Field(default=4.0, gt=0.0)
     max_energy_shift: float = Field(default=1.0, gt=0.0)
@@ -107,6 +109,11 @@ class BuildSettings(StrictModel):
     max_label_force: float | None = Field(default=None, gt=0.0)
     shard_size: int = Field(default=8, ge=1)
     seed: int = 0
+
+    @property
+    def xtb(self) -> XtbSettings:
+        """The labelling settings alone."""
+        return XtbSettings(**{name: getattr(self, name) for name in XtbSettings.model_fields})
 
     def plan_settings(self) -> dict:
         """The settings that shape the plan (all but the assembly filters)."""
@@ -482,8 +489,7 @@ def build_dataset(settings: BuildSettings, out: str | Path, *, n_workers: int = 
     if plan is None:
         _plan(settings, work, cache_dir, n_workers, address, progress, reuse_labels)
         plan = _read_plan(work, settings)
-    labelling = label_shards(work, method=settings.method, n_workers=n_workers, address=address,
-                             accuracy=settings.accuracy, max_iterations=settings.max_iterations,
+    labelling = label_shards(work, xtb=settings.xtb, n_workers=n_workers, address=address,
                              sampling=settings.sampling, seed=settings.seed,
                              shard_sizes=plan["shard_sizes"], shard_costs=plan["shard_costs"],
                              progress=progress)

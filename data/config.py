@@ -12,6 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 DEFAULT_JOINT_WEIGHT = 0.5
 #: KMeans clusters of ``split.strategy: kmeans`` unless ``split.n_clusters`` says otherwise (the paper's 20).
 DEFAULT_KMEANS_CLUSTERS = 20
+#: Every ``split.strategy`` (docs/splits.md): farfield's, then the paper's protocol. The strategy
+#: classes of ``farfield.data.splitting`` are registered under exactly these names.
+STRATEGY_NAMES = ("random", "size", "max_separation", "cluster", "element", "metal", "kmeans", "farthest_from_seed")
 
 
 class StrictModel(BaseModel):
@@ -58,8 +61,7 @@ class SplitConfig(StrictModel):
     clustering (``leaf`` gives many small clusters, useful for balanced folds).
     """
 
-    strategy: Literal["random", "size", "max_separation", "cluster", "element", "metal", "kmeans",
-                      "farthest_from_seed"] = "random"
+    strategy: Literal[STRATEGY_NAMES] = "random"
     metric: Literal["joint", "soap_cosine"] = "joint"
     train: float = Field(default=0.8, gt=0, lt=1)
     val: float = Field(default=0.1, ge=0, lt=1)

@@ -35,7 +35,7 @@ from ase import Atoms
 from tqdm import tqdm
 
 from farfield.data.extxyz import format_frame
-from farfield.data.labelling import THREAD_VARIABLES, label_gfn_xtb
+from farfield.data.labelling import THREAD_VARIABLES, XtbSettings, label_gfn_xtb
 from farfield.data.readers import iter_frames
 from farfield.data.records import STRUCTURE_ID
 from farfield.data.relaxation import LABELS_REUSED, RELAX_SEED, relaxation_frames
@@ -102,10 +102,9 @@ def _blas_in_use() -> str:
 class ShardLabeller:
     """Ray actor body: label one planned shard at a time (see module docstring)."""
 
-    def __init__(self, work_dir: str, method: str, accuracy: float = 1.0,
-                 max_iterations: int = 250, sampling: dict | None = None, seed: int = 0):
+    def __init__(self, work_dir: str, xtb: dict | None = None, sampling: dict | None = None, seed: int = 0):
         self.work_dir = Path(work_dir)
-        self.method, self.accuracy, self.max_iterations = method, accuracy, max_iterations
+        self.xtb = XtbSettings.model_validate(xtb or {})
         self.sampling = SamplingSettings.model_validate(sampling or {})
         self.seed = seed
 
@@ -116,13 +115,12 @@ class ShardLabeller:
 
     def _label(self, atoms: Atoms) -> Atoms:
         total_charge = float(atoms.info.get("total_charge", 0.0))
-        return label_gfn_xtb(atoms, self.method, total_charge, self.accuracy, self.max_iterations)
+        return label_gfn_xtb(atoms, self.xtb, total_charge)
 
     def _expand_md(self, seed_frame: Atoms) -> list[Atoms]:
         from tblite.ase import TBLite
 
-        calc = TBLite(method=self.method, verbosity=0, accuracy=self.accuracy,
-                      max_iterations=self.max_iterations)
+        calc = TBLite(**self.xtb.tblite_options())
         first = int(seed_frame.info.pop("md_first_index"))
         seed_frame.info[CONFIG_KIND] = "md"
         return md_snapshots(seed_frame, calc, self.sampling, self.seed, first)
@@ -184,9 +182,8 @@ def pending_shards(work_dir: Path) -> list[str]:
     return [s for s in planned if not (work_dir / LABELLED / s).is_file()]
 
 
-def label_shards(work_dir: str | Path, *, method: str, n_workers: int = 2,
-                 address: str | None = None, accuracy: float = 1.0, max_iterations: int = 250,
-                 sampling: SamplingSettings | None = None, seed: int = 0,
+def label_shards(work_dir: str | Path, *, xtb: XtbSettings, n_workers: int = 2,
+                 address: str | None = None, sampling: SamplingSettings | None = None, seed: int = 0,
                  shard_sizes: dict[str, int] | None = None,
                  shard_costs: dict[str, float] | None = None, progress: bool = True) -> dict:
     """Label every pending shard of ``work_dir`` with ``n_workers`` Ray actors.
@@ -206,10 +203,9 @@ def label_shards(work_dir: str | Path, *, method: str, n_workers: int = 2,
     summary["shards_done_before"] = len(list((work_dir / INPUTS).glob("shard-*.extxyz"))) - len(todo)
     if not todo:
         return summary
-    args = (str(work_dir), method, accuracy, max_iterations,
-            (sampling or SamplingSettings()).model_dump(), seed)
+    args = (str(work_dir), xtb.model_dump(), (sampling or SamplingSettings()).model_dump(), seed)
     bar = tqdm(total=sum(sizes.get(s, 0) for s in todo) or len(todo), disable=not progress,
-               unit="structure" if sizes else "shard", desc=f"labelling ({method})",
+               unit="structure" if sizes else "shard", desc=f"labelling ({xtb.method})",
                smoothing=0.05)
     t0 = time.perf_counter()
 

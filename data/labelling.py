@@ -29,14 +29,35 @@ required).
 from __future__ import annotations
 
 import os
+from typing import Literal
 
 import numpy as np
 from ase import Atoms
 from ase.units import Bohr, Hartree
+from pydantic import Field
 
+from .config import StrictModel
 from .records import CHARGES, ENERGY, FORCES, STRESS, STRUCTURE_ID, TOTAL_CHARGE
 
 METHODS = ("GFN1-xTB", "GFN2-xTB", "IPEA1-xTB")
+
+
+class XtbSettings(StrictModel):
+    """How tblite labels a structure: ``method`` (one of ``METHODS``), the SCF ``accuracy``
+    (tblite's multiplier of its convergence thresholds, smaller is tighter) and the SCF's
+    ``max_iterations``. The one definition of these settings: the labelling functions, the
+    labelling actors and ``BuildSettings`` take them from here."""
+
+    method: Literal[METHODS] = "GFN1-xTB"
+    accuracy: float = Field(default=1.0, gt=0.0)
+    max_iterations: int = Field(default=250, ge=1)
+
+    def tblite_options(self) -> dict:
+        """Keyword arguments of ``tblite.ase.TBLite`` for these settings (quiet)."""
+        return {"method": self.method, "accuracy": self.accuracy, "max_iterations": self.max_iterations,
+                "verbosity": 0}
+
+
 #: ``info`` key naming the method a structure was labelled with.
 LABEL_METHOD = "label_method"
 
@@ -56,23 +77,20 @@ def _name(atoms: Atoms) -> str:
 
 
 def tblite_single_point(
-    atoms: Atoms,
-    method: str = "GFN1-xTB",
-    total_charge: float = 0.0,
-    accuracy: float = 1.0,
-    max_iterations: int = 250,
+    atoms: Atoms, xtb: XtbSettings | None = None, total_charge: float = 0.0
 ) -> dict[str, np.ndarray | float]:
     """Raw tblite results in ASE units: energy (eV), forces (eV/Å, (n, 3)),
     charges (e, (n,)), virial (eV, (3, 3), = ∂E/∂ε), volume (Å³ or ``nan``).
 
+    ``xtb``: the settings (default ``XtbSettings()``); ``total_charge``: e.
     Raises ``ValueError`` naming the structure if tblite rejects the input or the SCF
-    does not converge within ``max_iterations``.
+    does not converge within ``xtb.max_iterations``.
     """
     from tblite.exceptions import TBLiteRuntimeError, TBLiteValueError
     from tblite.interface import Calculator
 
-    if method not in METHODS:
-        raise ValueError(f"{_name(atoms)}: unknown method {method!r}; expected one of {METHODS}")
+    xtb = xtb or XtbSettings()
+    method = xtb.method
     pbc = np.asarray(atoms.pbc, dtype=bool)
     if pbc.any() and atoms.cell.rank < 3:
         raise ValueError(f"{_name(atoms)}: periodic structure needs a full 3D cell")
@@ -83,8 +101,8 @@ def tblite_single_point(
             lattice, pbc if pbc.any() else None, logger=lambda _msg: None, color=False,
         )
         calc.set("verbosity", 0)
-        calc.set("accuracy", float(accuracy))
-        calc.set("max-iter", int(max_iterations))
+        calc.set("accuracy", float(xtb.accuracy))
+        calc.set("max-iter", int(xtb.max_iterations))
         res = calc.singlepoint()
     except (TBLiteRuntimeError, TBLiteValueError) as exc:
         raise ValueError(f"{_name(atoms)}: {method} single point failed: {exc}") from exc
@@ -97,14 +115,8 @@ def tblite_single_point(
     }
 
 
-def label_gfn_xtb(
-    atoms: Atoms,
-    method: str = "GFN1-xTB",
-    total_charge: float = 0.0,
-    accuracy: float = 1.0,
-    max_iterations: int = 250,
-) -> Atoms:
-    """Return a copy of ``atoms`` labelled with a ``method`` single point.
+def label_gfn_xtb(atoms: Atoms, xtb: XtbSettings | None = None, total_charge: float = 0.0) -> Atoms:
+    """Return a copy of ``atoms`` labelled with a single point of ``xtb`` (default ``XtbSettings()``).
 
     The copy keeps ``info``/``arrays`` of the input (minus any calculator), and gets
     energy, forces, Mulliken charges, stress (fully periodic only), total charge and
@@ -112,7 +124,9 @@ def label_gfn_xtb(
     spin compatible with the electron count). Raises ``ValueError`` naming the
     structure on SCF non-convergence or invalid input; never returns partial labels.
     """
-    raw = tblite_single_point(atoms, method, total_charge, accuracy, max_iterations)
+    xtb = xtb or XtbSettings()
+    method = xtb.method
+    raw = tblite_single_point(atoms, xtb, total_charge)
     out = atoms.copy()
     out.calc = None
     out.info.pop(STRESS, None)
@@ -147,7 +161,8 @@ def check_stress_sign(
     ``"sign": "+virial/V"`` or ``"-virial/V"`` (whichever matches). Raises
     ``ValueError`` if neither matches within ``rtol`` of the largest component.
     """
-    labelled = label_gfn_xtb(atoms, method, accuracy=0.01)
+    xtb = XtbSettings(method=method, accuracy=0.01)  # tight SCF: finite differences of the energy
+    labelled = label_gfn_xtb(atoms, xtb)
     plus_w = labelled.info[STRESS]  # = +virial/V in Voigt order
     fd = np.zeros(6)
     pairs = [(0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1)]
@@ -158,7 +173,7 @@ def check_stress_sign(
             eps[i, j] += sign * h / (1 if i == j else 2)
             if i != j:
                 eps[j, i] += sign * h / 2
-            raw = tblite_single_point(strained(atoms, eps), method, accuracy=0.01)
+            raw = tblite_single_point(strained(atoms, eps), xtb)
             energies.append(raw["energy"])
         fd[k] = (energies[0] - energies[1]) / (2 * h * atoms.get_volume())
     scale = max(np.abs(fd).max(), 1e-6)

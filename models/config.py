@@ -7,11 +7,17 @@ from __future__ import annotations
 
 from typing import Literal
 
+import torch
 from pydantic import Field, field_validator, model_validator
 
 from farfield.data.config import StrictModel
+from farfield.data.graphs import check_cutoff
 from farfield.models.external import EXTERNAL, ExternalConfig
 from farfield.models.heads.config import HeadsConfig
+
+
+#: ``model.dtype`` → the torch dtype of the parameters and of the graphs they read.
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 class ModelConfig(StrictModel):
@@ -49,9 +55,9 @@ class ModelConfig(StrictModel):
     long_range: list[str] = Field(default_factory=list)
     channels: int = Field(default=64, ge=1)
     layers: int = Field(default=3, ge=1)
-    cutoff: float = Field(default=5.0, gt=0)
+    cutoff: float = 5.0
     n_radial: int = Field(default=8, ge=1)
-    dtype: Literal["float32", "float64"] = "float32"
+    dtype: Literal[tuple(DTYPES)] = "float32"
     l_max: int = Field(default=3, ge=0, le=4)
     hidden_l_max: int = Field(default=1, ge=0, le=3)
     correlation: int = Field(default=3, ge=1, le=4)
@@ -65,6 +71,11 @@ class ModelConfig(StrictModel):
     compile: bool = False
     heads: HeadsConfig = Field(default_factory=HeadsConfig)
     external: ExternalConfig | None = None
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        """``dtype`` as a torch dtype (``DTYPES``)."""
+        return DTYPES[self.dtype]
 
     @field_validator("backbone")
     @classmethod
@@ -98,6 +109,11 @@ class ModelConfig(StrictModel):
     def long_range_tag(self) -> list[str]:
         """The run's long-range schemes: ``long_range``, or the external model's own (MACELES: ``les``)."""
         return self.external.long_range_tag if self.external is not None else list(self.long_range)
+
+    @field_validator("cutoff")
+    @classmethod
+    def _positive_cutoff(cls, cutoff: float) -> float:
+        return check_cutoff(cutoff)
 
     @field_validator("radial_mlp", "latent_mlp")
     @classmethod

@@ -99,7 +99,7 @@ def build_potential(
     training set) so the network's outputs are of order one.
     Parameters are created in ``config.dtype``.
     """
-    dtype = {"float32": torch.float32, "float64": torch.float64}[config.dtype]
+    dtype = config.torch_dtype
     backbone = _lookup(BACKBONES, config.backbone, "backbone")(config)
     readout = _build_readout(config, backbone, energy_scale)
     if config.compile:

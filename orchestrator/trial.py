@@ -46,7 +46,6 @@ from farfield.orchestrator.tracking import (
     trial_title,
 )
 from farfield.orchestrator.trial_pipeline import (
-    DTYPES,
     EpochReporters,
     TrialOutputs,
     evaluate,
@@ -115,7 +114,7 @@ def _run_logged(config: TrialConfig, client: MlflowClient, run_id: str, progress
                 reporters: list[Reporter]) -> TrialResult:
     """The pipeline, each step's result logged to ``run_id`` (module docstring)."""
     store, _split, ids = log_trial_inputs(config, client, run_id)
-    graphs = trial_graphs(config, store, ids, DTYPES[config.model.dtype], progress=progress)
+    graphs = trial_graphs(config, store, ids, config.model.torch_dtype, progress=progress)
     trainer, reference = make_trainer(config, graphs["train"], epoch_reporter(client, run_id, reporters),
                                       progress=progress)
     client.set_tag(run_id, run_layout.TAG_DEVICE, str(trainer.device))

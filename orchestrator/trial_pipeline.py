@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import random
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -25,8 +26,7 @@ import torch
 
 from farfield.data.datasets import resolve_dataset
 from farfield.data.graphs import GraphCache, precompute_graphs
-from farfield.data.splits import SIDES, Split, random_split
-from farfield.data.splitting import drop_rare_elements
+from farfield.data.splitting import SIDES, Split, drop_rare_elements, split_path
 from farfield.data.splitting import make_split as make_chemspace_split
 from farfield.data.store import DatasetStore
 from farfield.models.blocks.readout import fit_reference_energies
@@ -46,9 +46,6 @@ from farfield.models.training import (
 from farfield.orchestrator.config import TrialConfig
 
 log = logging.getLogger(__name__)
-
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
-
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
@@ -78,17 +75,13 @@ def make_split(config: TrialConfig, store: DatasetStore) -> Split:
     workspace = Path(config.workspace)
     # data.max_structures: split only the parents kept; data.min_element_parents is applied (and recorded) there
     index = _trial_index(config, store, drop_rare=False)
-    rare = config.data.min_element_parents
-    if config.split.strategy == "random":
-        fractions = {side: getattr(config.split, side) for side in SIDES}
-        split = random_split(index, store.content_hash, fractions, config.split.seed, min_element_parents=rare)
-        split.save(workspace / "splits" / f"{split.strategy}-{split.content_hash[7:19]}.json")
-        return split
-    # descriptors in this process (n_workers=0): a trial may itself run inside a Ray task
     capped = index["structure_id"] if config.data.max_structures is not None else None
+    # descriptors in this process (n_workers=0): a trial may itself run inside a Ray task; a random
+    # split needs none (no parents table: that is for `farfield split report`)
     outcome = make_chemspace_split(store, config.split, cache_dir=workspace / "descriptors", n_workers=0,
-                                   structure_ids=capped, min_element_parents=rare)
-    outcome.save(workspace / "splits" / f"{outcome.split.strategy}-{outcome.split.content_hash[7:19]}.json")
+                                   structure_ids=capped, min_element_parents=config.data.min_element_parents,
+                                   parents_table=False)
+    outcome.save(split_path(workspace, outcome.split))
     return outcome.split
 
 

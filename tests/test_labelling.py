@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from ase import Atoms
 from farfield.data.coremof import StructureRejected, cif_to_atoms, normalise_hydrogens
-from farfield.data.labelling import check_stress_sign, label_gfn_xtb, strained
+from farfield.data.labelling import XtbSettings, check_stress_sign, label_gfn_xtb, strained
 from farfield.data.records import CHARGES, ENERGY, FORCES, STRESS, STRUCTURE_ID
 
 needs_tblite = pytest.mark.skipif(
@@ -44,14 +44,14 @@ def mof():
 
 @needs_tblite
 def test_forces_are_minus_energy_gradient(water):
-    labelled = label_gfn_xtb(water, accuracy=0.01)
+    labelled = label_gfn_xtb(water, XtbSettings(accuracy=0.01))
     h = 1e-3  # Å
     for atom, axis in [(0, 0), (1, 2), (4, 1)]:
         energies = []
         for step in (h, -h):
             moved = water.copy()
             moved.positions[atom, axis] += step
-            energies.append(label_gfn_xtb(moved, accuracy=0.01).info[ENERGY])
+            energies.append(label_gfn_xtb(moved, XtbSettings(accuracy=0.01)).info[ENERGY])
         f_fd = -(energies[0] - energies[1]) / (2 * h)
         assert labelled.arrays[FORCES][atom, axis] == pytest.approx(f_fd, abs=1e-3)
 
@@ -92,12 +92,12 @@ def test_periodic_labels_reproduce_reference_and_are_translation_invariant(mof):
 def test_stress_is_strain_derivative_of_energy(mof):
     """One shear component by central differences: σ_xy = (1/V) ∂E/∂ε_xy (ASE sign)."""
     h = 1e-4
-    stress = label_gfn_xtb(mof, accuracy=0.01).info[STRESS]
+    stress = label_gfn_xtb(mof, XtbSettings(accuracy=0.01)).info[STRESS]
     energies = []
     for s in (h, -h):
         eps = np.zeros((3, 3))
         eps[0, 1] = eps[1, 0] = s / 2
-        energies.append(label_gfn_xtb(strained(mof, eps), accuracy=0.01).info[ENERGY])
+        energies.append(label_gfn_xtb(strained(mof, eps), XtbSettings(accuracy=0.01)).info[ENERGY])
     fd = (energies[0] - energies[1]) / (2 * h * mof.get_volume())
     assert stress[5] == pytest.approx(fd, abs=1e-5 + 1e-3 * abs(fd))
 
@@ -112,7 +112,7 @@ def test_full_stress_sign_check(mof):
 @needs_tblite
 def test_scf_non_convergence_raises_with_structure_id(mof):
     with pytest.raises(ValueError, match=str(mof.info[STRUCTURE_ID])):
-        label_gfn_xtb(mof, max_iterations=2)
+        label_gfn_xtb(mof, XtbSettings(max_iterations=2))
 
 
 @needs_tblite

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 from pydantic import ValidationError
 from typer.testing import CliRunner
@@ -234,6 +235,34 @@ def test_cli_make_and_report(workspace, tmp_path):
     bad = runner.invoke(app, ["split", "make", "--workspace", str(workspace), "--strategy", "element",
                               "--workers", "0"])
     assert bad.exit_code == 1 and "needs split.element" in bad.output
+
+
+def test_cli_and_trial_write_the_same_random_split_file(store, workspace, tmp_path):
+    """One random split, one file: `farfield split make --strategy random` and a trial with the
+    same split config save byte-identical JSON (the same split hash); the CLI adds the report's table."""
+    from farfield.data.splitting import split_path
+    from farfield.orchestrator.cli import app
+    from farfield.orchestrator.config import TrialConfig
+    from farfield.orchestrator.trial_pipeline import make_split as trial_split
+
+    out = tmp_path / "random.json"
+    made = CliRunner().invoke(app, ["split", "make", "--workspace", str(workspace), "--strategy", "random",
+                                    "--seed", "3", "--min-element-parents", "2", "--workers", "0",
+                                    "--out", str(out)])
+    assert made.exit_code == 0, made.output
+    config = TrialConfig.model_validate({"workspace": str(tmp_path / "trial"), "data": {"min_element_parents": 2},
+                                         "split": {"strategy": "random", "seed": 3}})
+    split = trial_split(config, store)
+    saved = split_path(tmp_path / "trial", split)
+    assert saved.read_bytes() == out.read_bytes()
+    assert Split.load(out).content_hash == split.content_hash
+    assert split.statistics["rare_elements"]["min_element_parents"] == 2
+    parents = pd.read_parquet(parents_table_path(out))  # the CLI's report table covers the same parents
+    assert set(parents.loc[parents["side"] == "test", "parent_id"]) == set(split.test)
+    assert not parents_table_path(saved).exists()
+    report = CliRunner().invoke(app, ["split", "report", str(out), "--out", str(tmp_path / "report")])
+    assert report.exit_code == 0, report.output
+    assert (tmp_path / "report" / "report.html").read_text().count("data:image/png;base64,") == 4
 
 
 def test_tiny_dataset_splits_without_clusters_but_cluster_strategy_says_why():

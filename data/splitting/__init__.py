@@ -20,10 +20,10 @@ from farfield.data.splitting.api import (
 )
 from farfield.data.splitting.element_coverage import RareElements, drop_rare_elements, exclude_unseen_elements
 from farfield.data.splitting.registry import BIASED, STRATEGIES, strategy_from_config
-from farfield.data.splitting.split_file import SIDES, Split
+from farfield.data.splitting.split_file import SIDES, Split, split_path
 from farfield.data.splitting.strategies import ParentSet, SplittingStrategy
 
 __all__ = ["BIASED", "SIDES", "STRATEGIES", "ParentSet", "RareElements", "Split", "SplitOutcome",
            "SplittingStrategy", "assign_sides", "drop_rare_elements", "exclude_unseen_elements", "make_split",
            "parent_space", "parents_table_path", "random_split", "side_counts", "split_parents",
-           "split_statistics", "strategy_from_config", "validation_count"]
+           "split_path", "split_statistics", "strategy_from_config", "validation_count"]

@@ -4,8 +4,9 @@
 (``min_element_parents``), computes or loads the cached descriptors, builds the metric
 (:func:`parent_space`: farfield's joint metric or the paper's SOAP cosine) and the clusters
 (HDBSCAN, or KMeans for ``kmeans``), and calls :func:`split_parents` (usable without a store,
-e.g. on a parsed catalogue). :func:`random_split` is the descriptor-free random split of an
-index (what a trial uses for ``strategy: random``).
+e.g. on a parsed catalogue). ``strategy: random`` needs no metric: its split file is
+:func:`random_split` of the index, the same for a trial and ``farfield split make``
+(descriptors only colour its report's parents table).
 
 Validation, for every strategy, is ``val / (train + val)`` of the parents left after the test
 set and exclusions (:func:`validation_count`): ``val × n`` when the strategy takes the test
@@ -112,15 +113,17 @@ def _random_like(rows: dict[str, np.ndarray], excluded: np.ndarray, n: int, seed
 @dataclass
 class SplitOutcome:
     """A split plus its per-parent table (side, random-baseline side, cluster, 2-D embedding,
-    atoms, nearest-train distances) — the input of the split report."""
+    atoms, nearest-train distances) — the input of the split report; None when not made (a
+    random split made without descriptors)."""
 
     split: Split
-    parents: pd.DataFrame
+    parents: pd.DataFrame | None
 
     def save(self, path: str | Path) -> Path:
-        """Write ``path`` (the split JSON) and ``parents_table_path(path)`` (parquet)."""
+        """Write ``path`` (the split JSON) and, if there is one, ``parents_table_path(path)`` (parquet)."""
         path = self.split.save(path)
-        self.parents.to_parquet(parents_table_path(path), index=False)
+        if self.parents is not None:
+            self.parents.to_parquet(parents_table_path(path), index=False)
         return path
 
 
@@ -235,6 +238,17 @@ def split_parents(space: ChemicalSpace, config: SplitConfig, dataset_hash: str,
     return SplitOutcome(split, _parents_table(space, clustering, rows, excluded, baseline, nearest, random_nearest))
 
 
+def _random_parents_table(space: ChemicalSpace, clustering: Clustering, split: Split) -> pd.DataFrame:
+    """The parents table of a random ``split`` (made by :func:`random_split`) in ``space``."""
+    row_of = {str(pid): row for row, pid in enumerate(space.parent_ids)}
+    rows = {side: np.array(sorted(row_of[p] for p in getattr(split, side)), dtype=int) for side in SIDES}
+    excluded = np.zeros(0, dtype=int)
+    baseline = _random_like(rows, excluded, len(space), split.seed)
+    nearest = {side: space.nearest_distance(rows[side], rows["train"]) for side in ("val", "test")}
+    random_nearest = space.nearest_distance(baseline["test"], baseline["train"])
+    return _parents_table(space, clustering, rows, excluded, baseline, nearest, random_nearest)
+
+
 def _parents_table(space, clustering, rows, excluded, baseline, nearest, random_nearest) -> pd.DataFrame:
     n = len(space)
     side, random_side = np.full(n, "excluded", dtype=object), np.full(n, "excluded", dtype=object)
@@ -281,10 +295,11 @@ def parent_space(store: DatasetStore, metric: str = "joint", weight: float = DEF
 def make_split(store: DatasetStore, config: SplitConfig, cache_dir: str | Path | None = None,
                n_workers: int = 0, settings: DescriptorKind | None = None,
                address: str | None = None, structure_ids=None,
-               min_element_parents: int | None = None) -> SplitOutcome:
+               min_element_parents: int | None = None, parents_table: bool = True) -> SplitOutcome:
     """Rare elements dropped (``min_element_parents``) → descriptors (cached in ``cache_dir``;
     ``n_workers`` Ray actors, 0 = in process) → ``config.metric`` → clusters →
-    :func:`split_parents`.
+    :func:`split_parents`; for ``strategy: random`` the split is :func:`random_split` of the index
+    and the descriptors only make its parents table (skipped with ``parents_table=False``).
 
     ``structure_ids``: split only the parents of these structures (e.g. a trial's
     ``data.max_structures`` prefix); default all of the store. ``min_element_parents``: the
@@ -292,9 +307,16 @@ def make_split(store: DatasetStore, config: SplitConfig, cache_dir: str | Path |
     index = store.index
     if structure_ids is not None:
         index = index[index["structure_id"].isin(np.asarray(list(structure_ids), dtype=str))]
+    if config.strategy == "random":
+        fractions = {side: getattr(config, side) for side in SIDES}
+        split = random_split(index, store.content_hash, fractions, config.seed, min_element_parents)
+        if not parents_table:
+            return SplitOutcome(split, None)
     rare = drop_rare_elements(index, min_element_parents)
     space, settings = parent_space(store, config.metric, config.weight, cache_dir, n_workers, settings, address,
                                    rare.index)
+    if config.strategy == "random":
+        return SplitOutcome(split, _random_parents_table(space, _clustering(space, config), split))
     key = "descriptor" if config.metric == "joint" else "mean_soap"
     extra = {"rare_elements": rare.statistics} if rare.statistics else None
     return split_parents(space, config, store.content_hash, extra_parameters={key: settings.model_dump()},

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from farfield.data.config import DEFAULT_KMEANS_CLUSTERS, SplitConfig
+from farfield.data.config import DEFAULT_KMEANS_CLUSTERS, STRATEGY_NAMES, SplitConfig
 from farfield.data.splitting.paper import FarthestFromSeedSplit, KMeansSplit
 from farfield.data.splitting.strategies import (
     ClusterSplit,
@@ -20,6 +20,8 @@ STRATEGIES: dict[str, type[SplittingStrategy]] = {
     cls.name: cls for cls in (RandomSplit, SizeSplit, MaxSeparationSplit, ClusterSplit, ElementSplit, MetalSplit,
                               KMeansSplit, FarthestFromSeedSplit)
 }
+if tuple(STRATEGIES) != STRATEGY_NAMES:  # the config's names are the registry's: one list, checked here
+    raise RuntimeError(f"strategy classes {tuple(STRATEGIES)} differ from SplitConfig's {STRATEGY_NAMES}")
 #: Strategies whose test set is out of distribution on purpose: their test parents with an
 #: element absent from the training side are excluded (and counted in the split file).
 BIASED = frozenset(STRATEGIES) - {"random"}

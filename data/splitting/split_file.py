@@ -14,9 +14,17 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-__all__ = ["SIDES", "Split"]
+__all__ = ["SIDES", "Split", "split_path"]
 
 SIDES = ("train", "val", "test")
+#: Folder of a workspace where split files are saved by default.
+SPLITS_DIR = "splits"
+
+
+def split_path(workspace: str | Path, split: Split) -> Path:
+    """Where a split is saved in ``workspace`` by default: ``<workspace>/splits/<strategy>-<hash
+    prefix>.json`` (the trial, the sweep and ``farfield split make`` all use it)."""
+    return Path(workspace) / SPLITS_DIR / f"{split.strategy}-{split.content_hash[7:19]}.json"
 
 
 @dataclass

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from farfield.data.graphs import check_cutoff
+
 
 class PolynomialCutoff(nn.Module):
     """Smooth envelope ``f(r)`` going to zero at ``cutoff`` with ``p`` continuous derivatives.
@@ -22,8 +24,7 @@ class PolynomialCutoff(nn.Module):
 
     def __init__(self, cutoff: float, p: int = 6):
         super().__init__()
-        if cutoff <= 0:
-            raise ValueError(f"cutoff must be > 0 Å, got {cutoff}")
+        cutoff = check_cutoff(cutoff)
         if p < 2:
             raise ValueError(f"polynomial cutoff exponent p must be >= 2, got {p}")
         self.cutoff = float(cutoff)

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from farfield.data.config import SplitConfig
+from farfield.data.config import STRATEGY_NAMES, SplitConfig
 from farfield.orchestrator.cli.errors import fail
 
 __all__ = ["split_app"]
@@ -39,8 +39,7 @@ def _config(values: dict) -> SplitConfig:
 @split_app.command("make")
 def make_command(
     dataset: str = typer.Option("bundled", help="Dataset store directory, or 'bundled'."),
-    strategy: str = typer.Option("random", help="random | size | max_separation | cluster | element | metal | "
-                                                "kmeans | farthest_from_seed."),
+    strategy: str = typer.Option("random", help=" | ".join(STRATEGY_NAMES) + "."),
     metric: str = typer.Option("joint", help="joint (farfield's geometry–composition metric) | soap_cosine "
                                              "(the paper's: 1 − cosine of mean SOAP)."),
     train: float = typer.Option(0.8, help="Fraction of parents for training."),
@@ -74,7 +73,7 @@ def make_command(
     Paper:    farfield split make --strategy kmeans --metric soap_cosine --min-element-parents 10
     """
     from farfield.data.datasets import resolve_dataset
-    from farfield.data.splitting import make_split
+    from farfield.data.splitting import make_split, split_path
 
     config = _config(dict(strategy=strategy, train=train, val=val, test=test, seed=seed, weight=weight,
                           min_cluster_size=min_cluster_size, min_samples=min_samples, pca_components=pca_components,
@@ -88,7 +87,7 @@ def make_command(
     except (ValueError, FileNotFoundError) as err:
         raise fail(str(err)) from None
     split = outcome.split
-    path = outcome.save(out or workspace / "splits" / f"{split.strategy}-{split.content_hash[7:19]}.json")
+    path = outcome.save(out or split_path(workspace, split))
     _print_summary(split, path)
 
 
@@ -101,10 +100,11 @@ def _print_summary(split, path: Path) -> None:
         s = stats[side]
         table.add_row(side, str(s["n_parents"]), str(s["n_structures"]), f"{s['n_atoms_min']:g}–{s['n_atoms_max']:g}")
     console.print(table)
-    distances = stats["nearest_train_distance"]
-    console.print(f"median nearest-train distance of test: {distances['test'].get('q50')} "
-                  f"(random split of the same sizes: {distances['random_test'].get('q50')}, "
-                  f"ratio {distances['test_over_random_median']})")
+    distances = stats.get("nearest_train_distance")  # none in a random split's file (no metric)
+    if distances:
+        console.print(f"median nearest-train distance of test: {distances['test'].get('q50')} "
+                      f"(random split of the same sizes: {distances['random_test'].get('q50')}, "
+                      f"ratio {distances['test_over_random_median']})")
     rare = stats.get("rare_elements")
     if rare:
         console.print(f"dropped before splitting (elements in < {rare['min_element_parents']} parents: "

@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import copy
 import itertools
-import typing
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
-from farfield.data.config import SplitConfig, StrictModel
+from farfield.data.config import STRATEGY_NAMES, StrictModel
 from farfield.models.external import EXTERNAL
 from farfield.orchestrator.config import ConfigError, TrialConfig, _merge, read_yaml, validate_config
 
@@ -166,7 +165,7 @@ class SweepConfig(TrialConfig):
 
 def split_strategies() -> tuple[str, ...]:
     """The split strategy names ``SplitConfig`` accepts now."""
-    return typing.get_args(SplitConfig.model_fields["strategy"].annotation)
+    return STRATEGY_NAMES
 
 
 def grid_cells(config: SweepConfig) -> list[dict[str, Any]]:

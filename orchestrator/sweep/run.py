@@ -37,6 +37,7 @@ from ray.tune.schedulers import ASHAScheduler
 
 from farfield.analysis import run_layout
 from farfield.data.datasets import resolve_dataset
+from farfield.data.splitting import split_path
 from farfield.orchestrator.config import TrackingConfig, TrialConfig, _merge
 from farfield.orchestrator.launch import absolute_paths, start_ray
 from farfield.orchestrator.mlflow_server import ManagedServer, ensure_server
@@ -124,7 +125,7 @@ def _shared_inputs(config: SweepConfig, cells: list[dict]) -> dict:
         if key not in made:
             started = time.monotonic()
             split = make_split(trial, store)
-            path = Path(config.workspace).resolve() / "splits" / f"{split.strategy}-{split.content_hash[7:19]}.json"
+            path = split_path(Path(config.workspace).resolve(), split)
             if not path.is_file():
                 split.save(path)
             made[key] = str(path)
