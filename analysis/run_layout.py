@@ -85,18 +85,15 @@ def split_param(field: str) -> str:
 METRIC_BEST_EPOCH = "best_epoch"
 METRIC_EPOCHS_RUN = "epochs_run"
 METRIC_N_PARAMETERS = "n_parameters"
+#: ``key/test_f_mae``: the numbers to compare trials by, sorted together in the UI.
 KEY_PREFIX = "key/"
+#: ``curve/train_loss``: a per-epoch number as a curve (step = epoch).
 CURVE_PREFIX = "curve/"
 
 
 def final_metric(side: str, name: str) -> str:
     """``test/f_mae``: the final metric ``name`` (``METRIC_NAMES``, or a head's) on ``side``."""
     return f"{side}/{name}"
-
-
-def curve_metric(name: str) -> str:
-    """``curve/train_loss``: a per-epoch number as a curve (step = epoch)."""
-    return f"{CURVE_PREFIX}{name}"
 
 
 # ---------------------------------------------------------------- artifacts

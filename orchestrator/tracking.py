@@ -153,7 +153,7 @@ class MlflowEpochReporter:
     def on_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
         values = finite_metrics({k: v for k, v in metrics.items() if k != "epoch"})
         entities = [
-            mlflow.entities.Metric(key=run_layout.curve_metric(k), value=v, timestamp=now_ms(), step=epoch)
+            mlflow.entities.Metric(key=f"{run_layout.CURVE_PREFIX}{k}", value=v, timestamp=now_ms(), step=epoch)
             for k, v in values.items()
             if not math.isinf(v)
         ]

@@ -8,14 +8,8 @@ Numpy only: ``farfield.models.graph.AtomicGraph.from_arrays`` makes tensors of t
 """
 
 from farfield.data.graphs.arrays import ATOM_KEYS, EDGE_KEYS, STRUCTURE_KEYS, structure_arrays
-from farfield.data.graphs.cache import (
-    FORMAT_VERSION,
-    CacheFileError,
-    GraphCache,
-    graph_cache_dir,
-    precompute_graphs,
-    shard_arrays,
-)
+from farfield.data.graphs.cache import FORMAT_VERSION, CacheFileError, GraphCache, graph_cache_dir, precompute_graphs
+from farfield.data.graphs.cache import shard_arrays
 from farfield.data.graphs.neighbors import NeighborPairs, check_cutoff, neighbor_pairs
 
 __all__ = ["ATOM_KEYS", "EDGE_KEYS", "FORMAT_VERSION", "STRUCTURE_KEYS", "CacheFileError", "GraphCache",
