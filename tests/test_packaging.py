@@ -204,3 +204,19 @@ def test_import_circle_check_finds_circles():
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": {"f"}, "f": {"e"}, "g": set()}
     assert _import_circles(graph) == [["a", "b", "c"], ["e", "f"]]
     assert _import_circles({"a": {"b"}, "b": set()}) == []
+
+
+#: Which rooms each room may import (docs/architecture.md): data → models → analysis → orchestrator.
+MAY_IMPORT = {"data": {"data"}, "models": {"data", "models"}, "analysis": {"data", "models", "analysis"},
+              "orchestrator": {"data", "models", "analysis", "orchestrator"}}
+
+
+def test_rooms_import_one_way():
+    """Every import statement of each room (module level or in a function) stays in the rooms below it."""
+    bad = []
+    for folder, allowed in MAY_IMPORT.items():
+        for path, line, module, _ in _imports(folder):
+            parts = module.split(".")
+            if parts[0] == "farfield" and len(parts) > 1 and parts[1] not in allowed:
+                bad.append(f"{path.relative_to(REPO)}:{line}: imports {module}")
+    assert not bad, "\n".join(bad)
