@@ -15,7 +15,6 @@ steps, ``fit_reference`` and ``with_parent_ids``.
 
 from __future__ import annotations
 
-import logging
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,9 +44,8 @@ from farfield.models.training import (
 )
 from farfield.orchestrator.config import TrialConfig
 
-log = logging.getLogger(__name__)
-
 def seed_everything(seed: int) -> None:
+    """Seed Python's, numpy's and torch's global generators."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
