@@ -6,7 +6,8 @@ For each of the paper's strategies — ``random``, ``size`` (``max_train_atoms``
 mean SOAP vectors), rare elements dropped (``min_element_parents`` 10) and seed 0, this
 records the median distance from each test parent to its nearest training parent, and the
 same for a random split with the same side sizes over the same parents (the split file's
-``random_test``). Writes JSON and prints a markdown table (the one in docs/splits.md).
+``random_test``; a random split's file records no distances, so its row is read from its
+parents table). Writes JSON and prints a markdown table (the one in docs/splits.md).
 
     python benchmarks/split_distances.py --dataset bundled --out benchmarks/results/split_distances.json
 
@@ -24,7 +25,8 @@ from pathlib import Path
 
 from farfield.data.config import SplitConfig
 from farfield.data.datasets import resolve_dataset
-from farfield.data.splitting import make_split
+from farfield.data.splitting import SplitOutcome, make_split
+from farfield.data.splitting.statistics import distance_summary
 
 STRATEGIES = ("random", "size", "kmeans", "farthest_from_seed")
 
@@ -36,23 +38,35 @@ def split_config(strategy: str, args: argparse.Namespace) -> SplitConfig:
                        **extra.get(strategy, {}))
 
 
+def nearest_train_medians(outcome: SplitOutcome) -> tuple[float, float, float]:
+    """``(median nearest-train distance of the test side, the same for a random split of the same
+    sizes, their ratio)``: from the split file, or for a random split (whose file records no
+    metric) from its parents table, rounded as the file rounds them."""
+    distances = outcome.split.statistics.get("nearest_train_distance")
+    if distances:
+        return distances["test"]["q50"], distances["random_test"]["q50"], distances["test_over_random_median"]
+    parents = outcome.parents
+    test = distance_summary(parents.loc[parents["side"] == "test", "nearest_train_distance"].to_numpy())["q50"]
+    random = distance_summary(parents["random_nearest_train_distance"].dropna().to_numpy())["q50"]
+    return test, random, float(f"{test / max(random, 1e-12):.6g}")
+
+
 def measure(args: argparse.Namespace) -> dict:
     store = resolve_dataset(args.dataset, args.workspace)
     rows, rare, started = [], None, time.perf_counter()
     for strategy in args.strategies:
         t0 = time.perf_counter()
-        split = make_split(store, split_config(strategy, args), cache_dir=Path(args.workspace) / "descriptors",
-                           n_workers=args.workers, min_element_parents=args.min_element_parents).split
-        stats = split.statistics
+        outcome = make_split(store, split_config(strategy, args), cache_dir=Path(args.workspace) / "descriptors",
+                             n_workers=args.workers, min_element_parents=args.min_element_parents)
+        split, stats = outcome.split, outcome.split.statistics
         rare = stats.get("rare_elements")
-        distances = stats["nearest_train_distance"]
+        median, median_random, ratio = nearest_train_medians(outcome)
         rows.append({
             "strategy": strategy, "parameters": {k: v for k, v in split.parameters.items() if k != "mean_soap"},
             "n_train": len(split.train), "n_val": len(split.val), "n_test": len(split.test),
             "n_excluded_unseen_elements": stats.get("test_unseen_elements", {}).get("n_parents", 0),
-            "median_nearest_train": distances["test"]["q50"],
-            "median_nearest_train_random": distances["random_test"]["q50"],
-            "ratio": distances["test_over_random_median"], "seconds": round(time.perf_counter() - t0, 2),
+            "median_nearest_train": median, "median_nearest_train_random": median_random,
+            "ratio": ratio, "seconds": round(time.perf_counter() - t0, 2),
             "split_hash": split.content_hash,
         })
     return {
