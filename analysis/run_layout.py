@@ -10,7 +10,8 @@ A trial run (one per trial, DESIGN.md "MLflow run"):
 
 - **tags**: ``backbone`` (marks a run as a trial run), ``long_range`` (``les,celli`` or
   ``none``), ``split`` (strategy), ``trial_name``, ``git_commit``, ``dataset_hash``,
-  ``split_hash``, ``device``; ``failure_reason`` when it failed; in a sweep also
+  ``split_hash``, ``device``; ``failure_reason`` when it failed; an external model's
+  ``external_trainer``, ``external_versions``, ``external_train_seconds``; in a sweep also
   ``sweep_id``, ``sweep_name``, ``tune_trial_id``, ``grid_cell``, ``sampled``, ``sampled_json``,
   ``sweep_slot``, ``ray_node_id`` and, once Tune has judged it, ``sweep_outcome``.
 - **params**: the flattened ``TrialConfig``, one per field, named by its dotted path
@@ -21,7 +22,8 @@ A trial run (one per trial, DESIGN.md "MLflow run"):
 - **artifacts**: ``config/trial_config.json``, ``split/split.json``,
   ``predictions/test_predictions.parquet`` (one row per test structure),
   ``charges/<structure id>.parquet`` (one per test structure, models with charge heads;
-  columns :data:`LOGGED_CHARGE_COLUMNS`) and ``checkpoint/model.pt``.
+  columns :data:`LOGGED_CHARGE_COLUMNS`) and ``checkpoint/model.pt`` (an external model: its
+  library's model file, and ``external/`` with the trainer's spec, environment and log).
 
 A sweep's summary run carries ``sweep_summary = "true"``, ``sweep_id`` and ``sweep_name``;
 a report attached to an experiment without a sweep goes to a run tagged
@@ -40,6 +42,11 @@ TAG_DATASET_HASH = "dataset_hash"
 TAG_SPLIT_HASH = "split_hash"
 TAG_DEVICE = "device"
 TAG_FAILURE_REASON = "failure_reason"
+#: An external trial's (``model.backbone: external``): the trainer and its pinned packages, the
+#: library versions it ran with, and its own training wall time (s).
+TAG_EXTERNAL_TRAINER = "external_trainer"
+TAG_EXTERNAL_VERSIONS = "external_versions"
+TAG_EXTERNAL_TRAIN_SECONDS = "external_train_seconds"
 #: Value of ``long_range`` for a short-range model.
 NO_LONG_RANGE = "none"
 
@@ -106,6 +113,9 @@ CHECKPOINT_DIR = "checkpoint"
 CHECKPOINT_FILE = "model.pt"
 CHECKPOINT_ARTIFACT = f"{CHECKPOINT_DIR}/{CHECKPOINT_FILE}"
 CHARGES_DIR = "charges"
+#: An external trial's trainer spec, runtime environment and trainer log; its checkpoint is the
+#: library's own model file under ``checkpoint/``.
+EXTERNAL_DIR = "external"
 #: Columns of a logged charge table (``farfield.models.heads.report.HeadReport.charges``):
 #: atom index, atomic number, head name, the head's charge (e), the reference charge (e, NaN
 #: where the structure has none).

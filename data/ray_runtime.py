@@ -1,7 +1,8 @@
 """Start or join Ray for one block of data work, and fan a function out over shards.
 
 Shared by the data-side Ray pipelines (graph cache, descriptors, catalogue, ``.aselmdb``
-import): :func:`ray_running` starts or joins Ray for a block; :func:`map_shards` runs a pure
+import): :func:`ray_running` starts or joins Ray for a block (:func:`start_ray`: for the rest of
+the process, as a trial's or sweep's driver does); :func:`map_shards` runs a pure
 function once per payload (a shard, a batch of CIFs, a chunk of rows) in Ray tasks of one
 CPU each, or in this process when ``n_workers == 0``.
 """
@@ -14,7 +15,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-__all__ = ["RAY_LOG_LEVEL", "local_ray_priority", "map_shards", "ray_is_initialized", "ray_running"]
+__all__ = ["RAY_LOG_LEVEL", "local_ray_priority", "map_shards", "ray_is_initialized", "ray_running", "start_ray"]
 
 #: Level of Ray's own driver-side log (its start banner, the token-authentication notice):
 #: farfield shows its own progress instead. ``FARFIELD_RAY_LOG_LEVEL=INFO`` brings them back.
@@ -31,6 +32,23 @@ def local_ray_priority() -> None:
     Call before ``ray.init`` starts a local instance; a running cluster keeps its own setting.
     """
     os.environ.setdefault("RAY_worker_niceness", "0")
+
+
+def start_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+    """Connect to ``address`` (or ``RAY_ADDRESS``), else start a local Ray with ``num_cpus`` (default:
+    every CPU) for the rest of the process, its workers' output shown; no-op if already up. (A trial's
+    or a sweep's driver; a data block that should leave no Ray behind uses :func:`ray_running`.)"""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=True, logging_level=RAY_LOG_LEVEL)
+    else:
+        local_ray_priority()
+        ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=True,
+                 logging_level=RAY_LOG_LEVEL)
 
 
 @contextlib.contextmanager

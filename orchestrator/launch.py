@@ -9,31 +9,18 @@ worker.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import ray
 
-from farfield.data.ray_runtime import RAY_LOG_LEVEL, local_ray_priority
+from farfield.data.ray_runtime import start_ray
 from farfield.orchestrator.config import TrialConfig
 from farfield.orchestrator.tracking import ensure_experiment
-from farfield.orchestrator.trial import TrialResult, run_trial
+from farfield.orchestrator.trial import run_trial
+from farfield.orchestrator.trial_logging import TrialResult
 from farfield.orchestrator.trial_pipeline import prepare_graph_cache
 
 log = logging.getLogger(__name__)
-
-
-def start_ray(address: str | None = None, num_cpus: int | None = None) -> None:
-    """Connect to ``address`` (or ``RAY_ADDRESS``), else start a local Ray; no-op if already up."""
-    if ray.is_initialized():
-        return
-    address = address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, log_to_driver=True, logging_level=RAY_LOG_LEVEL)
-    else:
-        local_ray_priority()
-        ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=True,
-                 logging_level=RAY_LOG_LEVEL)
 
 
 def absolute_paths(config: TrialConfig) -> TrialConfig:

@@ -24,9 +24,9 @@ from farfield.orchestrator.external.commands import mace_options, nequip_config,
 from farfield.orchestrator.external.environment import requirements, runtime_env
 from farfield.orchestrator.external.handoff import CHARGES_KEY, ENERGY_KEY, FORCES_KEY, STRESS_KEY, write_sides
 from farfield.orchestrator.external.trial import evaluate_predictions, latent_charge_report
-from farfield.orchestrator.sweep_config import SweepConfig, grid_cells, trial_data
+from farfield.orchestrator.sweep.config import SweepConfig, grid_cells, trial_data
 from farfield.orchestrator.tracking import trial_title
-from farfield.orchestrator.trial import make_split, side_ids
+from farfield.orchestrator.trial_pipeline import make_split, side_ids
 
 
 def _trial(external: dict | None, **model) -> TrialConfig:

@@ -424,7 +424,7 @@ def test_trial_logs_head_predictions(tmp_path, nacl_cell):
     import pandas as pd
 
     from farfield.models.heads.report import head_report
-    from farfield.orchestrator.trial import log_head_report
+    from farfield.orchestrator.trial_logging import log_head_report
 
     client = _RecordingClient()
     atoms = nacl_cell.copy()

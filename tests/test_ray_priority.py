@@ -13,7 +13,7 @@ pytestmark = pytest.mark.integration
 
 SCRIPT = """
 import os, ray
-from farfield.orchestrator.launch import start_ray
+from farfield.data.ray_runtime import start_ray
 start_ray(num_cpus=1)
 @ray.remote
 def niceness():

@@ -87,7 +87,7 @@ def run_script(env: dict, script: Path, arguments: list[str], log_path: Path,
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    from farfield.orchestrator.launch import start_ray
+    from farfield.data.ray_runtime import start_ray
 
     start_ray()
     ray.cloudpickle.register_pickle_by_value(script_task)  # the environment need not import farfield

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from mlflow.tracking import MlflowClient
 
+from farfield.analysis import run_layout
 from farfield.data.splits import SIDES
 from farfield.models.graph import collate
 from farfield.models.heads.report import HeadSummary
@@ -33,7 +34,7 @@ from farfield.orchestrator.config import TrialConfig
 from farfield.orchestrator.external.commands import MODEL_NAME, mace_options, nequip_config, render_arguments
 from farfield.orchestrator.external.environment import run_script, runtime_env
 from farfield.orchestrator.external.handoff import write_sides
-from farfield.orchestrator.trial import (
+from farfield.orchestrator.trial_logging import (
     TrialResult,
     epoch_reporter,
     log_final_metrics,
@@ -121,19 +122,19 @@ def train_and_log_external(config: TrialConfig, client: MlflowClient, run_id: st
     spec = trainer_spec(config, files, workdir, elements)
     (workdir / "spec.json").write_text(json.dumps(spec, indent=1))
     env = runtime_env(external, config.workspace)
-    client.log_dict(run_id, spec, "external/trainer_spec.json")
-    client.log_dict(run_id, env, "external/runtime_env.json")
-    client.set_tag(run_id, "external_trainer", f"{external.trainer} ({' '.join(env_packages(env))})")
+    client.log_dict(run_id, spec, f"{run_layout.EXTERNAL_DIR}/trainer_spec.json")
+    client.log_dict(run_id, env, f"{run_layout.EXTERNAL_DIR}/runtime_env.json")
+    client.set_tag(run_id, run_layout.TAG_EXTERNAL_TRAINER, f"{external.trainer} ({' '.join(env_packages(env))})")
 
     run = run_script(env, WORKER, [str(workdir / "spec.json")], workdir / "trainer.log", _gpu_environment())
-    client.log_artifact(run_id, str(workdir / "trainer.log"), "external")
+    client.log_artifact(run_id, str(workdir / "trainer.log"), run_layout.EXTERNAL_DIR)
     if run.returncode != 0:
         raise RuntimeError(f"the {external.trainer} trainer failed (exit {run.returncode}, environment "
                            f"{run.python}; full log in {workdir / 'trainer.log'}):\n{run.log_tail}")
     result = json.loads((workdir / "result.json").read_text())
-    client.set_tag(run_id, "device", result["device"])
-    client.set_tag(run_id, "external_versions", json.dumps(result["versions"], sort_keys=True))
-    client.log_metric(run_id, "n_parameters", result["n_parameters"])
+    client.set_tag(run_id, run_layout.TAG_DEVICE, result["device"])
+    client.set_tag(run_id, run_layout.TAG_EXTERNAL_VERSIONS, json.dumps(result["versions"], sort_keys=True))
+    client.log_metric(run_id, run_layout.METRIC_N_PARAMETERS, result["n_parameters"])
     reporter = epoch_reporter(client, run_id, reporters)
     for row in result["curves"]:
         reporter.on_epoch(row["epoch"], row)
@@ -141,21 +142,22 @@ def train_and_log_external(config: TrialConfig, client: MlflowClient, run_id: st
     best_epoch = min(scored, key=lambda row: row["val_loss"])["epoch"] if scored else -1
 
     graphs = trial_graphs(config, store, ids, torch.float64, progress=progress)
-    client.set_tag(run_id, "external_train_seconds", f"{result['train_seconds']:.1f}")
-    metrics: dict[str, float] = {"best_epoch": best_epoch, "epochs_run": len(result["curves"])}
+    client.set_tag(run_id, run_layout.TAG_EXTERNAL_TRAIN_SECONDS, f"{result['train_seconds']:.1f}")
+    metrics: dict[str, float] = {run_layout.METRIC_BEST_EPOCH: best_epoch,
+                                 run_layout.METRIC_EPOCHS_RUN: len(result["curves"])}
     with tempfile.TemporaryDirectory() as tmp:
         for side in SIDES:
             if not graphs[side]:
                 continue
             predictions = dict(np.load(workdir / f"predictions-{side}.npz"))
             side_metrics, table = evaluate_predictions(graphs[side], predictions)
-            metrics.update({f"{side}/{name}": side_metrics[name] for name in METRIC_NAMES})
+            metrics.update({run_layout.final_metric(side, name): side_metrics[name] for name in METRIC_NAMES})
             if side == "test":
                 log_test_predictions(client, run_id, with_parent_ids(table, store), Path(tmp))
                 if "charges" in predictions:
                     metrics.update(log_head_report(client, run_id, latent_charge_report(graphs[side], predictions),
                                                    Path(tmp)))
-    client.log_artifact(run_id, result["model_file"], "checkpoint")
+    client.log_artifact(run_id, result["model_file"], run_layout.CHECKPOINT_DIR)
     metrics = log_final_metrics(client, run_id, metrics, fit_reference(graphs["train"]), graphs["test"])
     shutil.rmtree(workdir, ignore_errors=True)  # everything worth keeping is in the run
     return TrialResult(run_id, "", "", metrics, best_epoch, len(result["curves"]))

@@ -37,9 +37,10 @@ from ray.tune.schedulers import ASHAScheduler
 
 from farfield.analysis import run_layout
 from farfield.data.datasets import resolve_dataset
+from farfield.data.ray_runtime import start_ray
 from farfield.data.splitting import split_path
 from farfield.orchestrator.config import TrackingConfig, TrialConfig, _merge
-from farfield.orchestrator.launch import absolute_paths, start_ray
+from farfield.orchestrator.launch import absolute_paths
 from farfield.orchestrator.mlflow_server import ManagedServer, ensure_server
 from farfield.orchestrator.sweep.config import SweepConfig, grid_cells, load_sweep_config, range_kind, trial_data
 from farfield.orchestrator.sweep.grid_search import REISSUE, GridCrossedTPE
