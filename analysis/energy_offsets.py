@@ -11,11 +11,16 @@ small strains). The per-atom energy error ``e_i`` of frame ``i`` of parent ``p``
 
 ``within_spread`` is the same deviation of the *reference* energies (``|E_i/N − mean_p|``), the
 error of a model that gets every relative energy wrong by predicting a constant per parent;
-``within_skill = 1 − within_mae / within_spread``. All energies in meV/atom.
+``within_skill = 1 − within_mae / within_spread``. Where the table has each structure's
+beyond-cutoff Coulomb energy of the reference charges (``e_beyond_per_atom_mev``, the long-range
+yardstick; ``analysis.yardstick.with_beyond_energies``), ``offset_beyond_r`` is the Pearson
+correlation over parents of the offset with the parent's mean of it: near 1 (or −1) if the
+offsets are missing long-range electrostatics, near 0 if not. All energies in meV/atom.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 __all__ = ["OFFSET_KEYS", "energy_offset_table"]
@@ -35,12 +40,19 @@ def _one_trial(frames: pd.DataFrame) -> dict:
     within_spread = float(spread[several].abs().mean()) if several.any() else float("nan")
     e_mae = float(error.abs().mean())
     offset_mae = float(offset.abs().mean())
+    beyond_r = float("nan")
+    if "e_beyond_per_atom_mev" in frames:
+        parents = frames.assign(offset=offset).groupby("parent_id")[["offset", "e_beyond_per_atom_mev"]].mean()
+        parents = parents.dropna()
+        if len(parents) >= 3 and parents["offset"].std() > 0 and parents["e_beyond_per_atom_mev"].std() > 0:
+            beyond_r = float(np.corrcoef(parents["offset"], parents["e_beyond_per_atom_mev"])[0, 1])
     return {
         "n_structures": len(frames), "n_parents": frames["parent_id"].nunique(),
         "n_in_multi_frame_parents": int(several.sum()),
         "e_mae": e_mae, "offset_mae": offset_mae, "offset_share": offset_mae / e_mae if e_mae else float("nan"),
         "within_mae": within_mae, "within_spread": within_spread,
         "within_skill": 1.0 - within_mae / within_spread if within_spread else float("nan"),
+        "offset_beyond_r": beyond_r,
     }
 
 

@@ -34,7 +34,8 @@ from farfield.analysis.loading import AnalysisData, load_experiment
 from farfield.analysis.render import render_html, render_markdown
 from farfield.analysis.summary import headline_table
 from farfield.analysis.verdicts import ClaimSet, claims_table
-from farfield.analysis.yardstick import split_yardsticks
+from farfield.analysis.energy_offsets import energy_offset_table
+from farfield.analysis.yardstick import split_yardsticks, with_beyond_energies
 
 __all__ = ["Report", "ReportOptions", "build_report", "make_report", "write_report"]
 
@@ -105,6 +106,8 @@ def build_report(data: AnalysisData, md_probe: pd.DataFrame | None = None, n_dis
         diagnostics.md_probe = md_probe
     d = diagnostics
     yardsticks = split_yardsticks(d.trials, d.structures, data.contexts, cache_dir=yardstick_cache)
+    d.energy_offsets = energy_offset_table(with_beyond_energies(d.trials, d.structures, data.contexts,
+                                                                cache_dir=yardstick_cache))
     headline = headline_table(d.summary, yardsticks)
     figures = {
         "headline": plots.headline_figure(headline), "summary": plots.summary_figure(d.summary),

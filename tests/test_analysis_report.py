@@ -266,3 +266,14 @@ def test_latest_sweep_resolves_to_the_summary_runs_sweep(real):
 
     assert resolve_sweep_id(real.tracking_uri, EXPERIMENT, "latest") == SWEEP_ID
     assert resolve_sweep_id(real.tracking_uri, EXPERIMENT, SWEEP_ID) == SWEEP_ID
+
+
+def test_energy_offsets_have_one_row_per_trial_and_read_the_yardstick(real):
+    table = real.report.diagnostics.energy_offsets
+    assert sorted(table["run_id"]) == sorted(r.run_id for r in real.results)
+    assert (table["offset_mae"] <= table["e_mae"] + 1e-9).all()  # |mean| <= mean |.| per parent
+    for result in real.results:  # the table's MAE is the trial's own test energy MAE
+        row = table.set_index("run_id").loc[result.run_id]
+        assert row["e_mae"] == pytest.approx(result.metrics["test/e_mae"], rel=1e-6)
+    assert table["offset_beyond_r"].between(-1, 1).all()  # every test structure has reference charges
+    assert (real.out / "tables" / "energy_offsets.csv").is_file()

@@ -224,3 +224,16 @@ def test_energy_error_splits_into_parent_offsets_and_relative_energies():
     lone = energy_offset_table(_frames({"A": [20.0], "B": [5.0, -5.0]})).iloc[0]
     assert lone["n_in_multi_frame_parents"] == 2 and lone["within_mae"] == pytest.approx(5.0)
     assert lone["offset_mae"] == pytest.approx(20.0 / 3)
+
+
+def test_offsets_that_follow_the_beyond_cutoff_energy_correlate_with_it():
+    rng = np.random.default_rng(0)
+    parents = {f"P{k}": [0.0, 0.0] for k in range(40)}
+    frames = _frames(parents)
+    beyond = frames.groupby("parent_id")["structure_id"].transform(lambda s: rng.normal()) * 30.0
+    following = frames.assign(e_beyond_per_atom_mev=beyond, e_error_per_atom_mev=-0.8 * beyond + 50.0)
+    assert energy_offset_table(following).iloc[0]["offset_beyond_r"] == pytest.approx(-1.0)
+    unrelated = rng.normal(size=40).repeat(2) * 30.0
+    noise = frames.assign(e_beyond_per_atom_mev=beyond, e_error_per_atom_mev=unrelated)
+    assert abs(energy_offset_table(noise).iloc[0]["offset_beyond_r"]) < 0.4
+    assert np.isnan(energy_offset_table(frames).iloc[0]["offset_beyond_r"])  # no yardstick column
