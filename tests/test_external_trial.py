@@ -122,21 +122,25 @@ def test_the_report_loads_external_runs_with_maceles_charges(trials, tmp_path):
     assert len(charges) == data.structures[data.structures["run_id"] == maceles]["n_atoms"].sum()
 
 
-def test_a_tiny_nequip_trial_logs_like_the_others(isolated_home, tmp_path):
-    """NequIP 0.19.1 through ``nequip-train`` with the generated YAML, scored through its ASE calculator."""
+@pytest.mark.parametrize("external", [
+    {"trainer": "nequip", "version": "0.19.1"},
+    {"trainer": "allegro", "version": "0.8.3", "requirements": ["nequip==0.19.1"]},
+], ids=["nequip", "allegro"])
+def test_a_tiny_nequip_or_allegro_trial_logs_like_the_others(isolated_home, tmp_path, external):
+    """NequIP 0.19.1 (and Allegro 0.8.3 on it) through ``nequip-train`` with the generated YAML,
+    scored through its ASE calculator."""
     import ray
 
     from farfield.orchestrator.launch import run_trial_on_ray
 
-    config = _config(tmp_path, "nequip", {"backbone": "external",
-                                          "external": {"trainer": "nequip", "version": "0.19.1"}})
+    config = _config(tmp_path, external["trainer"], {"backbone": "external", "external": external})
     try:
         result = run_trial_on_ray(config, progress=False)
     finally:
         ray.shutdown()
     client = MlflowClient(result.tracking_uri)
     run = client.get_run(result.run_id)
-    assert run.info.status == "FINISHED" and run.data.tags["backbone"] == "ext-nequip"
+    assert run.info.status == "FINISHED" and run.data.tags["backbone"] == f"ext-{external['trainer']}"
     for side in ("train", "val", "test"):
         assert run.data.metrics[f"{side}/f_mae"] > 0
     assert {"curve/val_f_mae", "key/f_skill", "n_parameters"} <= set(run.data.metrics)
