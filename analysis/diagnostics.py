@@ -10,7 +10,6 @@ from farfield.analysis.buckets import BUCKETS, bucket_table
 from farfield.analysis.charges import charge_by_element, charge_summary
 from farfield.analysis.depth import depth_slopes, depth_table
 from farfield.analysis.distance import distance_curves, distance_slopes
-from farfield.analysis.energy_offsets import energy_offset_table
 from farfield.analysis.pairing import help_by_bucket, paired_differences, paired_summary
 from farfield.analysis.summary import split_gap, summary_table, with_skill
 
@@ -39,6 +38,7 @@ class Diagnostics:
     pair_differences: pd.DataFrame
     pair_summary: pd.DataFrame
     help_by_cluster: pd.DataFrame
+    #: set by ``report.build_report``, which has the yardstick it correlates with
     energy_offsets: pd.DataFrame = field(default_factory=pd.DataFrame)
     md_probe: pd.DataFrame = field(default_factory=pd.DataFrame)
 
@@ -73,5 +73,5 @@ def compute_diagnostics(data: AnalysisData, n_distance_bins: int = 5) -> Diagnos
         charge_summary=charge_summary(data.charges), charge_elements=charge_by_element(data.charges),
         depth=depth_table(data.trials), depth_slopes=depth_slopes(data.trials),
         pair_differences=differences, pair_summary=paired_summary(differences),
-        help_by_cluster=help_by_bucket(differences, "cluster"), energy_offsets=energy_offset_table(structures),
+        help_by_cluster=help_by_bucket(differences, "cluster"),
     )

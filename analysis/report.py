@@ -35,7 +35,7 @@ from farfield.analysis.render import render_html, render_markdown
 from farfield.analysis.summary import headline_table
 from farfield.analysis.verdicts import ClaimSet, claims_table
 from farfield.analysis.energy_offsets import energy_offset_table
-from farfield.analysis.yardstick import split_yardsticks, with_beyond_energies
+from farfield.analysis.yardstick import with_beyond_energies, yardstick_tables
 
 __all__ = ["Report", "ReportOptions", "build_report", "make_report", "write_report"]
 
@@ -105,9 +105,8 @@ def build_report(data: AnalysisData, md_probe: pd.DataFrame | None = None, n_dis
     if md_probe is not None:
         diagnostics.md_probe = md_probe
     d = diagnostics
-    yardsticks = split_yardsticks(d.trials, d.structures, data.contexts, cache_dir=yardstick_cache)
-    d.energy_offsets = energy_offset_table(with_beyond_energies(d.trials, d.structures, data.contexts,
-                                                                cache_dir=yardstick_cache))
+    yardsticks, per_structure = yardstick_tables(d.trials, d.structures, data.contexts, cache_dir=yardstick_cache)
+    d.energy_offsets = energy_offset_table(with_beyond_energies(d.trials, d.structures, per_structure))
     headline = headline_table(d.summary, yardsticks)
     figures = {
         "headline": plots.headline_figure(headline), "summary": plots.summary_figure(d.summary),

@@ -37,7 +37,7 @@ from farfield.models.electrostatics.gaussian import pair_widths, smeared_kernel
 from farfield.models.electrostatics.realspace import all_pairs, pair_potential, periodic_pairs
 
 __all__ = ["ACCURACY", "STRUCTURE_COLUMNS", "WIDTH", "beyond_cutoff", "split_yardsticks", "structure_yardsticks",
-           "with_beyond_energies"]
+           "with_beyond_energies", "yardstick_tables"]
 
 #: Gaussian width (standard deviation, Å) of every reference charge.
 WIDTH = 1.0
@@ -140,17 +140,26 @@ def _summarise(rows: pd.DataFrame) -> dict:
             "e_beyond_mean": float(energy.mean())}
 
 
-def _split_structures(trials: pd.DataFrame, structures: pd.DataFrame, contexts: dict, width: float,
-                      cache_dir: str | Path | None):
-    """``(split, split_hash, cutoff, per-structure rows)`` for each split replica of ``trials``."""
-    if trials.empty or "cutoff" not in trials:
-        return
-    for (split, split_hash, cutoff), group in trials.groupby(["split", "split_hash", "cutoff"], sort=True):
-        run_id = group["run_id"].iloc[0]
-        if not math.isfinite(cutoff) or run_id not in contexts:
-            continue
-        ids = structures.loc[structures["run_id"] == run_id, "structure_id"].tolist()
-        yield split, split_hash, cutoff, structure_yardsticks(contexts[run_id], ids, float(cutoff), width, cache_dir)
+def yardstick_tables(trials: pd.DataFrame, structures: pd.DataFrame, contexts: dict, width: float = WIDTH,
+                     cache_dir: str | Path | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(split_yardsticks table, per-structure rows)``: the per-structure rows (``STRUCTURE_COLUMNS``
+    plus the ``cutoff``, Å) of every split replica's test structures, computed once, and their
+    summary per replica (see :func:`split_yardsticks`)."""
+    columns = ["split", "split_hash", "cutoff", "n_structures", "n_with_charges", "yardstick_f_mae",
+               "yardstick_e_mae", "e_beyond_mean"]
+    rows, per_structure = [], []
+    if not trials.empty and "cutoff" in trials:
+        for (split, split_hash, cutoff), group in trials.groupby(["split", "split_hash", "cutoff"], sort=True):
+            run_id = group["run_id"].iloc[0]
+            if not math.isfinite(cutoff) or run_id not in contexts:
+                continue
+            ids = structures.loc[structures["run_id"] == run_id, "structure_id"].tolist()
+            found = structure_yardsticks(contexts[run_id], ids, float(cutoff), width, cache_dir)
+            rows.append({"split": split, "split_hash": split_hash, "cutoff": cutoff, **_summarise(found)})
+            per_structure.append(found.assign(cutoff=cutoff))
+    structures_table = (pd.concat(per_structure, ignore_index=True).drop_duplicates(["structure_id", "cutoff"])
+                        if per_structure else pd.DataFrame(columns=[*STRUCTURE_COLUMNS, "cutoff"]))
+    return pd.DataFrame(rows, columns=columns), structures_table
 
 
 def split_yardsticks(trials: pd.DataFrame, structures: pd.DataFrame, contexts: dict, width: float = WIDTH,
@@ -159,27 +168,17 @@ def split_yardsticks(trials: pd.DataFrame, structures: pd.DataFrame, contexts: d
     structures (``yardstick_f_mae`` meV/Å, ``yardstick_e_mae`` meV/atom, ``e_beyond_mean``
     meV/atom). ``contexts``: run id → dataset context (``AnalysisData.contexts``); the cutoff
     is each trial's ``cutoff`` column (param ``model.cutoff``, Å)."""
-    columns = ["split", "split_hash", "cutoff", "n_structures", "n_with_charges", "yardstick_f_mae",
-               "yardstick_e_mae", "e_beyond_mean"]
-    rows = [{"split": split, "split_hash": split_hash, "cutoff": cutoff, **_summarise(per_structure)}
-            for split, split_hash, cutoff, per_structure in
-            _split_structures(trials, structures, contexts, width, cache_dir)]
-    return pd.DataFrame(rows, columns=columns)
+    return yardstick_tables(trials, structures, contexts, width, cache_dir)[0]
 
 
-def with_beyond_energies(trials: pd.DataFrame, structures: pd.DataFrame, contexts: dict, width: float = WIDTH,
-                         cache_dir: str | Path | None = None) -> pd.DataFrame:
+def with_beyond_energies(trials: pd.DataFrame, structures: pd.DataFrame, per_structure: pd.DataFrame) -> pd.DataFrame:
     """``structures`` plus ``e_beyond_per_atom_mev``: each test structure's beyond-cutoff Coulomb
-    energy per atom (meV/atom) at its trial's cutoff; NaN where unknown (no charges, no context)."""
-    parts = [per_structure.assign(cutoff=cutoff)[["structure_id", "cutoff", "e_beyond_per_atom_mev"]]
-             for _, _, cutoff, per_structure in _split_structures(trials, structures, contexts, width, cache_dir)]
+    energy per atom (meV/atom) at its trial's cutoff, from ``per_structure`` (the second table of
+    :func:`yardstick_tables`); NaN where unknown (no charges, no context)."""
     table = structures.drop(columns=["e_beyond_per_atom_mev"], errors="ignore")
-    if not parts or "cutoff" not in trials:
+    if per_structure.empty or "cutoff" not in trials:
         return table.assign(e_beyond_per_atom_mev=np.nan)
-    beyond = pd.concat(parts, ignore_index=True).drop_duplicates(["structure_id", "cutoff"])
     cutoffs = trials[["run_id", "cutoff"]].drop_duplicates("run_id")
-    merged = table.merge(cutoffs, on="run_id", how="left", suffixes=("", "_trial"))
-    cutoff_column = "cutoff_trial" if "cutoff" in table.columns else "cutoff"
-    merged = merged.merge(beyond.rename(columns={"cutoff": cutoff_column}), on=["structure_id", cutoff_column],
-                          how="left")
-    return merged.drop(columns=[cutoff_column])
+    beyond = per_structure[["structure_id", "cutoff", "e_beyond_per_atom_mev"]]
+    return (table.merge(cutoffs, on="run_id", how="left")
+            .merge(beyond, on=["structure_id", "cutoff"], how="left").drop(columns=["cutoff"]))
