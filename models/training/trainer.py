@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from farfield.models.config import TrainingConfig
 from farfield.models.graph import AtomicGraph
 from farfield.models.potential import Potential
+from farfield.models.training.allocator import retain_freed_memory
 from farfield.models.training.ema import WeightEMA
 from farfield.models.training.graphs import iterate_batches
 from farfield.models.training.loss import target_scales, weighted_loss
@@ -79,6 +80,8 @@ class Trainer:
         self.potential = potential.to(device)
         self.config = config
         self.device = torch.device(device)
+        if self.device.type == "cpu":
+            retain_freed_memory()  # step temporaries reused, not page-faulted again (allocator.py)
         self.dtype = next(potential.parameters()).dtype
         self.reporter = reporter
         self.progress = progress

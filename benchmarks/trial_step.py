@@ -1,0 +1,109 @@
+"""Training steps per second of one trial config, in a trial's own data path → JSON.
+
+Loads the config's dataset and split and the training graphs from the workspace's graph cache
+exactly as a trial does (``farfield.orchestrator.trial_pipeline``), builds its trainer, and
+times ``--steps`` training steps (energy + forces loss, double backward, AdamW) after
+``--warmup``, each measurement in a fresh process. With ``--compare-malloc`` every measurement
+is repeated with the C library's allocator left as it is (``FARFIELD_MALLOC=system``,
+models/training/allocator.py), alternating, ``--repeats`` times. Never asserts on timings.
+
+    python benchmarks/trial_step.py configs/study-paper.yaml --workspace workspace \\
+        --compare-malloc --repeats 3 --out benchmarks/results/trial_step_malloc.json
+
+A sweep config's ``sweep`` block is ignored (the trial is its base config, random split).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import platform
+import resource
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+from farfield.models.training.allocator import ENV_VAR
+
+
+def _measure(raw: dict, malloc: str, steps: int, warmup: int, threads: int) -> dict:
+    os.environ[ENV_VAR] = malloc  # read when the trainer is built (retain_freed_memory)
+    from farfield.models.training import iterate_batches
+    from farfield.models.training.loss import target_scales
+    from farfield.orchestrator.config import TrialConfig
+    from farfield.orchestrator.trial_pipeline import (
+        EpochReporters, make_trainer, open_data, seed_everything, side_ids, trial_graphs,
+    )
+
+    config = TrialConfig.model_validate(raw)
+    seed_everything(config.seed)
+    torch.set_num_threads(threads)
+    store, split = open_data(config)
+    graphs = trial_graphs(config, store, side_ids(config, store, split), config.model.torch_dtype)
+    trainer, _ = make_trainer(config, graphs["train"], EpochReporters([]), progress=False)
+    trainer.scales = target_scales(graphs["train"], trainer._reference_energy)
+    batches = list(iterate_batches(graphs["train"], config.training.batch_size, shuffle=False))
+    batches = (batches * (1 + (steps + warmup) // len(batches)))[: steps + warmup]
+    n_atoms = 0
+    for k, batch in enumerate(batches):
+        if k == warmup:
+            start, cpu_start = time.perf_counter(), time.process_time()
+        batch = trainer._to_device(batch)
+        prediction = trainer.potential(batch, compute_forces=True, create_graph=True)
+        loss, _ = trainer._loss(prediction, batch)
+        trainer.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        trainer.optimizer.step()
+        if k >= warmup:
+            n_atoms += int(batch.n_atoms.sum())
+    if trainer.device.type == "cuda":
+        torch.cuda.synchronize(trainer.device)
+    elapsed, cpu_elapsed = time.perf_counter() - start, time.process_time() - cpu_start
+    return {"malloc": malloc, "seconds_per_step": elapsed / steps, "cpu_seconds_per_step": cpu_elapsed / steps,
+            "atoms_per_s": n_atoms / elapsed, "n_train_structures": len(graphs["train"]),
+            "device": str(trainer.device),
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("config", type=Path)
+    parser.add_argument("--workspace", type=Path, default=None, help="default: the config's")
+    parser.add_argument("--steps", type=int, default=45)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--compare-malloc", action="store_true")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    raw = yaml.safe_load(args.config.read_text())
+    raw.pop("sweep", None)
+    if args.workspace is not None:
+        raw["workspace"] = str(args.workspace.resolve())
+    mallocs = ["farfield", "system"] if args.compare_malloc else ["farfield"]
+    context = multiprocessing.get_context("spawn")  # a fresh process (and heap) per measurement
+    rows = []
+    for repeat in range(args.repeats):
+        for malloc in mallocs:
+            with context.Pool(1) as pool:
+                row = pool.apply(_measure, (raw, malloc, args.steps, args.warmup, args.threads))
+            rows.append({"repeat": repeat, **row})
+            print(f"repeat {repeat} malloc={malloc:<8} {row['seconds_per_step']:.3f} s/step "
+                  f"{row['cpu_seconds_per_step']:.3f} CPU s/step peak RSS {row['peak_rss_mb']:.0f} MB", flush=True)
+    summary = {malloc: statistics.median(r["seconds_per_step"] for r in rows if r["malloc"] == malloc)
+               for malloc in mallocs}
+    report = {"benchmark": "trial_step", "config": str(args.config), "steps": args.steps, "warmup": args.warmup,
+              "threads": args.threads, "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
+              "median_seconds_per_step": summary, "results": rows}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"median s/step: {summary}; wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
