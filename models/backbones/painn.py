@@ -43,11 +43,11 @@ class PaiNNMessage(nn.Module):
         zero (the first layer), so the ``v_j φ_vv W_vv`` term — zero, with zero gradients — is
         skipped: same numbers, one (E, 3, F) gather and product fewer forward and backward."""
         center, neighbor = edge_index
-        x = self.phi(s)[neighbor] * self.filter(radial, envelope)
+        x = torch.index_select(self.phi(s), 0, neighbor) * self.filter(radial, envelope)
         x_s, x_vv, x_vs = torch.split(x, self.channels, dim=-1)
         dv = unit_vectors[:, :, None] * x_vs[:, None, :]
         if not v_is_zero:
-            dv = v[neighbor] * x_vv[:, None, :] + dv
+            dv = torch.index_select(v, 0, neighbor) * x_vv[:, None, :] + dv
         n = s.shape[0]
         return s + scatter_sum(x_s, center, n), v + scatter_sum(dv, center, n)
 
