@@ -42,6 +42,8 @@ TAG_DATASET_HASH = "dataset_hash"
 TAG_SPLIT_HASH = "split_hash"
 TAG_DEVICE = "device"
 TAG_FAILURE_REASON = "failure_reason"
+#: The epoch an interrupted trial's training continued from (its state file; absent: from the start).
+TAG_RESUMED_AT_EPOCH = "resumed_at_epoch"
 #: An external trial's (``model.backbone: external``): the trainer and its pinned packages, the
 #: library versions it ran with, and its own training wall time (s).
 TAG_EXTERNAL_TRAINER = "external_trainer"

@@ -20,6 +20,7 @@ with its reason as a tag.
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 from pathlib import Path
 
@@ -40,12 +41,16 @@ __all__ = ["TrialResult", "run_trial"]
 
 def run_trial(
     config: TrialConfig, progress: bool = True, reporters: list[Reporter] | None = None,
-    tags: dict[str, str] | None = None,
+    tags: dict[str, str] | None = None, state_file: Path | None = None,
 ) -> TrialResult:
     """Train and evaluate one potential; log everything to a new MLflow run.
 
     ``reporters``: extra per-epoch ``Reporter``s called after the MLflow one (a sweep
     passes its Ray Tune reporter here). ``tags``: extra MLflow run tags (e.g. a sweep id).
+    ``state_file``: the trainer's state is saved there after every epoch, and a state left
+    by an interrupted run of the same config is continued (``farfield.models.training.resume``;
+    the new run gets the earlier epochs' curves and the tag ``resumed_at_epoch``). Not for
+    external trainers.
     """
     seed_everything(config.seed)
     if config.resources.torch_threads:
@@ -67,7 +72,7 @@ def run_trial(
         if config.model.external is not None:  # another library's trainer, in its own environment
             result = train_and_log_external(config, client, run_id, progress, reporters or [])
         else:
-            result = _run_logged(config, client, run_id, progress, reporters or [])
+            result = _run_logged(config, client, run_id, progress, reporters or [], state_file)
     except BaseException as err:
         client.set_tag(run_id, run_layout.TAG_FAILURE_REASON, f"{type(err).__name__}: {err}"[:5000])
         client.set_terminated(run_id, status="KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
@@ -78,7 +83,7 @@ def run_trial(
 
 
 def _run_logged(config: TrialConfig, client: MlflowClient, run_id: str, progress: bool,
-                reporters: list[Reporter]) -> TrialResult:
+                reporters: list[Reporter], state_file: Path | None = None) -> TrialResult:
     """The pipeline, each step's result logged to ``run_id`` (module docstring)."""
     store, _split, ids = trial_logging.log_trial_inputs(config, client, run_id)
     graphs = trial_graphs(config, store, ids, config.model.torch_dtype, progress=progress)
@@ -86,12 +91,21 @@ def _run_logged(config: TrialConfig, client: MlflowClient, run_id: str, progress
     trainer, reference = make_trainer(config, graphs["train"], reporter, progress=progress)
     client.set_tag(run_id, run_layout.TAG_DEVICE, str(trainer.device))
     client.log_metric(run_id, run_layout.METRIC_N_PARAMETERS, sum(p.numel() for p in trainer.potential.parameters()))
-    fit = trainer.fit(graphs["train"], graphs["val"])
+    fit = trainer.fit(graphs["train"], graphs["val"], state_file, training_state_key(config))
+    if fit.resumed_at_epoch is not None:
+        client.set_tag(run_id, run_layout.TAG_RESUMED_AT_EPOCH, str(fit.resumed_at_epoch))
 
     outputs = evaluate(trainer, fit, graphs, store)
     metrics = _log_outputs(client, run_id, config, trainer.potential, outputs)
     metrics = trial_logging.log_final_metrics(client, run_id, metrics, reference, graphs["test"])
     return TrialResult(run_id, "", "", metrics, fit.best_epoch, len(fit.history))
+
+
+def training_state_key(config: TrialConfig) -> str:
+    """What a saved training state must match to be continued: the config without its name and
+    tracking (a restarted sweep trial may get a new Tune id, and so a new name)."""
+    text = config.model_dump_json(exclude={"name", "tracking"})
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _log_outputs(client: MlflowClient, run_id: str, config: TrialConfig, potential,

@@ -136,6 +136,12 @@ def test_killed_driver_then_resume_gives_one_finished_run_per_trial(tmp_path, is
             assert "1 of 3 trials had finished before the interruption" in resumed.stderr
         result = json.loads(result_file.read_text())
         runs = _runs(client, "resumable")
+        if kill_point == "tracked":  # it had finished epochs: its training continued from the last one
+            run = next(r for r in runs if r.data.tags["tune_trial_id"] == interrupted_id and r.info.status == "FINISHED")
+            assert int(run.data.tags["resumed_at_epoch"]) >= 1
+            curve = client.get_metric_history(run.info.run_id, "curve/train_loss")
+            assert sorted(m.step for m in curve) == list(range(40))  # the earlier epochs' curve too, once each
+    assert not list((experiment_dir / "trial_state").glob("*.pt"))  # a FINISHED run's state is deleted
 
     trial_ids = {r.data.tags["tune_trial_id"] for r in runs}
     assert len(trial_ids) == 3, sorted(trial_ids)

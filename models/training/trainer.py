@@ -10,6 +10,7 @@ import copy
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 import pandas as pd
@@ -24,6 +25,7 @@ from farfield.models.training.ema import WeightEMA
 from farfield.models.training.graphs import iterate_batches
 from farfield.models.training.loss import target_scales, weighted_loss
 from farfield.models.training.metrics import ErrorAccumulator
+from farfield.models.training.resume import load_training_state, save_training_state
 
 
 class Reporter(Protocol):
@@ -50,6 +52,8 @@ class TrainingResult:
     best_epoch: int = -1
     best_val_loss: float = math.inf
     stopped_early: bool = False
+    #: The epoch a resumed ``fit`` continued from (None: trained from the start).
+    resumed_at_epoch: int | None = None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -162,13 +166,47 @@ class Trainer:
                 return self._evaluate_current(graphs)[0]
         return self._evaluate_current(graphs)[0]
 
-    def fit(self, train: Sequence[AtomicGraph], val: Sequence[AtomicGraph]) -> TrainingResult:
+    def _state(self, key: str, result: TrainingResult, best_state: dict | None, stale: int, final_start: int) -> dict:
+        """Everything ``fit`` needs to continue after the last finished epoch (``resume``)."""
+        return {
+            "key": key, "history": result.history, "best_val_loss": result.best_val_loss,
+            "best_epoch": result.best_epoch, "stopped_early": result.stopped_early, "best_state": best_state,
+            "stale": stale, "final_start": final_start, "energy_factor": self.energy_factor,
+            "model": self.potential.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "ema": None if self.ema is None else {"shadow": self.ema.shadow, "updates": self.ema.updates},
+            "generator": self.generator.get_state(), "torch_rng": torch.get_rng_state(),
+        }
+
+    def _restore(self, state: dict, result: TrainingResult) -> tuple[dict | None, int, int]:
+        """Load a ``_state`` into this trainer and ``result``; returns ``(best_state, stale, final_start)``."""
+        self.potential.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state["scheduler"] is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        if self.ema is not None and state["ema"] is not None:
+            self.ema.shadow = {k: v.to(self.device) for k, v in state["ema"]["shadow"].items()}
+            self.ema.updates = int(state["ema"]["updates"])
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        self.energy_factor = float(state["energy_factor"])
+        result.history = list(state["history"])
+        result.best_val_loss, result.best_epoch = float(state["best_val_loss"]), int(state["best_epoch"])
+        result.stopped_early = bool(state["stopped_early"])
+        return state["best_state"], int(state["stale"]), int(state["final_start"])
+
+    def fit(self, train: Sequence[AtomicGraph], val: Sequence[AtomicGraph],
+            state_file: str | Path | None = None, state_key: str = "") -> TrainingResult:
         """Train for ``config.epochs`` (or until early stopping); keep the best validation weights.
 
         After ``fit`` the potential holds the selected weights (EMA, best epoch). With a final
         stage (``loss.final_energy_factor`` ≠ 1) the energy weight changes at its first epoch,
         so the best epoch is looked for again from there (losses of the two stages differ in
         scale); early stopping in the first stage starts the final one at once.
+
+        ``state_file``: where the state is saved after every epoch; when it holds a state of
+        ``state_key``, training continues from it (``farfield.models.training.resume``) and the
+        reporter is first given the epochs already done. ``resumed_at_epoch`` tells which.
         """
         result = TrainingResult()
         best_state = None
@@ -179,8 +217,19 @@ class Trainer:
         has_final = loss_cfg.final_energy_factor != 1.0 and loss_cfg.final_fraction > 0
         if has_final:
             final_start = self.config.epochs - max(1, round(loss_cfg.final_fraction * self.config.epochs))
-        bar = tqdm(range(self.config.epochs), desc="epochs", unit="epoch", disable=not self.progress)
+        first_epoch = 0
+        saved = load_training_state(state_file, state_key) if state_file is not None else None
+        if saved is not None:
+            best_state, stale, final_start = self._restore(saved, result)
+            first_epoch = result.resumed_at_epoch = len(result.history)
+            if self.reporter is not None:
+                for row in result.history:
+                    self.reporter.on_epoch(int(row["epoch"]), row)
+        bar = tqdm(range(first_epoch, self.config.epochs), desc="epochs", unit="epoch", disable=not self.progress,
+                   initial=first_epoch, total=self.config.epochs)
         for epoch in bar:
+            if result.stopped_early:
+                break
             if epoch == final_start:
                 self.energy_factor = loss_cfg.final_energy_factor
                 result.best_val_loss, stale = math.inf, 0
@@ -212,7 +261,10 @@ class Trainer:
                     final_start = epoch + 1  # the first stage has converged: the final one starts now
                 elif self.config.patience and stale >= self.config.patience:
                     result.stopped_early = True
-                    break
+            if state_file is not None:
+                save_training_state(state_file, self._state(state_key, result, best_state, stale, final_start))
+            if result.stopped_early:
+                break
         if best_state is not None:
             self.potential.load_state_dict(best_state)
         self.ema = None  # the selected weights are now the model's own

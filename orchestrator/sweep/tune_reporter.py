@@ -17,11 +17,14 @@ Tune's last experiment snapshot is unknown to the restored experiment, and the s
 issues its slot again, with the same sampled values, under a new Tune trial id. The new
 trial takes over the runs of that slot (``tune_trial_id`` re-pointed, the old id kept in
 ``lost_tune_trial_id``); if one of them is FINISHED it reports that run instead of
-training again, so a slot never gets two FINISHED runs.
+training again, so a slot never gets two FINISHED runs. A trial interrupted mid-training
+continues from its last finished epoch: the trainer saves its state after every epoch to
+``trial_state_file`` (by slot and sampled values), deleted once the run is FINISHED.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -41,6 +44,9 @@ from farfield.orchestrator.sweep.config import SweepConfig, cell_label, trial_da
 from farfield.orchestrator.sweep.grid_search import TRIAL_COMPLETE, TRIAL_FAILED
 from farfield.orchestrator.tracking import trial_title
 from farfield.orchestrator.trial import run_trial
+
+#: Folder of the sweep's experiment that holds interrupted trials' training states.
+TRIAL_STATE_DIR = "trial_state"
 
 #: Loggers of Ray that write one INFO line per reported checkpoint ("Checkpoint successfully
 #: created at: ..."), i.e. per epoch per trial; quiet unless the sweep runs ``verbose``.
@@ -220,14 +226,29 @@ def sweep_trainable(suggestion: dict, sweep: dict, meta: dict) -> None:
     if suggestion.get("slot"):
         tags[run_layout.TAG_SWEEP_SLOT] = suggestion["slot"]
     reporter = TuneEpochReporter()
+    state_file = trial_state_file(sweep_config, suggestion)
     try:
-        result = run_trial(config, progress=False, reporters=[reporter], tags=tags)
+        result = run_trial(config, progress=False, reporters=[reporter], tags=tags, state_file=state_file)
     except NonFiniteLossError as err:
         tune.report({sweep_config.sweep.metric: math.nan, TRIAL_FAILED: 1, "failure_reason": f"{type(err).__name__}: {err}"[:1000],
                      "epoch": len(reporter.rows)})
         return
     best_row = reporter.rows[result.best_epoch] if 0 <= result.best_epoch < len(reporter.rows) else {}
+    if state_file is not None:  # the run is FINISHED: its state is of no further use
+        state_file.unlink(missing_ok=True)
     tune.report(_final_report(result.metrics, result.run_id, result.epochs_run, result.best_epoch, best_row))
+
+
+def trial_state_file(sweep: SweepConfig, suggestion: dict) -> Path | None:
+    """Where a sweep trial's training state lives between epochs: ``<storage>/<sweep>/trial_state/
+    <slot>-<sampled hash>.pt``, so a trial restarted after an interruption (same slot and sampled
+    values, any Tune id) continues its training. None without a slot or on remote storage."""
+    slot = suggestion.get("slot")
+    storage = sweep.storage_path()
+    if not slot or "://" in storage:
+        return None
+    sampled = hashlib.sha256(sampled_key(suggestion.get("sampled", {})).encode()).hexdigest()[:12]
+    return Path(storage) / sweep.name / TRIAL_STATE_DIR / f"{slot}-{sampled}.pt"
 
 
 def _final_report(metrics: dict, run_id: str, epochs_run: int, best_epoch: int, best_row: dict) -> dict:
