@@ -80,8 +80,8 @@ class TuneEpochReporter:
         row = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         row["epoch"] = epoch
         self.rows.append(row)
-        if not (self.checkpoints and self.trainer is not None):
-            tune.report(row)
+        if not (self.checkpoints and self.trainer is not None) or self.trainer.replaying:
+            tune.report(row)  # a replayed epoch (resumed training) has no weights of its own here
             return
         with tempfile.TemporaryDirectory() as tmp:
             self._save(Path(tmp) / "model.pt")
