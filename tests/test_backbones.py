@@ -52,8 +52,12 @@ def test_backbone_fits_mof_forces(backbone, bundled_frames):
 @pytest.mark.slow
 @pytest.mark.parametrize("backbone", sorted(BACKBONES))
 def test_backbone_fits_more_mof_forces(backbone, bundled_frames):
-    """The same on 12 frames, 30 epochs, 16 channels: the MAE falls below a third of the std."""
-    f_mae, std_mev = _fit_force_mae(backbone, sorted(bundled_frames, key=len)[:12], epochs=30, channels=16)
+    """The same on 12 frames, 60 epochs, 16 channels: the MAE falls below a third of the std.
+
+    60 epochs since the bundled set became near-equilibrium (force std 2,268 → 646 meV/Å): at 30
+    the NequIP-style backbone, the slowest of the four to converge here, stood at 290 meV/Å
+    against the 215 bar (seeds 0-3: 260-290); at 60 it is at 193."""
+    f_mae, std_mev = _fit_force_mae(backbone, sorted(bundled_frames, key=len)[:12], epochs=60, channels=16)
     assert f_mae < std_mev / 3, f"{backbone}: force MAE {f_mae:.0f} meV/Å not well below std {std_mev:.0f} meV/Å"
 
 
