@@ -141,7 +141,12 @@ def _claim_long_range(trials: pd.DataFrame, structures: pd.DataFrame) -> Claim:
             evidence.append(paired_structure_effect(
                 structures, group["runs_a"], group["runs_b"], column,
                 f"{words}: {scheme} − short-range twin per structure, {split} split", unit))
-    return _claim(1, decisions, evidence, "no long-range trial has a short-range twin")
+    missing = "no long-range trial has a short-range twin"
+    if not pairs.empty:  # twins on one side only (a study stopped part-way)
+        missing = ("long-range trials have short-range twins only on the random split, none on a biased one"
+                   if set(pairs["split"]) == {RANDOM} else
+                   "long-range trials have short-range twins only on biased splits, none on the random one")
+    return _claim(1, decisions, evidence, missing)
 
 
 def _claim_split_gap(trials: pd.DataFrame) -> Claim:

@@ -102,6 +102,17 @@ def test_missing_designs_are_inconclusive_and_say_what_is_missing():
     assert "twin" in reasons[0] and "random and a biased split" in reasons[1] and "LES" in reasons[3]
 
 
+def test_long_range_twins_on_one_side_only_say_which_side_is_missing():
+    """A study stopped after its random-split twins: claim 1 names the missing biased twins."""
+    trials, structures, charges = tables(SUPPORTING, seed=0)
+    random_twins = trials[(trials["split"] == "random") & (trials["scheme"].isin(["none", "les"]))
+                          & (trials["layers"] == 2)]
+    claim = evaluate_claims(random_twins, structures, charges.iloc[:0]).claims[0]
+    assert claim.verdict == "inconclusive"
+    assert claim.reason == ("not testable: long-range trials have short-range twins only on the random split, "
+                            "none on a biased one"), claim.reason
+
+
 def test_claims_json_has_five_claims_with_verdict_effect_ci_test_p_and_runs(supported):
     data = json.loads(json.dumps(supported.to_dict()))
     assert len(data["claims"]) == 5 and data["precondition"]["met"] is True
