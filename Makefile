@@ -54,6 +54,7 @@ system-packages:
 ## make bench: benchmarks → benchmarks/results/*.json
 bench: venv
 	$(BIN)/python benchmarks/train_step.py --out benchmarks/results/train_step.json
+	$(BIN)/python benchmarks/trial_step.py configs/study-paper.yaml --workspace $(WORKSPACE) --compare-malloc --repeats 3 --out benchmarks/results/trial_step_malloc.json
 	$(BIN)/python benchmarks/splits.py --out benchmarks/results/splits.json
 	$(BIN)/python benchmarks/heads.py --threads 1 --out benchmarks/results/heads.json
 	$(BIN)/python benchmarks/orchestration.py --out benchmarks/results/orchestration.json
