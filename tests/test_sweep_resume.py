@@ -139,6 +139,8 @@ def test_killed_driver_then_resume_gives_one_finished_run_per_trial(tmp_path, is
         if kill_point == "tracked":  # it had finished epochs: its training continued from the last one
             run = next(r for r in runs if r.data.tags["tune_trial_id"] == interrupted_id and r.info.status == "FINISHED")
             assert int(run.data.tags["resumed_at_epoch"]) >= 1
+            assert f"({interrupted_id}) at epoch {run.data.tags['resumed_at_epoch']}, from its training state" \
+                in resumed.stderr  # farfield's progress line
             curve = client.get_metric_history(run.info.run_id, "curve/train_loss")
             assert sorted(m.step for m in curve) == list(range(40))  # the earlier epochs' curve too, once each
     assert not list((experiment_dir / "trial_state").glob("*.pt"))  # a FINISHED run's state is deleted

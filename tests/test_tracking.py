@@ -128,11 +128,15 @@ def test_progress_names_trials_and_counts_those_finished_before_a_resume(tmp_pat
         assert "4/8 trials done (4 complete)" in progress.status_line(0)
         assert "best val_f_mae 50 (t0)" in progress.status_line(0)
         progress.on_trial_start(1, ended + pending, pending[0])
+        for epoch in range(3):  # a trial continued from its training state reports its first 3 epochs again
+            progress.on_trial_result(1, ended + pending, pending[0], {"epoch": epoch, "resumed_at_epoch": 3})
+        progress.on_trial_result(1, ended + pending, pending[0], {"epoch": 3})
         pending[0].last_result = {TRIAL_COMPLETE: 1, "val_f_mae": 61.0}
         progress._finish(pending[0], "complete")
         err = capsys.readouterr().err
         assert "4 of 8 trials had finished before the interruption" in err
         assert "started  nequip · random · seed 0  (t4)" in err
+        assert err.count("resumed  nequip · random · seed 0  (t4) at epoch 3, from its training state") == 1
         assert "finished nequip · random · seed 0  (t4): complete, val_f_mae 61" in err
         assert "5/8 trials done" in progress.status_line(0)
     finally:

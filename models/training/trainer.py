@@ -97,9 +97,9 @@ class Trainer:
         self.scales: dict[str, float] | None = None
         #: Multiplies the energy weight: ``loss.final_energy_factor`` in the final stage.
         self.energy_factor = 1.0
-        #: True while a resumed ``fit`` hands the reporter the epochs done before (whose weights
-        #: the trainer no longer has).
-        self.replaying = False
+        #: While a resumed ``fit`` hands the reporter the epochs done before (whose weights the
+        #: trainer no longer has): the epoch training continues from; else None.
+        self.replaying_until: int | None = None
 
     def _loss(self, prediction, batch):
         return weighted_loss(prediction, batch, self.config.loss, self.scales, self.energy_factor)
@@ -226,12 +226,12 @@ class Trainer:
             best_state, stale, final_start = self._restore(saved, result)
             first_epoch = result.resumed_at_epoch = len(result.history)
             if self.reporter is not None:
-                self.replaying = True
+                self.replaying_until = first_epoch
                 try:
                     for row in result.history:
                         self.reporter.on_epoch(int(row["epoch"]), row)
                 finally:
-                    self.replaying = False
+                    self.replaying_until = None
         bar = tqdm(range(first_epoch, self.config.epochs), desc="epochs", unit="epoch", disable=not self.progress,
                    initial=first_epoch, total=self.config.epochs)
         for epoch in bar:

@@ -28,7 +28,7 @@ from rich.console import Console
 
 from farfield.analysis import run_layout
 from farfield.orchestrator.sweep.grid_search import TRIAL_COMPLETE, TRIAL_FAILED
-from farfield.orchestrator.sweep.tune_reporter import close_open_runs, run_title
+from farfield.orchestrator.sweep.tune_reporter import RESUMED_AT_EPOCH, close_open_runs, run_title
 
 #: sweep id → {"tracking_uri", "experiment_id", "config" (the SweepConfig)} for the sweep this driver runs.
 ACTIVE: dict[str, dict] = {}
@@ -70,6 +70,7 @@ class SweepProgress(tune.Callback):
         self.best: tuple[float, str] | None = None
         self.first_start: float | None = None
         self.restored: set[str] = set()  # trials that ended before a --resume
+        self.announced_resumes: set[str] = set()  # trials whose "resumed at epoch" line is printed
         self._restore_checked = False
         self._last_print = 0.0
         self._t0 = time.time()
@@ -78,6 +79,7 @@ class SweepProgress(tune.Callback):
         """Unpickled by ``Tuner.restore``: this driver's clocks; ended trials are counted at the first step."""
         self.__dict__.update(state)
         self.restored = set()
+        self.announced_resumes = set()
         self._restore_checked = False
         self.started, self.first_start, self._t0, self._last_print = {}, None, time.time(), 0.0
 
@@ -129,6 +131,13 @@ class SweepProgress(tune.Callback):
         self.started.setdefault(trial.trial_id, now)
         self.first_start = min(self.first_start or now, now)
         self.echo(f"started  {self.title(trial)}  ({trial.trial_id})")
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        resumed = result.get(RESUMED_AT_EPOCH)
+        if resumed is not None and trial.trial_id not in self.announced_resumes:
+            self.announced_resumes.add(trial.trial_id)
+            self.echo(f"resumed  {self.title(trial)}  ({trial.trial_id}) at epoch {int(resumed)}, "
+                      "from its training state")
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         self._tag_runs(trial.trial_id, "retried", "FAILED", f"attempt lost, Ray retries the trial: {_error_text(trial)}")

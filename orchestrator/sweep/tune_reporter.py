@@ -45,6 +45,8 @@ from farfield.orchestrator.sweep.grid_search import TRIAL_COMPLETE, TRIAL_FAILED
 from farfield.orchestrator.tracking import trial_title
 from farfield.orchestrator.trial import run_trial
 
+#: Key of the epochs a resumed trial reports again (value: the epoch its training continues from).
+RESUMED_AT_EPOCH = "resumed_at_epoch"
 #: Folder of the sweep's experiment that holds interrupted trials' training states.
 TRIAL_STATE_DIR = "trial_state"
 
@@ -80,8 +82,11 @@ class TuneEpochReporter:
         row = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         row["epoch"] = epoch
         self.rows.append(row)
-        if not (self.checkpoints and self.trainer is not None) or self.trainer.replaying:
-            tune.report(row)  # a replayed epoch (resumed training) has no weights of its own here
+        replayed = self.trainer is not None and self.trainer.replaying_until is not None
+        if replayed:  # an epoch done before an interruption: no weights of its own here
+            row[RESUMED_AT_EPOCH] = self.trainer.replaying_until
+        if replayed or not (self.checkpoints and self.trainer is not None):
+            tune.report(row)
             return
         with tempfile.TemporaryDirectory() as tmp:
             self._save(Path(tmp) / "model.pt")
