@@ -132,3 +132,21 @@ def test_sweep_reuses_the_running_server_of_its_workspace(finished_sweep, served
     workspace, server = served_workspace
     assert result.tracking_uri == server.uri
     assert (workspace / RECORD).exists() and server.process.poll() is None  # left running: not the sweep's
+
+
+def test_asha_sweep_prunes_by_report_index_and_ends(local_ray, served_workspace):
+    """ASHA counts reports by ``report_index`` (epoch + 1; a resumed trial's replayed epochs keep
+    theirs): a sweep with it runs to the end, every trial complete or pruned at a rung."""
+    from farfield.orchestrator.sweep.run import run_sweep
+
+    workspace, _ = served_workspace
+    config = tiny_sweep(workspace, name="asha", samples_per_cell=4, search_seed=0, max_concurrent=1,
+                        ranges={"training.lr": {"choices": [0.003, 1e-5]}},
+                        scheduler={"kind": "asha", "grace_period": 1, "reduction_factor": 2})
+    config.training.epochs = 4
+    result = run_sweep(config, progress_every_s=600)
+    outcomes = result.trials["outcome"].tolist()
+    assert len(outcomes) == 4 and set(outcomes) <= {"complete", "pruned"}, outcomes
+    assert "complete" in outcomes
+    epochs = result.trials.loc[result.trials["outcome"] == "complete", "epochs"]
+    assert (epochs == 4).all(), result.trials  # a complete trial ran its whole budget

@@ -50,7 +50,7 @@ def test_asha_budget_leaves_room_for_the_final_report():
     config = SweepConfig.model_validate({"training": {"epochs": 7},
                                          "sweep": {"scheduler": {"kind": "asha", "grace_period": 2}}})
     scheduler = _scheduler(config)
-    assert scheduler._max_t == 8 and scheduler._time_attr == "training_iteration"
+    assert scheduler._max_t == 8 and scheduler._time_attr == "report_index"  # not training_iteration: see REPORT_INDEX
     assert _scheduler(SweepConfig.model_validate({"sweep": {}})) is None
 
 

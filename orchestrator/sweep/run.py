@@ -46,7 +46,7 @@ from farfield.orchestrator.sweep.config import SweepConfig, grid_cells, load_swe
 from farfield.orchestrator.sweep.grid_search import REISSUE, GridCrossedTPE
 from farfield.orchestrator.sweep.progress import ACTIVE, SweepProgress
 from farfield.orchestrator.sweep.summary import log_summary, trial_table
-from farfield.orchestrator.sweep.tune_reporter import end_run, sweep_runs, sweep_trainable
+from farfield.orchestrator.sweep.tune_reporter import REPORT_INDEX, end_run, sweep_runs, sweep_trainable
 from farfield.orchestrator.tracking import ensure_experiment
 from farfield.orchestrator.trial_pipeline import make_split, prepare_graph_cache
 
@@ -146,9 +146,10 @@ def _scheduler(config: SweepConfig):
     spec = config.sweep.scheduler
     if spec.kind == "none":
         return None
-    # The final report (selected weights, trial_complete) comes one iteration after the last
-    # epoch, so the budget in Tune iterations is epochs + 1; ASHA must not stop it at `epochs`.
-    return ASHAScheduler(time_attr="training_iteration", max_t=config.training.epochs + 1,
+    # The final report (selected weights, trial_complete) comes one report after the last
+    # epoch, so the budget is epochs + 1 reports; ASHA must not stop it at `epochs`. Counted by
+    # REPORT_INDEX, not Tune's training_iteration: a resumed trial reports its earlier epochs again.
+    return ASHAScheduler(time_attr=REPORT_INDEX, max_t=config.training.epochs + 1,
                          grace_period=spec.grace_period, reduction_factor=spec.reduction_factor)
 
 

@@ -45,6 +45,10 @@ from farfield.orchestrator.sweep.grid_search import TRIAL_COMPLETE, TRIAL_FAILED
 from farfield.orchestrator.tracking import trial_title
 from farfield.orchestrator.trial import run_trial
 
+#: Every report's place in an uninterrupted trial: epoch + 1 for an epoch, epochs run + 1 for the
+#: final report — Tune's ``training_iteration`` as it would be without a resume (a resumed trial
+#: reports its earlier epochs again, so its own iteration counter runs ahead). ASHA counts this.
+REPORT_INDEX = "report_index"
 #: Key of the epochs a resumed trial reports again (value: the epoch its training continues from).
 RESUMED_AT_EPOCH = "resumed_at_epoch"
 #: Folder of the sweep's experiment that holds interrupted trials' training states.
@@ -81,6 +85,7 @@ class TuneEpochReporter:
     def on_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
         row = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         row["epoch"] = epoch
+        row[REPORT_INDEX] = epoch + 1
         self.rows.append(row)
         replayed = self.trainer is not None and self.trainer.replaying_until is not None
         if replayed:  # an epoch done before an interruption: no weights of its own here
@@ -236,7 +241,7 @@ def sweep_trainable(suggestion: dict, sweep: dict, meta: dict) -> None:
         result = run_trial(config, progress=False, reporters=[reporter], tags=tags, state_file=state_file)
     except NonFiniteLossError as err:
         tune.report({sweep_config.sweep.metric: math.nan, TRIAL_FAILED: 1, "failure_reason": f"{type(err).__name__}: {err}"[:1000],
-                     "epoch": len(reporter.rows)})
+                     "epoch": len(reporter.rows), REPORT_INDEX: len(reporter.rows) + 1})
         return
     best_row = reporter.rows[result.best_epoch] if 0 <= result.best_epoch < len(reporter.rows) else {}
     if state_file is not None:  # the run is FINISHED: its state is of no further use
@@ -262,5 +267,6 @@ def _final_report(metrics: dict, run_id: str, epochs_run: int, best_epoch: int, 
     for key, value in metrics.items():
         if "/" in key and math.isfinite(value):
             final[key.replace("/", "_")] = value
-    final.update({TRIAL_COMPLETE: 1, "epoch": epochs_run, "best_epoch": best_epoch, "mlflow_run_id": run_id})
+    final.update({TRIAL_COMPLETE: 1, "epoch": epochs_run, REPORT_INDEX: epochs_run + 1, "best_epoch": best_epoch,
+                  "mlflow_run_id": run_id})
     return final
