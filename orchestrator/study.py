@@ -73,8 +73,10 @@ def _git_state() -> dict:
 
 
 def provenance_record(command: list[str], config: SweepConfig, config_file: Path | None, sweep, report,
-                      wall: dict[str, float], started: datetime) -> dict:
-    """The JSON-able provenance of a study (see the module docstring); ``wall``: seconds per stage."""
+                      wall: dict[str, float], started: datetime, git: dict | None = None) -> dict:
+    """The JSON-able provenance of a study (see the module docstring); ``wall``: seconds per stage.
+    ``git``: the repository's state when the study started (default: now) — taken before the
+    study writes its report, so a report folder under version control does not count as a change."""
     trials = report.diagnostics.trials
     splits = {split: sorted(group["split_hash"].unique()) for split, group in trials.groupby("split", sort=True)}
     config_text = Path(config_file).read_bytes() if config_file is not None else None
@@ -82,7 +84,7 @@ def provenance_record(command: list[str], config: SweepConfig, config_file: Path
         "command": " ".join(command), "argv": list(command),
         "started_utc": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "wall_s": {name: round(seconds, 1) for name, seconds in wall.items()},
-        "git": _git_state(), "versions": _versions(),
+        "git": git if git is not None else _git_state(), "versions": _versions(),
         "machine": {"platform": platform.platform(), "cpus": _cpus()},
         "config_file": str(config_file) if config_file is not None else None,
         "config_sha256": hashlib.sha256(config_text).hexdigest() if config_text is not None else None,
@@ -117,7 +119,7 @@ def run_study(config: SweepConfig, out: str | Path | None = None, resume: bool =
     from farfield.orchestrator.mlflow_server import report_tracking
 
     out = Path(out) if out is not None else default_out(config)
-    started, t0 = datetime.now(timezone.utc), time.monotonic()
+    started, t0, git = datetime.now(timezone.utc), time.monotonic(), _git_state()
     result = sweeps.run_sweep(config, address=address, resume=resume)
     t_sweep = time.monotonic()
     uri, server = report_tracking(Path(config.workspace), config.tracking.uri, config.tracking.experiment)
@@ -127,7 +129,7 @@ def run_study(config: SweepConfig, out: str | Path | None = None, resume: bool =
         report, paths, _ = make_report(uri, config.tracking.experiment, out, options)
         wall = {"sweep": t_sweep - t0, "report": time.monotonic() - t_sweep, "total": time.monotonic() - t0}
         provenance = provenance_record(command or sys.argv, config, Path(config_file) if config_file else None,
-                                       result, report, wall, started)
+                                       result, report, wall, started, git)
         paths["provenance"] = out / "provenance.json"
         paths["provenance"].write_text(json.dumps(provenance, indent=1, default=str) + "\n")
         run_id = None
