@@ -137,6 +137,8 @@ def test_progress_names_trials_and_counts_those_finished_before_a_resume(tmp_pat
         assert "4 of 8 trials had finished before the interruption" in err
         assert "started  nequip · random · seed 0  (t4)" in err
         assert err.count("resumed  nequip · random · seed 0  (t4) at epoch 3, from its training state") == 1
+        progress.echo("started  painn [celli-q] · random · seed 0  (t9)")
+        assert "painn [celli-q] · random" in capsys.readouterr().err  # not eaten as rich markup
         assert "finished nequip · random · seed 0  (t4): complete, val_f_mae 61" in err
         assert "5/8 trials done" in progress.status_line(0)
     finally:

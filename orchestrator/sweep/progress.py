@@ -219,7 +219,9 @@ class SweepProgress(tune.Callback):
 
     @staticmethod
     def echo(line: str) -> None:
-        Console(stderr=True).print(line, highlight=False, soft_wrap=True)
+        # markup off: a variant's name is in brackets (``painn [celli-q] · random``), which rich
+        # would take for a style tag and drop
+        Console(stderr=True).print(line, highlight=False, soft_wrap=True, markup=False)
 
 
 def _clock(seconds: float) -> str:
