@@ -2,7 +2,8 @@
 
 Loads the config's dataset and split and the training graphs from the workspace's graph cache
 exactly as a trial does (``farfield.orchestrator.trial_pipeline``), builds its trainer, and
-times ``--steps`` training steps (energy + forces loss, double backward, AdamW) after
+times ``--steps`` of its training steps (``Trainer.train_step``: energy + forces loss, double
+backward, AdamW, EMA) after
 ``--warmup``, each measurement in a fresh process. With ``--compare-malloc`` every measurement
 is repeated with the C library's allocator left as it is (``FARFIELD_MALLOC=system``,
 models/training/allocator.py), alternating, ``--repeats`` times. Never asserts on timings.
@@ -53,12 +54,7 @@ def _measure(raw: dict, malloc: str, steps: int, warmup: int, threads: int) -> d
     for k, batch in enumerate(batches):
         if k == warmup:
             start, cpu_start = time.perf_counter(), time.process_time()
-        batch = trainer._to_device(batch)
-        prediction = trainer.potential(batch, compute_forces=True, create_graph=True)
-        loss, _ = trainer._loss(prediction, batch)
-        trainer.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        trainer.optimizer.step()
+        trainer.train_step(batch)  # the trainer's own step (loss, backward, clipping, AdamW, EMA)
         if k >= warmup:
             n_atoms += int(batch.n_atoms.sum())
     if trainer.device.type == "cuda":

@@ -124,27 +124,33 @@ class Trainer:
     def _to_device(self, batch: AtomicGraph) -> AtomicGraph:
         return batch.to(self.device, self.dtype)
 
+    def train_step(self, batch: AtomicGraph) -> tuple[float, dict[str, float]]:
+        """One optimiser step on ``batch``: forces with the graph kept, the loss, backward, gradient
+        clipping, AdamW, EMA. Returns the loss and its parts (unweighted)."""
+        batch = self._to_device(batch)
+        prediction = self.potential(batch, compute_forces=True, create_graph=True)
+        loss, parts = self._loss(prediction, batch)
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"training loss became {float(loss.detach())} (parts: {parts}); lower training.lr or check the data"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.potential.parameters(), self.config.grad_clip)
+        self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update(self.potential)
+        return float(loss.detach()), parts
+
     def train_epoch(self, graphs: Sequence[AtomicGraph]) -> dict[str, float]:
         """One pass over ``graphs``; returns mean loss parts (unweighted) and the loss."""
         self.potential.train()
         totals: dict[str, float] = {}
         n_batches = 0
         for batch in iterate_batches(graphs, self.config.batch_size, shuffle=True, generator=self.generator):
-            batch = self._to_device(batch)
-            prediction = self.potential(batch, compute_forces=True, create_graph=True)
-            loss, parts = self._loss(prediction, batch)
-            if not torch.isfinite(loss):
-                raise NonFiniteLossError(
-                    f"training loss became {float(loss.detach())} (parts: {parts}); lower training.lr or check the data"
-                )
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if self.config.grad_clip:
-                torch.nn.utils.clip_grad_norm_(self.potential.parameters(), self.config.grad_clip)
-            self.optimizer.step()
-            if self.ema is not None:
-                self.ema.update(self.potential)
-            for name, value in {"loss": float(loss.detach()), **parts}.items():
+            loss, parts = self.train_step(batch)
+            for name, value in {"loss": loss, **parts}.items():
                 totals[name] = totals.get(name, 0.0) + value
             n_batches += 1
         return {name: value / max(n_batches, 1) for name, value in totals.items()}
