@@ -160,7 +160,8 @@ def load_experiment(tracking_uri: str, experiment: str, workdir: str | Path, swe
         max_structures = int(_number(run.params, run_layout.PARAM_MAX_STRUCTURES, 0)) or None
         key = (context.content_hash, split.content_hash, max_structures)
         if key not in placements:
-            placements[key] = parent_placement(context, split, run.params, _descriptor_cache(run_workspace, workdir))
+            placements[key] = parent_placement(context, split, run.params, _descriptor_cache(run_workspace, workdir),
+                                               max_structures)
             baselines[key] = baseline_errors(context, split, predictions["structure_id"].tolist(), max_structures)
         table = _structure_table(predictions, context, placements[key], baselines[key])
         row = trial_row(run, len(table))

@@ -11,16 +11,16 @@ rebuilt through :func:`farfield.data.splitting.parent_space` (descriptors cached
 hash) and its clusters through ``cluster_parents`` (HDBSCAN) or ``kmeans_parents``; every
 val/test parent gets its nearest-train distance and every parent its cluster.
 
-KMeans labels depend on the set of parents clustered, so they are computed on the parents
-the split file names (train ∪ val ∪ test ∪ excluded: the split's own set, after
-``data.min_element_parents`` and ``data.max_structures``), as the split did; store parents
-outside that set get cluster −1. HDBSCAN clusters and the joint metric's standardisation are
-taken over the whole store (the same as the split's whenever the split used the whole store).
+The split was made over its own set of parents — those the split file names (train ∪ val ∪
+test ∪ excluded), i.e. the store after ``data.min_element_parents``, within the trial's
+``data.max_structures`` prefix of the index. KMeans labels, HDBSCAN clusters and the joint
+metric's standardisation all depend on that set, so the space is rebuilt over the same
+structures; store parents outside it get cluster −1 and no distance.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import hashlib
 import json
 from pathlib import Path
 
@@ -91,36 +91,28 @@ def split_metric_settings(split: Split, params: dict[str, str]) -> tuple[Descrip
 
 
 def _space(context: DatasetContext, metric: str, settings: DescriptorKind | None, weight: float,
-           cache_dir: str | Path | None) -> tuple[ChemicalSpace, tuple]:
-    """``(space of every parent of the store in ``metric``, cache key)``."""
-    key = (context.content_hash, metric, settings.key() if settings is not None else "default", weight)
+           cache_dir: str | Path | None, index: pd.DataFrame) -> tuple[ChemicalSpace, tuple]:
+    """``(space of the parents of the structures in ``index`` (rows of the store's index) in
+    ``metric``, cache key)``."""
+    structures = hashlib.sha256("\n".join(index["structure_id"].astype(str)).encode()).hexdigest()
+    key = (context.content_hash, metric, settings.key() if settings is not None else "default", weight, structures)
     if key not in _SPACES:
         _SPACES[key] = parent_space(context.store, metric, weight, cache_dir=cache_dir, n_workers=0,
-                                    settings=settings)[0]
+                                    settings=settings, index=index)[0]
     return _SPACES[key], key
 
 
-def _subspace(space: ChemicalSpace, rows: np.ndarray) -> ChemicalSpace:
-    """The parents at ``rows`` (ascending) of ``space``, coordinates unchanged."""
-    return dataclasses.replace(
-        space, parent_ids=space.parent_ids[rows], n_atoms=space.n_atoms[rows],
-        n_configurations=space.n_configurations[rows], elements=[space.elements[r] for r in rows],
-        geometry=space.geometry[rows], composition=space.composition[rows])
-
-
-def _cluster_labels(space: ChemicalSpace, key: tuple, clustering: dict, split_rows: np.ndarray) -> np.ndarray:
-    """(len(space),) cluster of each parent.
+def _cluster_labels(space: ChemicalSpace, key: tuple, clustering: dict) -> np.ndarray:
+    """(len(space),) cluster of each parent of the split's own ``space``.
 
     KMeans (``clustering["method"] == "kmeans"``): ``kmeans_parents`` with the recorded
-    ``n_clusters`` on the split's parents (``split_rows``), −1 for the others. Else HDBSCAN
-    over the whole space; as in ``farfield.data.splitting``, all-noise falls back to
+    ``n_clusters``. Else HDBSCAN; as in ``farfield.data.splitting``, all-noise falls back to
     singletons, and a split that skipped HDBSCAN (too few parents) to one cluster per parent."""
-    cache_key = key + (json.dumps(clustering, sort_keys=True), split_rows.tobytes())
+    cache_key = key + (json.dumps(clustering, sort_keys=True),)
     if cache_key in _CLUSTERS:
         return _CLUSTERS[cache_key]
     if clustering.get("method") == "kmeans":
-        labels = np.full(len(space), -1, dtype=np.int64)
-        labels[split_rows] = kmeans_parents(_subspace(space, split_rows), int(clustering["n_clusters"])).labels
+        labels = kmeans_parents(space, int(clustering["n_clusters"])).labels
     elif clustering.get("hdbscan") == "skipped":
         labels = np.arange(len(space), dtype=np.int64)
     else:
@@ -137,27 +129,32 @@ def _cluster_labels(space: ChemicalSpace, key: tuple, clustering: dict, split_ro
 
 
 def parent_placement(context: DatasetContext, split: Split, params: dict[str, str],
-                     cache_dir: str | Path | None = None) -> pd.DataFrame:
+                     cache_dir: str | Path | None = None, max_structures: int | None = None) -> pd.DataFrame:
     """One row per parent of the store: ``parent_id``, ``side`` (train/val/test/excluded),
-    ``cluster`` (int; −1 = not clustered: outside the parents of a KMeans split),
+    ``cluster`` (int; −1 = not clustered: outside the split's own parents),
     ``nearest_train_distance`` (dimensionless, in the split's metric: the joint distance,
     or 1 − cosine similarity of mean SOAP vectors in [0, 2] for ``soap_cosine``; NaN for
     train and excluded parents) and ``nearest_train_parent``.
 
     ``params``: the trial's MLflow params (``split.*`` fill in what the split file does not
-    record); ``cache_dir``: the descriptor cache (as ``farfield split make``'s)."""
+    record); ``cache_dir``: the descriptor cache (as ``farfield split make``'s);
+    ``max_structures``: the trial's ``data.max_structures`` (the split saw that prefix of the
+    index only)."""
     metric = split_metric(split, params)
     settings, weight, clustering = split_metric_settings(split, params)
-    space, key = _space(context, metric, settings, weight, cache_dir)
-    ids = [str(p) for p in space.parent_ids]
-    row_of = {pid: row for row, pid in enumerate(ids)}
+    store_parents = [str(p) for p in pd.unique(context.index["parent_id"].astype(str))]
     sides = split.side_of()
-    unknown = [p for p in split.train + split.val + split.test + split.excluded if p not in row_of]
+    own_parents = {*sides, *split.excluded}
+    unknown = sorted(own_parents.difference(store_parents))
     if unknown:
         raise ValueError(f"split {split.content_hash} names parents absent from dataset {context.content_hash}: "
                          f"{unknown[:5]}")
-    split_rows = np.array(sorted(row_of[p] for p in {*sides, *split.excluded}), dtype=int)
-    labels = _cluster_labels(space, key, clustering, split_rows)
+    index = context.index if max_structures is None else context.index.iloc[:max_structures]
+    space, key = _space(context, metric, settings, weight, cache_dir,
+                        index[index["parent_id"].astype(str).isin(own_parents)])
+    ids = [str(p) for p in space.parent_ids]
+    row_of = {pid: row for row, pid in enumerate(ids)}
+    labels = _cluster_labels(space, key, clustering)
     train_rows = np.array([row_of[p] for p in split.train], dtype=int)
     query = np.array([row_of[p] for p in split.val + split.test], dtype=int)
     distance = np.full(len(ids), np.nan)
@@ -166,6 +163,10 @@ def parent_placement(context: DatasetContext, split: Split, params: dict[str, st
         found, rows = space.nearest(query, train_rows)
         distance[query] = found
         nearest[query] = [ids[r] for r in rows]
-    return pd.DataFrame({"parent_id": ids, "side": [sides.get(p, "excluded") for p in ids],
-                         "cluster": labels.astype(int), "nearest_train_distance": distance,
-                         "nearest_train_parent": nearest.astype(str)})
+    own = pd.DataFrame({"cluster": labels.astype(int), "nearest_train_distance": distance,
+                        "nearest_train_parent": nearest.astype(str)}, index=pd.Index(ids, name="parent_id"))
+    table = own.reindex(store_parents)  # parents outside the split's own set: no cluster, no distance
+    table["cluster"] = table["cluster"].fillna(-1).astype(int)
+    table["nearest_train_parent"] = table["nearest_train_parent"].fillna("")
+    table.insert(0, "side", [sides.get(p, "excluded") for p in store_parents])
+    return table.reset_index()

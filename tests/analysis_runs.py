@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SWEEP_ID = "analysis-test-0001"
+MAX_STRUCTURES = 1000  # a prefix of the bundled index (data.max_structures): four trials in a few minutes
 EXPERIMENT = "analysis-test"
 TRIALS = (
     {"name": "sr-random-s0", "seed": 0, "split": "random", "layers": 1, "long_range": []},
@@ -47,6 +48,7 @@ def trial_config(workspace: Path, spec: dict):
 
     return TrialConfig.model_validate({
         "name": spec["name"], "seed": spec["seed"], "workspace": str(workspace),
+        "data": {"max_structures": MAX_STRUCTURES},
         "split": {"strategy": spec["split"], "seed": 0},
         "model": {"channels": 8, "layers": spec["layers"], "cutoff": 4.0, "n_radial": 4,
                   "long_range": spec["long_range"]},

@@ -33,12 +33,15 @@ def cache(tmp_path_factory):
     return tmp_path_factory.mktemp("descriptors")
 
 
-def _split_and_placement(store, cache, tmp_path, min_element_parents=None, **config):
+def _split_and_placement(store, cache, tmp_path, min_element_parents=None, max_structures=None, **config):
     """The split as a trial logs it (saved and reloaded JSON), its per-parent table, and the
-    placement of a fresh analysis (empty params: everything from the split file)."""
-    outcome = make_split(store, SplitConfig(**config), cache_dir=cache, min_element_parents=min_element_parents)
+    placement of a fresh analysis (empty params: everything from the split file).
+    ``max_structures``: the trial's ``data.max_structures`` (the split sees that prefix of the index)."""
+    prefix = None if max_structures is None else store.index["structure_id"].iloc[:max_structures]
+    outcome = make_split(store, SplitConfig(**config), cache_dir=cache, min_element_parents=min_element_parents,
+                         structure_ids=prefix)
     split = Split.load(outcome.split.save(tmp_path / "split.json"))
-    placement = parent_placement(DatasetContext(store), split, {}, cache_dir=cache)
+    placement = parent_placement(DatasetContext(store), split, {}, cache_dir=cache, max_structures=max_structures)
     return split, outcome.parents.set_index("parent_id"), placement.set_index("parent_id")
 
 
@@ -97,3 +100,20 @@ def test_farthest_from_seed_placement_is_the_splits_own(store, cache, tmp_path, 
     for name, value in (("q0", test_distances.min()), ("q100", test_distances.max()),
                         ("mean", test_distances.mean())):
         assert summary["test"][name] == pytest.approx(value, rel=1e-5)
+
+
+@pytest.mark.parametrize("subset", ["min_element_parents", "max_structures"])
+def test_joint_metric_placement_of_a_split_over_part_of_the_store(store, cache, tmp_path, subset):
+    # the joint metric standardises its descriptors and HDBSCAN clusters over the parents it is
+    # given: a split made over part of the store must be placed in that part's space
+    options = {"min_element_parents": 3} if subset == "min_element_parents" else {"max_structures": 40}
+    split, table, placement = _split_and_placement(store, cache, tmp_path, strategy="max_separation",
+                                                   metric="joint", test=0.3, val=0.1, train=0.6, seed=2, **options)
+    n_parents = store.index["parent_id"].nunique()
+    assert len(table) < n_parents and len(placement) == n_parents
+    queried = split.val + split.test
+    np.testing.assert_allclose(placement.loc[queried, "nearest_train_distance"],
+                               table.loc[queried, "nearest_train_distance"], rtol=1e-9, atol=1e-12)
+    assert (placement.loc[table.index, "cluster"] == table["cluster"]).all()
+    outside = placement.index.difference(table.index)
+    assert set(placement.loc[outside, "cluster"]) == {-1} and placement.loc[outside, "nearest_train_distance"].isna().all()
