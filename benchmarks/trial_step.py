@@ -11,7 +11,13 @@ models/training/allocator.py), alternating, ``--repeats`` times. Never asserts o
     python benchmarks/trial_step.py configs/study-paper.yaml --workspace workspace \\
         --compare-malloc --repeats 3 --out benchmarks/results/trial_step_malloc.json
 
-A sweep config's ``sweep`` block is ignored (the trial is its base config, random split).
+A sweep config's trial is its base config (random split); ``--variant NAME`` (repeatable)
+times the grid's variants of that name instead, each with the variant's ``set`` applied, so
+the cost of every model of a study is measured in one run:
+
+    python benchmarks/trial_step.py configs/study-paper.yaml --workspace workspace \
+        --variant short-range --variant les --variant celli-q --variant celli --variant efa \
+        --variant short-range-4L --repeats 3 --out benchmarks/results/trial_step_variants.json
 """
 
 from __future__ import annotations
@@ -66,6 +72,24 @@ def _measure(raw: dict, malloc: str, steps: int, warmup: int, threads: int) -> d
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
 
 
+def _trials(path: Path, variants: list[str], workspace: Path | None) -> dict[str, dict]:
+    """``{variant name (\"\" for the base): trial-config mapping}`` of a trial or sweep config."""
+    raw = yaml.safe_load(path.read_text())
+    if workspace is not None:
+        raw["workspace"] = str(workspace.resolve())
+    if not variants:
+        raw.pop("sweep", None)
+        return {"": raw}
+    from farfield.orchestrator.sweep.config import SweepConfig, trial_data
+
+    config = SweepConfig.model_validate(raw)
+    grid = {v.name: v.model_dump(mode="json") for v in config.sweep.grid.variant or []}
+    unknown = [name for name in variants if name not in grid]
+    if unknown:
+        raise SystemExit(f"{path}: no sweep.grid.variant named {', '.join(unknown)} (has: {', '.join(grid) or 'none'})")
+    return {name: trial_data(config, {"variant": grid[name]}, {}) for name in variants}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("config", type=Path)
@@ -75,24 +99,28 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--compare-malloc", action="store_true")
+    parser.add_argument("--variant", action="append", default=[],
+                        help="a sweep.grid.variant name of the config (repeatable); default: the base config")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    raw = yaml.safe_load(args.config.read_text())
-    raw.pop("sweep", None)
-    if args.workspace is not None:
-        raw["workspace"] = str(args.workspace.resolve())
+    trials = _trials(args.config, args.variant, args.workspace)
     mallocs = ["farfield", "system"] if args.compare_malloc else ["farfield"]
     context = multiprocessing.get_context("spawn")  # a fresh process (and heap) per measurement
     rows = []
     for repeat in range(args.repeats):
-        for malloc in mallocs:
-            with context.Pool(1) as pool:
-                row = pool.apply(_measure, (raw, malloc, args.steps, args.warmup, args.threads))
-            rows.append({"repeat": repeat, **row})
-            print(f"repeat {repeat} malloc={malloc:<8} {row['seconds_per_step']:.3f} s/step "
-                  f"{row['cpu_seconds_per_step']:.3f} CPU s/step peak RSS {row['peak_rss_mb']:.0f} MB", flush=True)
-    summary = {malloc: statistics.median(r["seconds_per_step"] for r in rows if r["malloc"] == malloc)
-               for malloc in mallocs}
+        for variant, raw in trials.items():
+            for malloc in mallocs:
+                with context.Pool(1) as pool:
+                    row = pool.apply(_measure, (raw, malloc, args.steps, args.warmup, args.threads))
+                rows.append({"repeat": repeat, "variant": variant, **row})
+                print(f"repeat {repeat} {variant or 'base'} malloc={malloc:<8} {row['seconds_per_step']:.3f} s/step "
+                      f"{row['cpu_seconds_per_step']:.3f} CPU s/step peak RSS {row['peak_rss_mb']:.0f} MB", flush=True)
+    if args.variant:
+        summary = {variant: statistics.median(r["seconds_per_step"] for r in rows if r["variant"] == variant)
+                   for variant in trials}
+    else:
+        summary = {malloc: statistics.median(r["seconds_per_step"] for r in rows if r["malloc"] == malloc)
+                   for malloc in mallocs}
     report = {"benchmark": "trial_step", "config": str(args.config), "steps": args.steps, "warmup": args.warmup,
               "threads": args.threads, "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
               "median_seconds_per_step": summary, "results": rows}
