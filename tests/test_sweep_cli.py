@@ -68,6 +68,9 @@ def test_outcomes_and_progress_line():
     assert "best val_f_mae 12.5 (a)" in line
     assert progress.eta_s() == pytest.approx(6 * 80.0, abs=5)
     assert any(f"ETA {text}" in line for text in ("7m5", "8m0"))
+    progress.first_start = time.time() - 2 * 3 * 3600.0  # three hours per trial: hours and minutes
+    assert progress.eta_s() == pytest.approx(6 * 3 * 3600.0, abs=5)
+    assert "ETA 18h00m" in progress.status_line(running=2) or "ETA 17h59m" in progress.status_line(running=2)
 
 
 def test_mlflow_server_and_sweep_commands_are_registered():

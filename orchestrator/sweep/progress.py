@@ -225,5 +225,8 @@ class SweepProgress(tune.Callback):
 
 
 def _clock(seconds: float) -> str:
+    """``7m05s``; from an hour on ``25h03m`` (a study runs for a day)."""
     seconds = int(max(seconds, 0))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
     return f"{seconds // 60}m{seconds % 60:02d}s"
