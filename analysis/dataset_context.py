@@ -64,10 +64,15 @@ class DatasetContext:
             "elements": self.index["elements"].astype(str), "metals": metals,
         })
 
+    def index_of(self, parent_ids, max_structures: int | None = None) -> pd.DataFrame:
+        """Index rows of the given parents' structures, in index order (within the first
+        ``max_structures``: a trial's ``data.max_structures`` prefix)."""
+        index = self.index if max_structures is None else self.index.iloc[:max_structures]
+        return index[index["parent_id"].isin(set(parent_ids))]
+
     def structure_ids_of(self, parent_ids, max_structures: int | None = None) -> list[str]:
         """Structures of the given parents, in index order (within the first ``max_structures``)."""
-        index = self.index if max_structures is None else self.index.iloc[:max_structures]
-        return index.loc[index["parent_id"].isin(set(parent_ids)), "structure_id"].tolist()
+        return self.index_of(parent_ids, max_structures)["structure_id"].tolist()
 
     def energies(self, structure_ids) -> np.ndarray:
         """(n,) total reference energies, eV (energy per atom × atoms from the index)."""

@@ -149,9 +149,7 @@ def parent_placement(context: DatasetContext, split: Split, params: dict[str, st
     if unknown:
         raise ValueError(f"split {split.content_hash} names parents absent from dataset {context.content_hash}: "
                          f"{unknown[:5]}")
-    index = context.index if max_structures is None else context.index.iloc[:max_structures]
-    space, key = _space(context, metric, settings, weight, cache_dir,
-                        index[index["parent_id"].astype(str).isin(own_parents)])
+    space, key = _space(context, metric, settings, weight, cache_dir, context.index_of(own_parents, max_structures))
     ids = [str(p) for p in space.parent_ids]
     row_of = {pid: row for row, pid in enumerate(ids)}
     labels = _cluster_labels(space, key, clustering)
