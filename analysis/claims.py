@@ -22,7 +22,9 @@ split and initialisation), comparisons inside one replica are averaged first:
 
 Before any verdict, the study must show that its models learned: the short-range models'
 random-split test force MAE below ``LEARNED_MAX_FRACTION`` of the zero-force baseline;
-otherwise every verdict is ``inconclusive`` (the effects are still reported).
+otherwise every verdict is ``inconclusive`` (the effects are still reported). Between
+``ACCURATE_MAX_FRACTION`` and ``LEARNED_MAX_FRACTION`` the verdicts stand but the report calls
+them provisional: the models learned, but not to the accuracy issue 13 asks of the study.
 """
 
 from __future__ import annotations
@@ -46,11 +48,14 @@ from farfield.analysis.verdicts import (
     ratio_effect,
 )
 
-__all__ = ["LEARNED_MAX_FRACTION", "STATEMENTS", "evaluate_claims", "learned"]
+__all__ = ["ACCURATE_MAX_FRACTION", "LEARNED_MAX_FRACTION", "STATEMENTS", "evaluate_claims", "learned"]
 
 RANDOM = "random"
 #: The models learned if their random-split test force MAE is below this fraction of the zero-force baseline.
 LEARNED_MAX_FRACTION = 0.5
+#: Issue 13's accuracy bar: below this fraction the models are accurate enough for the verdicts to be read as
+#: firm; between it and ``LEARNED_MAX_FRACTION`` the verdicts stand but are labelled provisional.
+ACCURATE_MAX_FRACTION = 0.2
 #: (trial metric, words, unit, per-structure column): the errors the error-based claims test.
 METRICS = (("test/f_mae", "force MAE", "meV/Å", "f_mae_mev"),
            ("test/e_mae", "energy MAE", "meV/atom", "e_abs_error_mev"))
@@ -309,9 +314,11 @@ def learned(trials: pd.DataFrame) -> Precondition:
             fraction = float(np.nanmean(pool[metric]) / np.nanmean(pool[baseline]))
             met = fraction < LEARNED_MAX_FRACTION
             text = (f"{len(pool)} reference trials reach {100 * fraction:.0f} % of the baseline's test {words} MAE "
-                    f"(must be below {100 * LEARNED_MAX_FRACTION:.0f} %)")
-            return Precondition(met, fraction, LEARNED_MAX_FRACTION, text)
-    return Precondition(None, float("nan"), LEARNED_MAX_FRACTION, "no baseline error to compare with: not checked")
+                    f"(must be below {100 * LEARNED_MAX_FRACTION:.0f} %; accurate below "
+                    f"{100 * ACCURATE_MAX_FRACTION:.0f} %)")
+            return Precondition(met, fraction, LEARNED_MAX_FRACTION, text, ACCURATE_MAX_FRACTION)
+    return Precondition(None, float("nan"), LEARNED_MAX_FRACTION, "no baseline error to compare with: not checked",
+                        ACCURATE_MAX_FRACTION)
 
 
 def evaluate_claims(trials: pd.DataFrame, structures: pd.DataFrame, charge_summary: pd.DataFrame) -> ClaimSet:

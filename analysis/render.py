@@ -114,6 +114,9 @@ def _p(value) -> str:
 def _precondition_line(claims) -> str:
     pre = claims.precondition
     state = {True: "met", False: "NOT met — every verdict is inconclusive", None: "not checked"}[pre.met]
+    if pre.met and not pre.accurate:
+        state = (f"met, but above the {100 * pre.accurate_threshold:.0f} % accuracy bar — the verdicts are "
+                 "provisional")
     return f"Precondition, the models learned: {state} ({pre.text})."
 
 

@@ -198,17 +198,24 @@ class Claim:
 @dataclass
 class Precondition:
     """Did the models learn? ``fraction``: their error / the baseline's, to be below ``threshold``;
-    ``met`` is None when the baseline is unknown (not checked)."""
+    ``met`` is None when the baseline is unknown (not checked). ``accurate_threshold``: the stricter
+    bar below which the verdicts are firm rather than provisional (``accurate``)."""
 
     met: bool | None
     fraction: float
     threshold: float
     text: str
+    accurate_threshold: float
+
+    @property
+    def accurate(self) -> bool | None:
+        """True below ``accurate_threshold``; None when not checked."""
+        return None if self.met is None else bool(self.fraction < self.accurate_threshold)
 
     def to_dict(self) -> dict:
         return {"name": "models learned", "met": self.met, "threshold": self.threshold,
                 "fraction_of_baseline": None if not math.isfinite(self.fraction) else self.fraction,
-                "text": self.text}
+                "accurate": self.accurate, "accurate_threshold": self.accurate_threshold, "text": self.text}
 
 
 @dataclass
