@@ -73,6 +73,60 @@ def test_outcomes_and_progress_line():
     assert "ETA 18h00m" in progress.status_line(running=2) or "ETA 17h59m" in progress.status_line(running=2)
 
 
+def test_eta_prices_the_epochs_left_per_kind_of_trial(monkeypatch):
+    """Two variants 3x apart in cost, two seeds, 4 epochs, two at a time: the ETA is the epochs left,
+    each at its kind's measured seconds per epoch, over 2; replayed epochs of a resume are not timed."""
+    from types import SimpleNamespace
+
+    from farfield.orchestrator.sweep import progress as progress_module
+    from farfield.orchestrator.sweep.config import grid_cells
+    from farfield.orchestrator.sweep.tune_reporter import REPORT_INDEX, RESUMED_AT_EPOCH
+
+    config = SweepConfig.model_validate({
+        "training": {"epochs": 4},
+        "sweep": {"max_concurrent": 2, "grid": {
+            "variant": [{"name": "cheap", "set": {"model.channels": 8}}, {"name": "dear", "set": {"model.channels": 64}}],
+            "seed": [0, 1]}}})
+    clock = SimpleNamespace(now=1000.0)
+    monkeypatch.setattr(progress_module.time, "time", lambda: clock.now)
+    monkeypatch.setitem(progress_module.ACTIVE, "sw-eta", {"config": config})
+    cells = grid_cells(config)
+    slots = {(cell["variant"]["name"], cell["seed"]): f"{i}.0" for i, cell in enumerate(cells)}
+    progress = SweepProgress("sw-eta", total=4, metric="val_f_mae", mode="min")
+    progress.echo = lambda line: None
+
+    def trial(trial_id, name, seed):
+        return SimpleNamespace(trial_id=trial_id, status="RUNNING", last_result={},
+                               config={"slot": slots[(name, seed)], "cell": cells[int(slots[(name, seed)][0])]})
+
+    cheap, dear = trial("a", "cheap", 0), trial("b", "dear", 0)
+    progress.on_trial_start(0, [], cheap)
+    progress.on_trial_start(0, [], dear)
+    assert progress.remaining_work_s() is None
+    for now, who, index in ((1010.0, cheap, 1), (1020.0, cheap, 2), (1030.0, dear, 1)):
+        clock.now = now
+        progress.on_trial_result(0, [], who, {REPORT_INDEX: index})
+    # left: cheap s0 2 x 10 s, dear s0 3 x 30 s, cheap s1 4 x 10 s, dear s1 4 x 30 s = 270 trial-seconds
+    assert progress.remaining_work_s() == pytest.approx(270.0)
+    assert progress.eta_s(running=2) == pytest.approx(135.0)
+    # a resumed trial replays its epochs from its state: counted as done, not timed
+    resumed = trial("c", "dear", 1)
+    clock.now = 1040.0
+    progress.on_trial_start(0, [], resumed)
+    for index in (1, 2):
+        progress.on_trial_result(0, [], resumed, {REPORT_INDEX: index, RESUMED_AT_EPOCH: 2})
+    assert progress.epoch_seconds["dear"] == [30.0]
+    assert progress.remaining_work_s() == pytest.approx(270.0 - 2 * 30.0)
+    # the final report ends the slot; the kind not yet measured is priced at the measured kinds' mean
+    clock.now = 1050.0
+    progress.on_trial_result(0, [], cheap, {REPORT_INDEX: 5, TRIAL_COMPLETE: 1})
+    cheap.last_result = {TRIAL_COMPLETE: 1}
+    progress._finish(cheap, "complete")
+    assert progress.remaining_work_s() == pytest.approx(3 * 30.0 + 4 * 10.0 + 2 * 30.0)
+    progress.epoch_seconds = {"dear": [30.0]}
+    assert progress.remaining_work_s() == pytest.approx(3 * 30.0 + 4 * 30.0 + 2 * 30.0)
+
+
 def test_mlflow_server_and_sweep_commands_are_registered():
     result = CliRunner().invoke(app, ["--help"])
     assert "sweep" in result.output and "mlflow-server" in result.output

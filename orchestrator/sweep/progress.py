@@ -11,6 +11,13 @@ when it ends (what it is, outcome, metric, duration), and a status line (done/to
 outcomes, running, best, ETA) at most every ``every_s`` and after each trial. After
 ``--resume`` the trials that finished before the interruption count as done.
 
+The ETA prices the work left in trial-epochs: every grid slot's epochs not yet run, each at
+the seconds per epoch measured for its *kind* (the grid cell without its seed: variant ×
+split × ... cost alike across seeds), or at the mean over the kinds measured so far for a kind
+not yet seen, divided by the trials that run at once. Epochs a resumed trial reports again
+from its training state are not timed. Before any epoch is timed (or without the sweep's
+config) it falls back to trials left / trials finished per second.
+
 The callback is pickled into the Tune experiment (for ``Tuner.restore``), so it holds
 only the sweep id; the tracking URI and the config of the current driver's sweep are
 looked up in ``ACTIVE``.
@@ -19,6 +26,7 @@ looked up in ``ACTIVE``.
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from pathlib import Path
 
@@ -27,8 +35,10 @@ from ray import tune
 from rich.console import Console
 
 from farfield.analysis import run_layout
+from farfield.orchestrator.config import TrialConfig
+from farfield.orchestrator.sweep.config import cell_label, grid_cells, trial_data
 from farfield.orchestrator.sweep.grid_search import TRIAL_COMPLETE, TRIAL_FAILED
-from farfield.orchestrator.sweep.tune_reporter import RESUMED_AT_EPOCH, close_open_runs, run_title
+from farfield.orchestrator.sweep.tune_reporter import REPORT_INDEX, RESUMED_AT_EPOCH, close_open_runs, run_title
 
 #: sweep id → {"tracking_uri", "experiment_id", "config" (the SweepConfig)} for the sweep this driver runs.
 ACTIVE: dict[str, dict] = {}
@@ -74,6 +84,15 @@ class SweepProgress(tune.Callback):
         self._restore_checked = False
         self._last_print = 0.0
         self._t0 = time.time()
+        self.epoch_seconds: dict[str, list[float]] = {}  # kind → measured seconds per epoch (kept over a resume)
+        self._driver_state()
+
+    def _driver_state(self) -> None:
+        """What only this driver knows: its clocks and the slots' progress."""
+        self.last_report: dict[str, float] = {}  # trial id → time of its last epoch (or its start)
+        self.slot_epochs: dict[str, int] = {}  # slot → epochs run
+        self.slots_ended: set[str] = set()
+        self._plan: dict[str, tuple[str, int]] | None = None  # slot → (kind, epochs)
 
     def __setstate__(self, state: dict) -> None:
         """Unpickled by ``Tuner.restore``: this driver's clocks; ended trials are counted at the first step."""
@@ -82,6 +101,8 @@ class SweepProgress(tune.Callback):
         self.announced_resumes = set()
         self._restore_checked = False
         self.started, self.first_start, self._t0, self._last_print = {}, None, time.time(), 0.0
+        self.__dict__.setdefault("epoch_seconds", {})  # a sweep pickled before the epoch clock
+        self._driver_state()
 
     # -- MLflow ---------------------------------------------------------------------------
     def _client(self) -> tuple[MlflowClient, str] | None:
@@ -119,6 +140,7 @@ class SweepProgress(tune.Callback):
         for trial in trials:
             if trial.status in _ENDED:
                 self.restored.add(trial.trial_id)
+                self._slot_ended(trial)
                 outcome = trial_outcome(trial.last_result, errored=trial.status == "ERROR")
                 self.outcomes[trial.trial_id] = outcome
                 self._update_best(trial, outcome)
@@ -130,9 +152,11 @@ class SweepProgress(tune.Callback):
         now = time.time()
         self.started.setdefault(trial.trial_id, now)
         self.first_start = min(self.first_start or now, now)
+        self.last_report[trial.trial_id] = now
         self.echo(f"started  {self.title(trial)}  ({trial.trial_id})")
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
+        self._time_epoch(trial, result)
         resumed = result.get(RESUMED_AT_EPOCH)
         if resumed is not None and trial.trial_id not in self.announced_resumes:
             self.announced_resumes.add(trial.trial_id)
@@ -166,6 +190,8 @@ class SweepProgress(tune.Callback):
 
     def _finish(self, trial, outcome: str) -> None:
         self.outcomes[trial.trial_id] = outcome
+        self._slot_ended(trial)
+        self.last_report.pop(trial.trial_id, None)
         took = ""
         if trial.trial_id in self.started:
             self.durations.append(time.time() - self.started.pop(trial.trial_id))
@@ -200,16 +226,70 @@ class SweepProgress(tune.Callback):
         return " ".join(p for p in parts if p)
 
     def eta_s(self, running: int | None = None) -> float | None:
-        """Remaining trials / observed throughput since the first trial started (None before one ends).
-
-        Throughput, not mean trial time / parallelism: it includes the per-trial start-up and
-        scheduling gaps that a trial's own duration leaves out.
-        """
+        """Seconds left: the epochs left, priced per kind (``remaining_work_s``), over the trials that
+        run at once; before an epoch is timed, trials left / observed trial throughput (None
+        before one ends)."""
+        work = self.remaining_work_s()
+        if work is not None:
+            config = ACTIVE.get(self.sweep_id, {}).get("config")
+            parallel = (config.sweep.max_concurrent if config is not None else None) or running or 1
+            return work / max(parallel, 1)
         done = len(self.outcomes)
         done_here = done - len(self.restored)  # trials ended by this driver (not before a --resume)
         if done_here <= 0 or self.first_start is None:
             return None
         return (self.total - done) * (time.time() - self.first_start) / done_here
+
+    # -- the epoch clock ------------------------------------------------------------------
+    def plan(self) -> dict[str, tuple[str, int]]:
+        """Every slot of the sweep → (its kind, its epochs), from the active sweep's config ({} without)."""
+        if self._plan is None:
+            config = ACTIVE.get(self.sweep_id, {}).get("config")
+            self._plan = {}
+            if config is not None:
+                for index, cell in enumerate(grid_cells(config)):
+                    kind = cell_label({axis: value for axis, value in cell.items() if axis != "seed"})
+                    epochs = TrialConfig.model_validate(trial_data(config, cell, {})).training.epochs
+                    for sample in range(config.sweep.samples_per_cell):
+                        self._plan[f"{index}.{sample}"] = (kind, epochs)
+        return self._plan
+
+    @staticmethod
+    def _slot(trial) -> str | None:
+        config = getattr(trial, "config", None)
+        return config.get("slot") if isinstance(config, dict) else None
+
+    def _slot_ended(self, trial) -> None:
+        slot = self._slot(trial)
+        if slot is not None:
+            self.slots_ended.add(slot)
+
+    def _time_epoch(self, trial, result: dict) -> None:
+        """Count the epoch ``result`` reports; time it unless it is a resumed trial's replay or the final report."""
+        slot, now = self._slot(trial), time.time()
+        index = result.get(REPORT_INDEX)
+        planned = self.plan().get(slot) if slot is not None else None
+        if planned is None or not isinstance(index, (int, float)):
+            return
+        kind, epochs = planned
+        if index > epochs or result.get(TRIAL_COMPLETE) or result.get(TRIAL_FAILED):
+            return  # the final report: evaluation, not an epoch
+        self.slot_epochs[slot] = max(self.slot_epochs.get(slot, 0), int(index))
+        previous = self.last_report.get(trial.trial_id)
+        self.last_report[trial.trial_id] = now
+        if result.get(RESUMED_AT_EPOCH) is None and previous is not None:
+            self.epoch_seconds.setdefault(kind, []).append(now - previous)
+
+    def remaining_work_s(self) -> float | None:
+        """Trial-seconds left: each unfinished slot's epochs left × its kind's median seconds per
+        epoch (the mean over measured kinds for a kind not yet measured); None before any epoch is timed."""
+        rates = {kind: statistics.median(seconds) for kind, seconds in self.epoch_seconds.items() if seconds}
+        plan = self.plan()
+        if not rates or not plan:
+            return None
+        unseen = statistics.fmean(rates.values())
+        return sum(max(epochs - self.slot_epochs.get(slot, 0), 0) * rates.get(kind, unseen)
+                   for slot, (kind, epochs) in plan.items() if slot not in self.slots_ended)
 
     def print_status(self, trials_running: int | None, force: bool = False) -> None:
         if not force and time.time() - self._last_print < self.every_s:
