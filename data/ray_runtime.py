@@ -15,11 +15,36 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-__all__ = ["RAY_LOG_LEVEL", "local_ray_priority", "map_shards", "ray_is_initialized", "ray_running", "start_ray"]
+__all__ = ["RAY_LOG_LEVEL", "WORKER_QUIET_LOGGERS", "local_ray_priority", "map_shards", "ray_is_initialized",
+           "ray_running", "start_ray", "worker_log_level"]
 
 #: Level of Ray's own driver-side log (its start banner, the token-authentication notice):
 #: farfield shows its own progress instead. ``FARFIELD_RAY_LOG_LEVEL=INFO`` brings them back.
 RAY_LOG_LEVEL = getattr(logging, os.environ.get("FARFIELD_RAY_LOG_LEVEL", "ERROR").upper(), logging.ERROR)
+
+#: Ray loggers that write INFO lines in worker processes before farfield's code runs there, so only
+#: a worker setup hook can quiet them: a Tune trial restored after ``--resume`` logs "Restored on
+#: <ip> from checkpoint: Checkpoint(...)" (farfield prints its own "resumed ... at epoch N").
+WORKER_QUIET_LOGGERS = ("ray.tune.trainable.trainable",)
+
+
+def worker_log_level() -> int:
+    """Level of ``WORKER_QUIET_LOGGERS`` in workers: WARNING, or ``RAY_LOG_LEVEL`` when that lets INFO through."""
+    return RAY_LOG_LEVEL if RAY_LOG_LEVEL <= logging.INFO else logging.WARNING
+
+
+def _runtime_env(env_vars: dict[str, str] | None = None) -> dict:
+    """The job's runtime environment: a worker setup hook that sets ``WORKER_QUIET_LOGGERS`` to
+    ``worker_log_level()``, and ``env_vars`` for the workers' start."""
+    names, level = WORKER_QUIET_LOGGERS, worker_log_level()
+
+    def quiet_worker_logs() -> None:  # local, so pickled by value: an external trainer's env may lack farfield
+        import logging
+
+        for name in names:
+            logging.getLogger(name).setLevel(level)
+
+    return {"worker_process_setup_hook": quiet_worker_logs, **({"env_vars": dict(env_vars)} if env_vars else {})}
 
 
 def local_ray_priority() -> None:
@@ -44,11 +69,11 @@ def start_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         return
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, log_to_driver=True, logging_level=RAY_LOG_LEVEL)
+        ray.init(address=address, log_to_driver=True, logging_level=RAY_LOG_LEVEL, runtime_env=_runtime_env())
     else:
         local_ray_priority()
         ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=True,
-                 logging_level=RAY_LOG_LEVEL)
+                 logging_level=RAY_LOG_LEVEL, runtime_env=_runtime_env())
 
 
 @contextlib.contextmanager
@@ -64,7 +89,7 @@ def ray_running(n_workers: int, address: str | None = None,
 
     started = not ray.is_initialized()
     if started:
-        runtime_env = {"env_vars": env_vars} if env_vars else None
+        runtime_env = _runtime_env(env_vars)
         if address:
             ray.init(address=address, log_to_driver=False, runtime_env=runtime_env,
                      logging_level=RAY_LOG_LEVEL)

@@ -129,7 +129,8 @@ def test_killed_driver_then_resume_gives_one_finished_run_per_trial(tmp_path, is
         assert progress and "3/3 trials done" in progress[-1], progress[-3:]  # those finished before count too
         console = resumed.stdout + resumed.stderr  # farfield's own progress, not Ray's banners
         for noise in ("Token authentication is enabled", "Started a local Ray instance",
-                      "Configuration for experiment", "View detailed results here"):
+                      "Configuration for experiment", "View detailed results here",
+                      "from checkpoint: Checkpoint("):  # a restored trial's worker-side line
             assert noise not in console, f"library log on the console: {noise!r}"
         if kill_point == "tracked":  # Tune's snapshot has the first trial ended (untracked: still running, it
             # reports its FINISHED run again after the restore)
