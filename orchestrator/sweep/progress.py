@@ -15,8 +15,9 @@ The ETA prices the work left in trial-epochs: every grid slot's epochs not yet r
 the seconds per epoch measured for its *kind* (the grid cell without its seed: variant ×
 split × ... cost alike across seeds), or at the mean over the kinds measured so far for a kind
 not yet seen, divided by the trials that run at once. Epochs a resumed trial reports again
-from its training state are not timed. Before any epoch is timed (or without the sweep's
-config) it falls back to trials left / trials finished per second.
+from its training state are not timed. Under ASHA every slot is priced at its full budget,
+so the ETA is an upper bound. Before any epoch is timed (or without the sweep's config) it
+falls back to trials left / trials finished per second.
 
 The callback is pickled into the Tune experiment (for ``Tuner.restore``), so it holds
 only the sweep id; the tracking URI and the config of the current driver's sweep are
