@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from typer.testing import CliRunner
@@ -76,8 +77,6 @@ def test_outcomes_and_progress_line():
 def test_eta_prices_the_epochs_left_per_kind_of_trial(monkeypatch):
     """Two variants 3x apart in cost, two seeds, 4 epochs, two at a time: the ETA is the epochs left,
     each at its kind's measured seconds per epoch, over 2; replayed epochs of a resume are not timed."""
-    from types import SimpleNamespace
-
     from farfield.orchestrator.sweep import progress as progress_module
     from farfield.orchestrator.sweep.config import grid_cells
     from farfield.orchestrator.sweep.tune_reporter import REPORT_INDEX, RESUMED_AT_EPOCH
@@ -125,6 +124,50 @@ def test_eta_prices_the_epochs_left_per_kind_of_trial(monkeypatch):
     assert progress.remaining_work_s() == pytest.approx(3 * 30.0 + 4 * 10.0 + 2 * 30.0)
     progress.epoch_seconds = {"dear": [30.0]}
     assert progress.remaining_work_s() == pytest.approx(3 * 30.0 + 4 * 30.0 + 2 * 30.0)
+
+
+def test_a_resumed_sweeps_eta_prices_the_epochs_earlier_drivers_ran(monkeypatch, tmp_path):
+    """The epoch clock reads earlier drivers' epochs back from the sweep's MLflow runs: gaps between
+    a run's curve points, a resume's replayed points (no gap) and other sweeps' runs left out."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from farfield.analysis import run_layout
+    from farfield.orchestrator.sweep import progress as progress_module
+    from farfield.orchestrator.sweep.config import grid_cells
+
+    config = SweepConfig.model_validate({
+        "training": {"epochs": 4},
+        "sweep": {"max_concurrent": 2, "grid": {
+            "variant": [{"name": "cheap", "set": {"model.channels": 8}}, {"name": "dear", "set": {"model.channels": 64}}],
+            "seed": [0, 1]}}})
+    slots = {(cell["variant"]["name"], cell["seed"]): f"{i}.0" for i, cell in enumerate(grid_cells(config))}
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.create_experiment("eta")
+
+    def logged_run(sweep_id, slot, seconds):
+        run = client.create_run(experiment, tags={run_layout.TAG_SWEEP_ID: sweep_id, run_layout.TAG_SWEEP_SLOT: slot})
+        client.log_batch(run.info.run_id, metrics=[
+            mlflow.entities.Metric(progress_module.EPOCH_CURVE, 1.0, int(1000 * t), step)
+            for step, t in enumerate(seconds)])
+        return run
+
+    logged_run("sw-hist", slots[("cheap", 0)], [100.0, 110.0, 120.0, 130.0])  # finished: 3 gaps of 10 s
+    logged_run("sw-hist", slots[("dear", 0)], [200.0, 200.2, 200.4, 230.0])  # 2 replayed epochs, then one of 30 s
+    logged_run("another-sweep", slots[("dear", 1)], [0.0, 500.0])
+    monkeypatch.setitem(progress_module.ACTIVE, "sw-hist", {"config": config, "tracking_uri": uri,
+                                                            "experiment_id": experiment})
+    progress = SweepProgress("sw-hist", total=4, metric="val_f_mae", mode="min")
+    progress.echo = lambda line: None
+    finished = SimpleNamespace(trial_id="a", status="TERMINATED", last_result={TRIAL_COMPLETE: 1},
+                               config={"slot": slots[("cheap", 0)]})
+    progress.on_step_begin(0, [finished])
+    assert {kind: [round(t, 3) for t in times] for kind, times in progress.epoch_seconds.items()} == {
+        "cheap": [10.0, 10.0, 10.0], "dear": [29.6]}
+    # left: dear s0, cheap s1, dear s1, 4 epochs each (this driver has seen none of dear s0's)
+    assert progress.remaining_work_s() == pytest.approx(4 * 29.6 + 4 * 10.0 + 4 * 29.6)
+    assert progress.eta_s(running=2) == pytest.approx((8 * 29.6 + 40.0) / 2)
 
 
 def test_mlflow_server_and_sweep_commands_are_registered():

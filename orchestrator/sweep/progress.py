@@ -15,7 +15,9 @@ The ETA prices the work left in trial-epochs: every grid slot's epochs not yet r
 the seconds per epoch measured for its *kind* (the grid cell without its seed: variant ×
 split × ... cost alike across seeds), or at the mean over the kinds measured so far for a kind
 not yet seen, divided by the trials that run at once. Epochs a resumed trial reports again
-from its training state are not timed. Under ASHA every slot is priced at its full budget,
+from its training state are not timed. At its first step a driver reads the epochs that
+earlier drivers timed from the sweep's MLflow runs (the gaps between a run's consecutive
+per-epoch curve points), so a resumed sweep's ETA prices the kinds that ran before. Under ASHA every slot is priced at its full budget,
 so the ETA is an upper bound. Before any epoch is timed (or without the sweep's config) it
 falls back to trials left / trials finished per second.
 
@@ -31,6 +33,7 @@ import statistics
 import time
 from pathlib import Path
 
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from ray import tune
 from rich.console import Console
@@ -45,6 +48,10 @@ from farfield.orchestrator.sweep.tune_reporter import REPORT_INDEX, RESUMED_AT_E
 ACTIVE: dict[str, dict] = {}
 #: Tune trial states of a trial that will not run again.
 _ENDED = ("TERMINATED", "ERROR")
+#: The per-epoch curve whose points time a run's epochs (every trial logs it, step = epoch).
+EPOCH_CURVE = f"{run_layout.CURVE_PREFIX}train_loss"
+#: Curve points closer than this (s) are a resumed trial's replayed epochs, not timed ones.
+REPLAY_GAP_S = 1.0
 
 
 def trial_outcome(last_result: dict | None, errored: bool = False) -> str:
@@ -85,11 +92,12 @@ class SweepProgress(tune.Callback):
         self._restore_checked = False
         self._last_print = 0.0
         self._t0 = time.time()
-        self.epoch_seconds: dict[str, list[float]] = {}  # kind → measured seconds per epoch (kept over a resume)
         self._driver_state()
 
     def _driver_state(self) -> None:
-        """What only this driver knows: its clocks and the slots' progress."""
+        """What only this driver knows: its clocks and the slots' progress (earlier drivers' epoch
+        times are read back from MLflow, not carried in the pickle, so none is counted twice)."""
+        self.epoch_seconds: dict[str, list[float]] = {}  # kind → measured seconds per epoch
         self.last_report: dict[str, float] = {}  # trial id → time of its last epoch (or its start)
         self.slot_epochs: dict[str, int] = {}  # slot → epochs run
         self.slots_ended: set[str] = set()
@@ -102,7 +110,6 @@ class SweepProgress(tune.Callback):
         self.announced_resumes = set()
         self._restore_checked = False
         self.started, self.first_start, self._t0, self._last_print = {}, None, time.time(), 0.0
-        self.__dict__.setdefault("epoch_seconds", {})  # a sweep pickled before the epoch clock
         self._driver_state()
 
     # -- MLflow ---------------------------------------------------------------------------
@@ -138,6 +145,7 @@ class SweepProgress(tune.Callback):
         if self._restore_checked:
             return
         self._restore_checked = True  # the first step: trials already ended come from before a --resume
+        self._read_timed_epochs()
         for trial in trials:
             if trial.status in _ENDED:
                 self.restored.add(trial.trial_id)
@@ -264,6 +272,28 @@ class SweepProgress(tune.Callback):
         slot = self._slot(trial)
         if slot is not None:
             self.slots_ended.add(slot)
+
+    def _read_timed_epochs(self) -> None:
+        """Add the epochs earlier drivers of this sweep ran to ``epoch_seconds``: the gaps between
+        consecutive points of each slot-tagged run's ``EPOCH_CURVE`` (replays, < ``REPLAY_GAP_S``, left out)."""
+        found, plan = self._client(), self.plan()
+        if found is None or not plan:
+            return
+        client, experiment_id = found
+        try:
+            runs = client.search_runs([experiment_id], f"tags.{run_layout.TAG_SWEEP_ID} = '{self.sweep_id}'",
+                                      max_results=50_000)
+            for run in runs:
+                planned = plan.get(run.data.tags.get(run_layout.TAG_SWEEP_SLOT, ""))
+                if planned is None:
+                    continue
+                history = client.get_metric_history(run.info.run_id, EPOCH_CURVE)
+                times = sorted(point.timestamp / 1000.0 for point in history)
+                gaps = [later - earlier for earlier, later in zip(times, times[1:]) if later - earlier >= REPLAY_GAP_S]
+                if gaps:
+                    self.epoch_seconds.setdefault(planned[0], []).extend(gaps)
+        except (MlflowException, OSError) as err:  # the ETA is an estimate: the sweep goes on without the history
+            self.echo(f"ETA: earlier epochs not read from MLflow ({err}); timing this driver's epochs only")
 
     def _time_epoch(self, trial, result: dict) -> None:
         """Count the epoch ``result`` reports; time it unless it is a resumed trial's replay or the final report."""
