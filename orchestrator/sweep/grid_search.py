@@ -47,6 +47,11 @@ def _distribution(kind: str, spec: SearchRange) -> optuna.distributions.BaseDist
     return optuna.distributions.FloatDistribution(float(spec.low), float(spec.high), log=spec.log)
 
 
+def slot_name(cell_index: int, sample: int) -> str:
+    """A trial's slot, ``"i.k"``: sample ``k`` of grid cell ``i`` (stable over a resume)."""
+    return f"{cell_index}.{sample}"
+
+
 def _hashable(value):
     """Optuna choices must be None/bool/int/float/str: lists become tuples' string form."""
     return value if value is None or isinstance(value, (bool, int, float, str)) else repr(value)
@@ -109,7 +114,7 @@ class GridCrossedTPE(Searcher):
                 break
         else:
             return Searcher.FINISHED
-        slot = f"{index}.{self.issued[index]}"
+        slot = slot_name(index, self.issued[index])
         recorded = self._recorded(slot)
         if recorded is not None:  # issued before the driver was lost: the same values again
             studies[index].enqueue_trial(recorded)

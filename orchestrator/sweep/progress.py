@@ -41,7 +41,7 @@ from rich.console import Console
 from farfield.analysis import run_layout
 from farfield.orchestrator.config import TrialConfig
 from farfield.orchestrator.sweep.config import cell_label, grid_cells, trial_data
-from farfield.orchestrator.sweep.grid_search import TRIAL_COMPLETE, TRIAL_FAILED
+from farfield.orchestrator.sweep.grid_search import TRIAL_COMPLETE, TRIAL_FAILED, slot_name
 from farfield.orchestrator.sweep.tune_reporter import REPORT_INDEX, RESUMED_AT_EPOCH, close_open_runs, run_title
 
 #: sweep id → {"tracking_uri", "experiment_id", "config" (the SweepConfig)} for the sweep this driver runs.
@@ -112,6 +112,10 @@ class SweepProgress(tune.Callback):
         self.started, self.first_start, self._t0, self._last_print = {}, None, time.time(), 0.0
         self._driver_state()
 
+    def _sweep_config(self):
+        """The ``SweepConfig`` of this driver's sweep (None outside a driver, e.g. in tests)."""
+        return ACTIVE.get(self.sweep_id, {}).get("config")
+
     # -- MLflow ---------------------------------------------------------------------------
     def _client(self) -> tuple[MlflowClient, str] | None:
         active = ACTIVE.get(self.sweep_id)
@@ -134,7 +138,7 @@ class SweepProgress(tune.Callback):
 
     def title(self, trial) -> str:
         """What ``trial`` is (``painn+les · size · seed 0``), or its Tune id when that cannot be said."""
-        config = ACTIVE.get(self.sweep_id, {}).get("config")
+        config = self._sweep_config()
         try:
             return run_title(config, trial.config) if config is not None else trial.trial_id
         except (KeyError, TypeError, ValueError):
@@ -240,7 +244,7 @@ class SweepProgress(tune.Callback):
         before one ends)."""
         work = self.remaining_work_s()
         if work is not None:
-            config = ACTIVE.get(self.sweep_id, {}).get("config")
+            config = self._sweep_config()
             parallel = (config.sweep.max_concurrent if config is not None else None) or running or 1
             return work / max(parallel, 1)
         done = len(self.outcomes)
@@ -253,14 +257,14 @@ class SweepProgress(tune.Callback):
     def plan(self) -> dict[str, tuple[str, int]]:
         """Every slot of the sweep → (its kind, its epochs), from the active sweep's config ({} without)."""
         if self._plan is None:
-            config = ACTIVE.get(self.sweep_id, {}).get("config")
+            config = self._sweep_config()
             self._plan = {}
             if config is not None:
                 for index, cell in enumerate(grid_cells(config)):
                     kind = cell_label({axis: value for axis, value in cell.items() if axis != "seed"})
                     epochs = TrialConfig.model_validate(trial_data(config, cell, {})).training.epochs
                     for sample in range(config.sweep.samples_per_cell):
-                        self._plan[f"{index}.{sample}"] = (kind, epochs)
+                        self._plan[slot_name(index, sample)] = (kind, epochs)
         return self._plan
 
     @staticmethod
