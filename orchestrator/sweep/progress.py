@@ -118,8 +118,8 @@ class SweepProgress(tune.Callback):
 
     # -- MLflow ---------------------------------------------------------------------------
     def _client(self) -> tuple[MlflowClient, str] | None:
-        active = ACTIVE.get(self.sweep_id)
-        if active is None:
+        active = ACTIVE.get(self.sweep_id, {})
+        if "tracking_uri" not in active:  # outside a driver (tests), or a driver with no store yet
             return None
         return MlflowClient(tracking_uri=active["tracking_uri"]), active["experiment_id"]
 
