@@ -26,26 +26,34 @@ from pathlib import Path
 
 from ase import Atoms
 
+from tqdm import tqdm
+
+from farfield.data.importers.aselmdb import AselmdbOptions, RowProblem, count_rows, list_aselmdb, read_rows
 from farfield.data.importers.odac import OdacOptions, read_odac
 from farfield.data.importers.qmof import QmofOptions, read_qmof
-from farfield.data.readers import FORMATS, ReadResult, read_structures
+from farfield.data.readers import FORMATS, ReadResult, _check_key_map, read_structures
 from farfield.data.records import PARENT_ID, STRUCTURE_ID
 from farfield.data.store import DatasetStore, write_store
 from farfield.data.validation import Problem
 
 __all__ = ["IMPORT_FORMATS", "REJECTS_FILE", "FileReport", "file_sha256", "ImportReport", "OdacOptions",
-           "QmofOptions", "import_files", "validate_files"]
+           "QmofOptions", "VALIDATE_FORMATS", "import_files", "validate_files"]
 
 #: Written next to the manifest by an import that skipped invalid frames.
 REJECTS_FILE = "rejects.jsonl"
 #: ``format=`` values of validate_files / import_files.
 IMPORT_FORMATS = (*FORMATS, "qmof", "odac")
+#: ``format=`` values of validate_files only (``aselmdb`` imports through
+#: :func:`farfield.data.aselmdb_import.import_aselmdb`).
+VALIDATE_FORMATS = (*IMPORT_FORMATS, "aselmdb")
 
 
 @dataclass
 class FileReport:
-    """Validation outcome of one file; ``valid``/``frames``: records and their frame indices;
-    ``notes``: facts worth printing that are not problems (e.g. table rows without a CIF)."""
+    """Validation outcome of one file; ``valid``/``frames``: records and their frame indices
+    (``valid`` stays empty where a validation keeps no records: ``format="aselmdb"``, whose
+    ``frames`` are the valid row ids); ``notes``: facts worth printing that are not problems
+    (e.g. table rows without a CIF)."""
 
     file: str
     n_frames: int
@@ -56,7 +64,7 @@ class FileReport:
 
     @property
     def n_valid(self) -> int:
-        return len(self.valid)
+        return len(self.frames)
 
     @property
     def n_invalid(self) -> int:
@@ -189,10 +197,56 @@ def _reject_duplicates(reports: list[FileReport]) -> None:
         report.problems.sort(key=lambda p: (-1 if p.frame is None else p.frame))
 
 
+def _validate_aselmdb(paths: list[str | Path], key_map: dict[str, str] | None,
+                      require_forces: bool | None, options: AselmdbOptions | None,
+                      progress: bool) -> list[FileReport]:
+    """``format="aselmdb"``: every row of every ``.aselmdb`` file (or folder of them), read
+    one at a time and not kept (memory: one row and the ids seen); a row whose structure_id
+    was seen before is a problem of that row, as in the import."""
+    _check_key_map(key_map or {})
+    clash = sorted({STRUCTURE_ID, PARENT_ID} & set(key_map or {}))
+    if clash:
+        raise ValueError(f"--key {clash[0]}=...: with --format aselmdb the ids come from "
+                         f"--id-key / --parent-key / --frame-key")
+    options = options or AselmdbOptions()
+    files = list_aselmdb(paths)
+    rows, reports = {}, {}
+    for file in files:
+        try:
+            rows[file] = count_rows(file)
+        except ValueError as err:
+            reports[file] = _file_error(file, err)
+    first: dict[str, tuple[str, int]] = {}
+    bar = tqdm(total=sum(map(len, rows.values())), unit="row", disable=not progress,
+               desc="validating .aselmdb", smoothing=0.05)
+    try:
+        for file, row_ids in rows.items():
+            report = reports[file] = FileReport(str(file), len(row_ids), [])
+            left_out = 0
+            for row_id, item in read_rows(file, row_ids, options, key_map=key_map,
+                                          require_forces=True if require_forces is None else require_forces):
+                bar.update(1)
+                if item is None:
+                    left_out += 1
+                elif isinstance(item, list):
+                    report.problems += item
+                elif (seen := first.setdefault(item.info[STRUCTURE_ID], (str(file), row_id))) != (str(file), row_id):
+                    report.problems.append(RowProblem(str(file), row_id, (
+                        f"duplicate structure_id {item.info[STRUCTURE_ID]!r} (first seen in {seen[0]} row {seen[1]})")))
+                else:
+                    report.frames.append(row_id)
+            if left_out:
+                report.notes.append(f"{left_out} of {len(row_ids)} row(s) left out by --parent-pattern")
+    finally:
+        bar.close()
+    return [reports[file] for file in files]
+
+
 def validate_files(paths: Iterable[str | Path], *, format: str | None = None,
                    key_map: dict[str, str] | None = None, require_labels: bool = True,
                    require_forces: bool | None = None,
-                   options: QmofOptions | OdacOptions | None = None) -> list[FileReport]:
+                   options: QmofOptions | OdacOptions | AselmdbOptions | None = None,
+                   progress: bool = False) -> list[FileReport]:
     """Read and validate every frame of every file; one report per file, in order.
 
     A missing file or a suffix of unknown format becomes a file-level problem rather
@@ -202,8 +256,14 @@ def validate_files(paths: Iterable[str | Path], *, format: str | None = None,
     first report is the table's. ``format="odac"``: ``options`` an OdacOptions
     (default keys sid / mof_id). ``require_forces``: None means required, except
     for qmof. Raises ValueError for arguments that do not fit together, and for a
-    QMOF directory or table that cannot be used at all.
+    QMOF directory or table that cannot be used at all. ``format="aselmdb"``: ``paths`` are
+    ``.aselmdb`` files or folders of them, ``options`` an AselmdbOptions; records are not kept
+    (``valid`` empty, ``frames`` the valid row ids); ``progress`` shows a bar of rows read.
     """
+    if format == "aselmdb":
+        if options is not None and not isinstance(options, AselmdbOptions):
+            raise ValueError(f"options={type(options).__name__} does not fit format='aselmdb'")
+        return _validate_aselmdb(list(paths), key_map, require_forces, options, progress)
     return _read(paths, format, key_map, require_labels, require_forces, options).reports
 
 

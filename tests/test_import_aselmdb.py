@@ -380,3 +380,61 @@ def test_docs_aselmdb_example_runs_and_prints_what_the_docs_show(tmp_path, monke
     printed = result.stdout.splitlines()  # the progress bar goes to stderr
     assert printed[:-1] == shown.splitlines()[:-1]
     assert printed[-1].startswith("content hash: sha256:")
+
+
+def _validate(*args):
+    from farfield.orchestrator.cli import app
+
+    return CliRunner().invoke(app, ["data", "validate", *map(str, args)])
+
+
+def test_validate_names_the_bad_row_a_repeated_id_and_a_broken_file_and_counts_the_rest(source, tmp_path):
+    folder, truth = source
+    extra = truth[0]  # one more row, in the last shard, with the id of the first row
+    atoms = ase.db.connect(extra["file"]).get_atoms(id=extra["row"], add_additional_information=False)
+    with ase.db.connect(truth[-1]["file"]) as db:
+        repeated_row = db.write(atoms, data={"mof": extra["parent"], "sid": extra["sid"], "charge": 0.0})
+    (folder / "broken.aselmdb").write_bytes(b"not an lmdb file" * 100)
+    bad = next(t for t in truth if t["bad"])
+    result = _validate("--format", "aselmdb", folder, "--id-key", "sid", "--parent-key", "mof",
+                       "--key", "charges=ddec")
+    assert result.exit_code == 1, result.output
+    lines = result.stdout.splitlines()  # the progress bar goes to stderr
+    assert lines.count(f"{bad['file']}: row {bad['row']}: forces contain NaN (atom 2)") == 1
+    assert lines.count(f"{truth[-1]['file']}: row {repeated_row}: duplicate structure_id "
+                       f"{extra['sid']!r} (first seen in {extra['file']} row {extra['row']})") == 1
+    assert sum(line.startswith(f"{folder / 'broken.aselmdb'}: cannot open as an ASE LMDB database")
+               for line in lines) == 1
+    assert f"3 problem(s) in 3 of {len({t['file'] for t in truth}) + 1} file(s)" in result.stderr
+
+    from farfield.data.importing import validate_files
+
+    reports = validate_files([folder], format="aselmdb", key_map={"charges": "ddec"}, options=OPTIONS)
+    by_file = {Path(r.file).name: r for r in reports}
+    for file in {t["file"] for t in truth}:
+        rows = [t for t in truth if t["file"] == file]
+        report = by_file[Path(file).name]
+        assert report.n_frames == len(rows) + (file == truth[-1]["file"])
+        assert sorted(report.frames) == sorted(t["row"] for t in rows if not t["bad"])
+        assert report.valid == []  # nothing kept in memory
+
+
+def test_validate_counts_the_rows_a_parent_pattern_leaves_out_and_passes_clean_files(source, tmp_path):
+    folder, truth = source
+    clean = [t["file"] for t in truth if t["file"] != next(t for t in truth if t["bad"])["file"]]
+    args = ["--format", "aselmdb", *sorted(set(clean)), "--id-key", "sid", "--parent-key", "mof",
+            "--parent-pattern", "^p[0-2]$"]
+    result = _validate(*args)
+    assert result.exit_code == 0, result.output
+    kept = [t for t in truth if t["file"] in clean and t["parent"] in ("p0", "p1", "p2")]
+    assert f"all {len(kept)} frame(s) valid" in result.output
+    for file in sorted(set(clean)):
+        left_out = sum(t["file"] == file and t["parent"] in ("p3", "p4") for t in truth)
+        n_rows = sum(t["file"] == file for t in truth)
+        note = f"note: {file}: {left_out} of {n_rows} row(s) left out by --parent-pattern"
+        assert (note in result.stdout) == (left_out > 0)
+        assert (f"note: {file}:" in result.stdout) == (left_out > 0)
+    wrong = _validate("--format", "extxyz", clean[0], "--parent-pattern", "x")
+    assert wrong.exit_code == 1 and "--parent-pattern is only used with --format aselmdb" in wrong.output
+    wrong = _validate("--format", "aselmdb", folder, "--table", "t.csv")
+    assert wrong.exit_code == 1 and "--table is only used with --format qmof" in wrong.output

@@ -45,10 +45,11 @@ PathsArgument = Annotated[list[Path], typer.Argument(
                          ".cif; with --format qmof one directory of CIFs.",
     show_default=False)]
 FormatOption = Annotated[str | None, typer.Option(
-    "--format", help=f"One of {', '.join(IMPORT_FORMATS)}. extxyz/db/cif: read every file as "
-                     "this format instead of guessing from the suffix. qmof: PATH is a folder "
-                     "of CIFs labelled by --table. odac: ASE .db files whose rows carry "
-                     "--id-key/--parent-key.")]
+    "--format", help=f"One of {', '.join(IMPORT_FORMATS)}, aselmdb. extxyz/db/cif: read every "
+                     "file as this format instead of guessing from the suffix. qmof: PATH is a "
+                     "folder of CIFs labelled by --table. odac: ASE .db files whose rows carry "
+                     "--id-key/--parent-key. aselmdb: fairchem .aselmdb files or folders of "
+                     "them, read row by row.")]
 KeyOption = Annotated[list[str] | None, typer.Option(
     "--key", help="RECORD=FILEKEY: the file stores record field RECORD under FILEKEY, "
                   "e.g. --key energy=DFT_energy --key forces=DFT_forces. Repeatable.")]
@@ -232,7 +233,7 @@ def validate_command(
     energy_column: EnergyColumnOption = None, parent_column: ParentColumnOption = None,
     charges: ChargesOption = None, charges_column: ChargesColumnOption = None,
     id_key: IdKeyOption = None, parent_key: ParentKeyOption = None,
-    frame_key: FrameKeyOption = None,
+    frame_key: FrameKeyOption = None, parent_pattern: ParentPatternOption = None,
 ) -> None:
     """Check every frame of every file and list every problem, one line each.
 
@@ -247,13 +248,21 @@ def validate_command(
         farfield data validate --format qmof relaxed_structures --table qmof.csv --charges ddec
 
         farfield data validate --format odac odac.db --id-key sid --parent-key mof_id
+
+        farfield data validate --format aselmdb odac25/train/mof --parent-key mof_name
     """
-    options = _source_options(format, table, id_column, energy_column, parent_column, charges,
-                              charges_column, id_key, parent_key, frame_key)
+    if format == "aselmdb":
+        _only_qmof_options(table, id_column, energy_column, parent_column, charges, charges_column)
+        options = _aselmdb_options(id_key, parent_key, frame_key, parent_pattern)
+    else:
+        if parent_pattern is not None:
+            raise fail("--parent-pattern is only used with --format aselmdb")
+        options = _source_options(format, table, id_column, energy_column, parent_column, charges,
+                                  charges_column, id_key, parent_key, frame_key)
     try:
         reports = validate_files(paths, format=format, key_map=_key_map(key),
                                  require_forces=False if allow_missing_forces else None,
-                                 options=options)
+                                 options=options, progress=True)
     except (OSError, ValueError) as err:  # bad --format / --key names, unusable table
         raise fail(str(err)) from err
     n_problems = _print_problems(reports)
@@ -324,12 +333,7 @@ def import_command(
     common = {"skip_invalid": skip_invalid, "label_method": label_method, "key_map": _key_map(key),
               "shard_size": shard_size, "overwrite": overwrite}
     if format == "aselmdb":
-        qmof_given = {"--table": table, "--id-column": id_column, "--energy-column": energy_column,
-                      "--parent-column": parent_column, "--charges": charges,
-                      "--charges-column": charges_column}
-        given = [option for option, value in qmof_given.items() if value is not None]
-        if given:
-            raise fail(f"{given[0]} is only used with --format qmof")
+        _only_qmof_options(table, id_column, energy_column, parent_column, charges, charges_column)
         _import_aselmdb(paths, out, rules, common, allow_missing_forces=allow_missing_forces,
                         id_key=id_key, parent_key=parent_key, frame_key=frame_key,
                         parent_pattern=parent_pattern, workers=workers, chunk_rows=chunk_rows,
@@ -383,21 +387,40 @@ def _print_stored(store: DatasetStore, n_files: int, n_problems: int, skip_inval
     typer.echo(f"content hash: {store.content_hash}")
 
 
+def _only_qmof_options(table, id_column, energy_column, parent_column, charges,
+                       charges_column) -> None:
+    """An error for the first --format qmof option given with --format aselmdb."""
+    qmof_given = {"--table": table, "--id-column": id_column, "--energy-column": energy_column,
+                  "--parent-column": parent_column, "--charges": charges,
+                  "--charges-column": charges_column}
+    given = [option for option, value in qmof_given.items() if value is not None]
+    if given:
+        raise fail(f"{given[0]} is only used with --format qmof")
+
+
+def _aselmdb_options(id_key: str | None, parent_key: str | None, frame_key: str | None,
+                     parent_pattern: str | None):
+    """The AselmdbOptions of --format aselmdb (``--parent-key none``: no parents); a one-line
+    error for options that do not fit together."""
+    from pydantic import ValidationError
+
+    from farfield.data.importers.aselmdb import AselmdbOptions
+
+    try:
+        return AselmdbOptions(id_key=id_key, frame_key=frame_key, parent_pattern=parent_pattern,
+                              parent_key=None if parent_key == "none" else parent_key)
+    except ValidationError as err:
+        raise fail(err.errors()[0]["msg"].removeprefix("Value error, ")) from err
+
+
 def _import_aselmdb(paths: list[Path], out: Path, rules: SelectionRules, common: dict, *,
                     allow_missing_forces: bool, id_key: str | None, parent_key: str | None,
                     frame_key: str | None, parent_pattern: str | None, workers: int | None,
                     chunk_rows: int | None, address: str | None, keep_work: bool) -> None:
     """``import --format aselmdb``: parse the options, run the sharded import, print."""
-    from pydantic import ValidationError
-
     from farfield.data.aselmdb_import import DEFAULT_CHUNK_ROWS, import_aselmdb, work_dir_of
-    from farfield.data.importers.aselmdb import AselmdbOptions
 
-    try:
-        options = AselmdbOptions(id_key=id_key, frame_key=frame_key, parent_pattern=parent_pattern,
-                                 parent_key=None if parent_key == "none" else parent_key)
-    except ValidationError as err:
-        raise fail(err.errors()[0]["msg"].removeprefix("Value error, ")) from err
+    options = _aselmdb_options(id_key, parent_key, frame_key, parent_pattern)
     try:
         report = import_aselmdb(paths, out, options=options, rules=rules,
                                 require_forces=not allow_missing_forces,
