@@ -51,6 +51,7 @@ from farfield.data.extxyz import format_frame
 from farfield.data.importers.aselmdb import (
     AselmdbOptions,
     RowProblem,
+    check_key_map,
     count_rows,
     list_aselmdb,
     read_rows,
@@ -58,9 +59,8 @@ from farfield.data.importers.aselmdb import (
 from farfield.data.label_shards import write_text_atomic
 from farfield.data.labelling import THREAD_VARIABLES
 from farfield.data.ray_runtime import map_shards
-from farfield.data.readers import _check_key_map
 from farfield.data.importing import file_sha256
-from farfield.data.records import PARENT_ID, STRUCTURE_ID
+from farfield.data.records import STRUCTURE_ID
 from farfield.data.selection import (
     META_COLUMNS,
     SelectionRules,
@@ -298,11 +298,7 @@ def import_aselmdb(paths: list[str | Path], out: str | Path, *,
         raise ValueError(f"shard_size must be a positive integer, got {shard_size!r}")
     if not isinstance(chunk_rows, int) or chunk_rows < 1:
         raise ValueError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
-    _check_key_map(key_map)
-    clash = sorted({STRUCTURE_ID, PARENT_ID} & set(key_map))
-    if clash:
-        raise ValueError(f"--key {clash[0]}=...: with --format aselmdb the ids come from "
-                         f"--id-key / --parent-key / --frame-key")
+    check_key_map(key_map)
     check_out(out, overwrite)
     files = list_aselmdb(paths)
     plan, file_problems = _plan(files, options, key_map, require_forces, chunk_rows)

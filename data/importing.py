@@ -28,10 +28,17 @@ from ase import Atoms
 
 from tqdm import tqdm
 
-from farfield.data.importers.aselmdb import AselmdbOptions, RowProblem, count_rows, list_aselmdb, read_rows
+from farfield.data.importers.aselmdb import (
+    AselmdbOptions,
+    RowProblem,
+    check_key_map,
+    count_rows,
+    list_aselmdb,
+    read_rows,
+)
 from farfield.data.importers.odac import OdacOptions, read_odac
 from farfield.data.importers.qmof import QmofOptions, read_qmof
-from farfield.data.readers import FORMATS, ReadResult, _check_key_map, read_structures
+from farfield.data.readers import FORMATS, ReadResult, read_structures
 from farfield.data.records import PARENT_ID, STRUCTURE_ID
 from farfield.data.store import DatasetStore, write_store
 from farfield.data.validation import Problem
@@ -203,11 +210,7 @@ def _validate_aselmdb(paths: list[str | Path], key_map: dict[str, str] | None,
     """``format="aselmdb"``: every row of every ``.aselmdb`` file (or folder of them), read
     one at a time and not kept (memory: one row and the ids seen); a row whose structure_id
     was seen before is a problem of that row, as in the import."""
-    _check_key_map(key_map or {})
-    clash = sorted({STRUCTURE_ID, PARENT_ID} & set(key_map or {}))
-    if clash:
-        raise ValueError(f"--key {clash[0]}=...: with --format aselmdb the ids come from "
-                         f"--id-key / --parent-key / --frame-key")
+    check_key_map(key_map or {})
     options = options or AselmdbOptions()
     files = list_aselmdb(paths)
     rows, reports = {}, {}

@@ -34,11 +34,11 @@ from pydantic import field_validator, model_validator
 
 from farfield.data.config import StrictModel
 from farfield.data.importers.odac import row_key_values
-from farfield.data.readers import _put, normalise_atoms
+from farfield.data.readers import _check_key_map, _put, normalise_atoms
 from farfield.data.records import PARENT_ID, SOURCE, STRUCTURE_ID
 from farfield.data.validation import Problem, validate_atoms
 
-__all__ = ["ASELMDB_SUFFIX", "AselmdbOptions", "RowProblem", "count_rows", "list_aselmdb",
+__all__ = ["ASELMDB_SUFFIX", "AselmdbOptions", "RowProblem", "check_key_map", "count_rows", "list_aselmdb",
            "open_aselmdb", "read_rows"]
 
 ASELMDB_SUFFIX = ".aselmdb"
@@ -93,6 +93,16 @@ class AselmdbOptions(StrictModel):
             raise ValueError("parent_pattern (--parent-pattern) needs parent_key (--parent-key): "
                              "the pattern is matched against that key's value")
         return self
+
+
+def check_key_map(key_map: dict[str, str]) -> None:
+    """ValueError for a ``--key`` name that is not a record field, or one that maps an id
+    (ids come from the row keys of :class:`AselmdbOptions`)."""
+    _check_key_map(key_map)
+    clash = sorted({STRUCTURE_ID, PARENT_ID} & set(key_map))
+    if clash:
+        raise ValueError(f"--key {clash[0]}=...: with --format aselmdb the ids come from "
+                         f"--id-key / --parent-key / --frame-key")
 
 
 def list_aselmdb(paths: list[str | Path]) -> list[Path]:
