@@ -21,6 +21,7 @@ A run without predictions is listed in ``skipped`` with the reason instead of fa
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from ase.data import chemical_symbols
 from farfield.analysis import mlflow_queries, run_layout
 from farfield.analysis.baseline import baseline_errors, baseline_metrics
 from farfield.analysis.dataset_context import DatasetContext, open_dataset
+from farfield.analysis.disk_cache import cache_key, cached_table
 from farfield.analysis.placement import parent_placement
 from farfield.data.splits import SIDES
 from farfield.data.splitting import Split
@@ -42,6 +44,8 @@ __all__ = ["CHARGE_COLUMNS", "CHARGE_TRAINED", "TRIAL_KEYS", "AnalysisData", "ch
 TRIAL_KEYS = ("run_id", "backbone", "long_range", "model", "split", "split_hash", "seed", "layers")
 #: Columns of the charge table (after ``TRIAL_KEYS``): charges in e, ``q_ref`` NaN without a reference.
 CHARGE_COLUMNS = ("structure_id", "atom", "element", "head", "q_pred", "q_ref")
+#: Where a workspace keeps what reports read from finished runs (``analysis.disk_cache``).
+REPORT_CACHE = Path("cache") / "report"
 
 
 @dataclass
@@ -125,10 +129,14 @@ def _workspace(params: dict[str, str], fallback: str | Path | None) -> Path:
 
 def load_experiment(tracking_uri: str, experiment: str, workdir: str | Path, sweep_id: str | None = None,
                     dataset: str | Path | None = None, with_charges: bool = True,
-                    workspace: str | Path | None = None) -> AnalysisData:
+                    workspace: str | Path | None = None,
+                    progress: Callable[[str], None] = lambda line: None) -> AnalysisData:
     """Read every finished trial of ``experiment`` (of ``sweep_id`` only, if given).
 
-    ``workdir``: where artifacts are downloaded (checkpoints stay there for the MD probe).
+    ``workdir``: where artifacts are downloaded (checkpoints stay there for the MD probe);
+    artifacts found on this machine (``run_layout.local_artifact_dir``: the workspace's
+    ``mlartifacts/``) are read in place instead. ``progress``: called with one line per trial.
+    With ``workspace``, each run's charge table is cached in ``<workspace>/cache/report``.
     ``dataset``: a store directory to use instead of each run's ``data.dataset``.
     ``workspace``: used for runs whose recorded workspace does not exist from here (e.g. a
     relative path recorded elsewhere); the bundled dataset and descriptor cache live there.
@@ -142,17 +150,19 @@ def load_experiment(tracking_uri: str, experiment: str, workdir: str | Path, swe
     trial_rows, structure_parts, charge_parts = [], [], []
     placements: dict[tuple, pd.DataFrame] = {}
     baselines: dict[tuple, pd.DataFrame] = {}
-    for run in runs:
+    for index, run in enumerate(runs, 1):
+        progress(f"reading trial {index}/{len(runs)}: {run.run_name}")
         folder = workdir / run.run_id
+        run_workspace = _workspace(run.params, workspace)
+        local = run_layout.local_artifact_dir(run.artifact_uri, [Path(w) for w in (workspace, run_workspace) if w])
         predictions_path = mlflow_queries.download_artifact(tracking_uri, run.run_id,
-                                                            run_layout.PREDICTIONS_ARTIFACT, folder)
-        split_path = mlflow_queries.download_artifact(tracking_uri, run.run_id, run_layout.SPLIT_ARTIFACT, folder)
+                                                            run_layout.PREDICTIONS_ARTIFACT, folder, local)
+        split_path = mlflow_queries.download_artifact(tracking_uri, run.run_id, run_layout.SPLIT_ARTIFACT, folder, local)
         if predictions_path is None or split_path is None:
             data.skipped.append((run.run_id, f"no {run_layout.PREDICTIONS_ARTIFACT} or {run_layout.SPLIT_ARTIFACT} "
                                              "artifact"))
             continue
         split = Split(**json.loads(split_path.read_text()))
-        run_workspace = _workspace(run.params, workspace)
         context = open_dataset(run.params.get(run_layout.PARAM_DATASET, "bundled"), run_workspace,
                                run.tags.get(run_layout.TAG_DATASET_HASH), dataset)
         data.contexts[run.run_id] = context
@@ -171,11 +181,12 @@ def load_experiment(tracking_uri: str, experiment: str, workdir: str | Path, swe
             table.insert(TRIAL_KEYS.index(name), name, row[name])
         structure_parts.append(table)
         checkpoint = mlflow_queries.download_artifact(tracking_uri, run.run_id, run_layout.CHECKPOINT_ARTIFACT,
-                                                      folder)
+                                                      folder, local)
         if checkpoint is not None:
             data.checkpoints[run.run_id] = checkpoint
         if with_charges and row["long_range"] != run_layout.NO_LONG_RANGE:
-            charges = _logged_charges(tracking_uri, run.run_id, table["structure_id"].tolist(), folder)
+            charges = _logged_charges(tracking_uri, run.run_id, table["structure_id"].tolist(), folder, local,
+                                      Path(workspace) / REPORT_CACHE if workspace is not None else None)
             for name in reversed(TRIAL_KEYS):
                 charges.insert(0, name, row[name])
             charge_parts.append(charges)
@@ -209,10 +220,18 @@ def logged_charges(folder: str | Path, structure_ids: list[str]) -> pd.DataFrame
     return charge_rows({sid: pd.read_parquet(path) for sid, path in paths.items() if path.is_file()})
 
 
-def _logged_charges(tracking_uri: str, run_id: str, structure_ids: list[str], folder: Path) -> pd.DataFrame:
-    """The charges ``run_id`` logged for ``structure_ids`` (a run without charge heads logged none)."""
-    logged = mlflow_queries.download_artifact(tracking_uri, run_id, run_layout.CHARGES_DIR, folder)
-    return logged_charges(logged, structure_ids) if logged is not None else pd.DataFrame(columns=list(CHARGE_COLUMNS))
+def _logged_charges(tracking_uri: str, run_id: str, structure_ids: list[str], folder: Path,
+                    local: Path | None = None, cache: Path | None = None) -> pd.DataFrame:
+    """The charges ``run_id`` logged for ``structure_ids`` (a run without charge heads logged none);
+    with ``cache`` (a folder) kept there as one table per run and structure list: a finished
+    run's charges never change, and reading its one file per structure is the slow part."""
+    def read() -> pd.DataFrame:
+        logged = mlflow_queries.download_artifact(tracking_uri, run_id, run_layout.CHARGES_DIR, folder, local)
+        return logged_charges(logged, structure_ids) if logged is not None else \
+            pd.DataFrame(columns=list(CHARGE_COLUMNS))
+
+    path = None if cache is None else cache / f"charges-{run_id}-{cache_key(structure_ids)}.parquet"
+    return cached_table(path, read)
 
 
 def _structure_table(predictions: pd.DataFrame, context: DatasetContext, placement: pd.DataFrame,

@@ -41,6 +41,7 @@ class TrialRun:
     tags: dict[str, str] = field(default_factory=dict)
     params: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
+    artifact_uri: str = ""
 
 
 def _experiment_id(client: MlflowClient, experiment: str) -> str:
@@ -71,12 +72,21 @@ def find_trial_runs(tracking_uri: str, experiment: str, sweep_id: str | None = N
         if run.info.status != "FINISHED" and not include_unfinished:
             continue
         records.append(TrialRun(run.info.run_id, run.info.run_name or run.info.run_id, run.info.status,
-                                experiment_id, tags, dict(run.data.params), dict(run.data.metrics)))
+                                experiment_id, tags, dict(run.data.params), dict(run.data.metrics),
+                                run.info.artifact_uri or ""))
     return records
 
 
-def download_artifact(tracking_uri: str, run_id: str, artifact_path: str, destination: str | Path) -> Path | None:
-    """Download ``artifact_path`` of ``run_id`` into ``destination``; None if the run lacks it."""
+def download_artifact(tracking_uri: str, run_id: str, artifact_path: str, destination: str | Path,
+                      local_dir: Path | None = None) -> Path | None:
+    """Download ``artifact_path`` of ``run_id`` into ``destination``; None if the run lacks it.
+
+    ``local_dir``: the run's artifact folder on this machine (``run_layout.local_artifact_dir``):
+    the artifact is then read there in place, not downloaded (a folder of thousands of files,
+    such as ``charges/``, is one HTTP request per file through a server)."""
+    if local_dir is not None:
+        path = Path(local_dir) / artifact_path
+        return path if path.exists() else None
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     client = MlflowClient(tracking_uri=tracking_uri)
     parent = str(Path(artifact_path).parent) if "/" in artifact_path else None

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 from farfield.analysis import run_layout
 from farfield.analysis.dataset_context import DatasetContext
+from farfield.analysis.disk_cache import cache_key, cached_array
 from farfield.data.chemspace import (
     METRICS,
     ChemicalSpace,
@@ -102,15 +103,24 @@ def _space(context: DatasetContext, metric: str, settings: DescriptorKind | None
     return _SPACES[key], key
 
 
-def _cluster_labels(space: ChemicalSpace, key: tuple, clustering: dict) -> np.ndarray:
+def _cluster_labels(space: ChemicalSpace, key: tuple, clustering: dict, cache_dir: str | Path | None = None
+                    ) -> np.ndarray:
     """(len(space),) cluster of each parent of the split's own ``space``.
 
     KMeans (``clustering["method"] == "kmeans"``): ``kmeans_parents`` with the recorded
     ``n_clusters``. Else HDBSCAN; as in ``farfield.data.splitting``, all-noise falls back to
-    singletons, and a split that skipped HDBSCAN (too few parents) to one cluster per parent."""
-    cache_key = key + (json.dumps(clustering, sort_keys=True),)
-    if cache_key in _CLUSTERS:
-        return _CLUSTERS[cache_key]
+    singletons, and a split that skipped HDBSCAN (too few parents) to one cluster per parent.
+    Kept in memory, and with ``cache_dir`` on disk under ``placement/`` (key: the space's key
+    and the clustering parameters)."""
+    memory_key = key + (json.dumps(clustering, sort_keys=True),)
+    if memory_key not in _CLUSTERS:
+        path = None if cache_dir is None else Path(cache_dir) / "placement" / f"clusters-{cache_key(*memory_key)}.npy"
+        _CLUSTERS[memory_key] = cached_array(path, lambda: _cluster(space, clustering))
+    return _CLUSTERS[memory_key]
+
+
+def _cluster(space: ChemicalSpace, clustering: dict) -> np.ndarray:
+    """The clustering of ``_cluster_labels``, computed."""
     if clustering.get("method") == "kmeans":
         labels = kmeans_parents(space, int(clustering["n_clusters"])).labels
     elif clustering.get("hdbscan") == "skipped":
@@ -124,8 +134,7 @@ def _cluster_labels(space: ChemicalSpace, key: tuple, clustering: dict) -> np.nd
             labels = cluster_parents(space, noise=clustering.get("noise", "nearest"), **options).labels
         except ValueError:
             labels = cluster_parents(space, noise="singleton", **options).labels
-    _CLUSTERS[cache_key] = labels
-    return labels
+    return np.asarray(labels, dtype=np.int64)
 
 
 def parent_placement(context: DatasetContext, split: Split, params: dict[str, str],
@@ -152,7 +161,7 @@ def parent_placement(context: DatasetContext, split: Split, params: dict[str, st
     space, key = _space(context, metric, settings, weight, cache_dir, context.index_of(own_parents, max_structures))
     ids = [str(p) for p in space.parent_ids]
     row_of = {pid: row for row, pid in enumerate(ids)}
-    labels = _cluster_labels(space, key, clustering)
+    labels = _cluster_labels(space, key, clustering, cache_dir)
     train_rows = np.array([row_of[p] for p in split.train], dtype=int)
     query = np.array([row_of[p] for p in split.val + split.test], dtype=int)
     distance = np.full(len(ids), np.nan)

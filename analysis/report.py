@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -38,6 +39,13 @@ from farfield.analysis.energy_offsets import energy_offset_table
 from farfield.analysis.yardstick import with_beyond_energies, yardstick_tables
 
 __all__ = ["Report", "ReportOptions", "build_report", "make_report", "write_report"]
+
+#: A progress callback: one line per step of the report (``typer.echo`` in the CLI).
+Progress = Callable[[str], None]
+
+
+def _quiet(line: str) -> None:
+    """The default progress callback: prints nothing."""
 
 
 @dataclass
@@ -98,16 +106,21 @@ class Report:
 
 
 def build_report(data: AnalysisData, md_probe: pd.DataFrame | None = None, n_distance_bins: int = 5,
-                 yardstick_cache: str | Path | None = None) -> Report:
+                 yardstick_cache: str | Path | None = None, progress: Progress | None = None) -> Report:
     """Diagnostics, claim verdicts, findings and figures of ``data`` (``md_probe``: rows of
-    ``md_probe.run_probe``; ``yardstick_cache``: folder caching the long-range yardstick)."""
+    ``md_probe.run_probe``; ``yardstick_cache``: folder caching the long-range yardstick;
+    ``progress``: called with one line per step)."""
+    progress = progress or _quiet
+    progress(f"diagnostics of {len(data.trials)} trials")
     diagnostics = compute_diagnostics(data, n_distance_bins)
     if md_probe is not None:
         diagnostics.md_probe = md_probe
     d = diagnostics
+    progress("long-range yardstick of each split replica (Ewald sums of the reference charges; cached)")
     yardsticks, per_structure = yardstick_tables(d.trials, d.structures, data.contexts, cache_dir=yardstick_cache)
     d.energy_offsets = energy_offset_table(with_beyond_energies(d.trials, d.structures, per_structure))
     headline = headline_table(d.summary, yardsticks)
+    progress("figures")
     figures = {
         "headline": plots.headline_figure(headline), "summary": plots.summary_figure(d.summary),
         "parity": plots.parity_figure(d.structures),
@@ -125,6 +138,7 @@ def build_report(data: AnalysisData, md_probe: pd.DataFrame | None = None, n_dis
     header += [f"skipped run {run_id}: {why}" for run_id, why in data.skipped][:5]
     if len(data.skipped) > 5:
         header.append(f"… and {len(data.skipped) - 5} more skipped runs")
+    progress("verdicts on the five claims and findings")
     claims = evaluate_claims(d.trials, d.structures, d.charge_summary)
     return Report(f"farfield report: {data.experiment}", header, diagnostics, derive_findings(diagnostics), figures,
                   claims, headline, yardsticks, list(data.skipped))
@@ -168,29 +182,33 @@ def _json_default(value):
     return value if isinstance(value, (int, float, str, bool)) else str(value)
 
 
-def make_report(tracking_uri: str, experiment: str, out: str | Path,
-                options: ReportOptions | None = None) -> tuple[Report, dict[str, Path], str | None]:
-    """Load, diagnose, (probe,) write and (log) a report; returns ``(report, paths, mlflow run id or None)``."""
+def make_report(tracking_uri: str, experiment: str, out: str | Path, options: ReportOptions | None = None,
+                progress: Progress | None = None) -> tuple[Report, dict[str, Path], str | None]:
+    """Load, diagnose, (probe,) write and (log) a report; returns ``(report, paths, mlflow run id or None)``.
+    ``progress``: called with one line per step (and per trial read), e.g. ``typer.echo``."""
     from farfield.analysis.md_probe import (
         ProbeSettings,
         probe_trials,
         select_probe_trials,
     )
 
-    options = options or ReportOptions()
+    options, progress = options or ReportOptions(), progress or _quiet
     with tempfile.TemporaryDirectory(prefix="farfield-report-") as workdir:
         data = load_experiment(tracking_uri, experiment, workdir, options.sweep_id, options.dataset,
-                               options.with_charges, options.workspace)
+                               options.with_charges, options.workspace, progress)
         probe = None
         if options.md_trials:
             run_ids = select_probe_trials(data, options.md_trials)
             settings = ProbeSettings(steps=options.md_steps, timestep_fs=options.md_timestep_fs,
                                      temperature_k=options.md_temperature_k, n_structures=options.md_structures)
+            progress(f"MD stability probe of {len(run_ids)} trials")
             probe = probe_trials(data, run_ids, settings)
-        report = build_report(data, probe, options.n_distance_bins, options.cache_dir())
+        report = build_report(data, probe, options.n_distance_bins, options.cache_dir(), progress)
+    progress(f"writing {out}")
     paths = write_report(report, out)
     run_id = None
     if options.log_to_mlflow:
+        progress("logging the report to MLflow")
         run_id, _ = mlflow_queries.report_target_run(tracking_uri, experiment, options.sweep_id)
         mlflow_queries.log_report(tracking_uri, run_id, out)
     return report, paths, run_id

@@ -32,6 +32,9 @@ a report attached to an experiment without a sweep goes to a run tagged
 
 from __future__ import annotations
 
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
 # ---------------------------------------------------------------- tags of a trial run
 TAG_BACKBONE = "backbone"
 TAG_LONG_RANGE = "long_range"
@@ -125,6 +128,32 @@ LOGGED_CHARGE_COLUMNS = ("atom", "number", "head", "charge", "reference_charge")
 #: Folder of the sweep summary run's tables and config; of a report.
 SWEEP_DIR = "sweep"
 REPORT_DIR = "report"
+#: ``<workspace>/mlartifacts``: where a workspace's artifacts are stored — by its MLflow server
+#: for proxied artifacts (``mlflow-artifacts:/<path>`` is ``<workspace>/mlartifacts/<path>``),
+#: directly for a ``sqlite:`` store without a server.
+WORKSPACE_ARTIFACTS = "mlartifacts"
+#: Scheme of artifact URIs proxied through an MLflow server.
+PROXIED_SCHEME = "mlflow-artifacts:"
+
+
+def local_artifact_dir(artifact_uri: str, workspaces: list[Path]) -> Path | None:
+    """The folder on this machine that holds a run's artifacts, or None: ``file:`` URIs (and
+    plain paths) as they are; a proxied ``mlflow-artifacts:/<path>`` under the first of
+    ``workspaces`` whose ``mlartifacts/<path>`` exists (run ids are unique, so a folder found
+    there is the run's). Readers take artifacts from it in place instead of downloading each
+    file through the server."""
+    if artifact_uri.startswith(PROXIED_SCHEME):
+        relative = unquote(urlparse(artifact_uri).path).lstrip("/")
+        found = (Path(w) / WORKSPACE_ARTIFACTS / relative for w in workspaces)
+        return next((folder for folder in found if relative and folder.is_dir()), None)
+    parsed = urlparse(artifact_uri)
+    if parsed.scheme == "file":
+        folder = Path(unquote(parsed.path))
+    elif parsed.scheme == "" and artifact_uri:
+        folder = Path(artifact_uri)
+    else:
+        return None
+    return folder if folder.is_dir() else None
 
 
 def charge_file_name(structure_id: str) -> str:

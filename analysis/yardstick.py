@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 import torch
 from ase import Atoms
+from farfield.analysis.disk_cache import write_atomic
 from farfield.data import records
 from farfield.data.graphs import check_cutoff
 from farfield.models.electrostatics import COULOMB_CONSTANT, EwaldParameters, coulomb_energy, periodic_potential, tune
@@ -124,8 +125,7 @@ def structure_yardsticks(context, structure_ids: Iterable[str], cutoff: float, w
                              columns=STRUCTURE_COLUMNS)
         known = fresh if known.empty else pd.concat([known, fresh], ignore_index=True)
         if cache is not None:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            known.to_parquet(cache, index=False)
+            write_atomic(cache, lambda tmp: known.to_parquet(tmp, index=False))
     return known.set_index("structure_id").loc[wanted].reset_index()
 
 

@@ -19,6 +19,7 @@ import platform
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
@@ -106,12 +107,13 @@ def _cpus() -> int | None:
 
 def run_study(config: SweepConfig, out: str | Path | None = None, resume: bool = False, address: str | None = None,
               with_charges: bool = True, log_to_mlflow: bool = True, command: list[str] | None = None,
-              config_file: str | Path | None = None) -> StudyResult:
+              config_file: str | Path | None = None, progress: Callable[[str], None] | None = None) -> StudyResult:
     """Run (or with ``resume`` continue) the sweep ``config``, report it into ``out`` (default
     ``default_out``), write ``provenance.json`` and log the folder to the summary run.
 
     ``command``: the command line to record (default ``sys.argv``); ``config_file``: the YAML
-    the config came from (its SHA-256 is recorded).
+    the config came from (its SHA-256 is recorded); ``progress``: called with one line per
+    step of the report (``make_report``'s).
     """
     from farfield.analysis import mlflow_queries
     from farfield.analysis.report import ReportOptions, make_report
@@ -126,7 +128,7 @@ def run_study(config: SweepConfig, out: str | Path | None = None, resume: bool =
     try:
         options = ReportOptions(sweep_id=result.sweep_id, workspace=str(config.workspace), with_charges=with_charges,
                                 log_to_mlflow=False)
-        report, paths, _ = make_report(uri, config.tracking.experiment, out, options)
+        report, paths, _ = make_report(uri, config.tracking.experiment, out, options, progress)
         wall = {"sweep": t_sweep - t0, "report": time.monotonic() - t_sweep, "total": time.monotonic() - t0}
         provenance = provenance_record(command or sys.argv, config, Path(config_file) if config_file else None,
                                        result, report, wall, started, git)

@@ -48,7 +48,7 @@ def tracking_uri(tracking: TrackingConfig, workspace: Path) -> str:
 
 
 def artifact_root(workspace: Path) -> str:
-    return (Path(workspace).resolve() / "mlartifacts").as_uri()
+    return (Path(workspace).resolve() / run_layout.WORKSPACE_ARTIFACTS).as_uri()
 
 
 def store_lock(workspace: Path) -> FileLock:

@@ -248,6 +248,52 @@ def test_cli_report_writes_a_report_for_a_sweep_by_name(real, tmp_path):
     assert len(json.loads((out / "claims.json").read_text())["claims"]) == 5
     assert len(pd.read_csv(out / "tables" / "trials.csv")) == len(TRIALS)
     assert SWEEP_ID in (out / "report.md").read_text()
+    progress = [line for line in result.stderr.splitlines() if line.startswith("report: ")]
+    assert [line.split(": ")[1] for line in progress[:len(TRIALS)]] == [
+        f"reading trial {k}/{len(TRIALS)}" for k in range(1, len(TRIALS) + 1)]
+    assert progress[-1] == f"report: writing {out}" and "report: figures" in progress
+    assert not any(line.startswith("report: ") for line in result.stdout.splitlines())  # results only
+
+
+def test_artifacts_are_read_in_place_and_cached_with_the_tables_of_a_download(real, tmp_path, monkeypatch):
+    """Reading the runs' artifact folders in place (the workspace's own store) and the report
+    cache (charges per run, clusters per split) give the tables that downloading gives."""
+    import mlflow.tracking
+
+    from farfield.analysis import loading, placement, run_layout
+
+    def load(workspace, folder):
+        return loading.load_experiment(real.tracking_uri, EXPERIMENT, tmp_path / folder, SWEEP_ID,
+                                       workspace=workspace)
+
+    with monkeypatch.context() as patch:  # the reference: every artifact downloaded, nothing cached
+        patch.setattr(run_layout, "local_artifact_dir", lambda uri, workspaces: None)
+        downloaded = load(None, "download")
+    assert any((tmp_path / "download").rglob("*.parquet"))
+
+    workspace = tmp_path / "ws"
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("downloaded an artifact that lies on this machine")
+
+    monkeypatch.setattr(mlflow.tracking.MlflowClient, "download_artifacts", no_download)
+    placement._CLUSTERS.clear()
+    in_place = load(workspace, "in-place")
+    charge_files = list((workspace / loading.REPORT_CACHE).glob("charges-*.parquet"))
+    les_runs = {r.run_id for r, spec in zip(real.results, TRIALS) if spec["long_range"]}
+    assert {f.name.split("-")[1] for f in charge_files} == les_runs
+    assert not any((tmp_path / "in-place").rglob("*.parquet"))  # nothing copied
+
+    placement._CLUSTERS.clear()
+    monkeypatch.setattr(loading, "logged_charges", lambda *a: pytest.fail("charges read again"))
+    monkeypatch.setattr(placement, "_cluster", lambda *a: pytest.fail("clustered again"))
+    cached = load(workspace, "cached")
+    for table in ("trials", "structures", "charges"):
+        reference = getattr(downloaded, table).reset_index(drop=True)
+        for other in (in_place, cached):
+            pd.testing.assert_frame_equal(getattr(other, table).reset_index(drop=True), reference,
+                                          check_dtype=False)
+    assert len(cached.charges) and len(cached.structures)
 
 
 def test_cli_report_errors_name_the_problem(real, tmp_path):

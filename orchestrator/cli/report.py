@@ -9,6 +9,11 @@ import typer
 from farfield.orchestrator.cli.errors import USER_ERRORS, console, fail
 
 
+def report_progress(line: str) -> None:
+    """One progress line of a report being written (stderr, so stdout keeps the results)."""
+    typer.echo(f"report: {line}", err=True)
+
+
 def print_verdicts(result) -> None:
     """The verdict table of a ``Report`` (``result.claims``) on the console."""
     from rich.table import Table
@@ -72,7 +77,7 @@ def report(
         options = ReportOptions(sweep_id=sweep_id, dataset=dataset, workspace=str(workspace), with_charges=charges, log_to_mlflow=log,
                                 md_trials=probe or [], md_steps=md_steps, md_timestep_fs=md_timestep,
                                 md_temperature_k=md_temperature, md_structures=md_structures)
-        result, paths, run_id = make_report(uri, experiment, out, options)
+        result, paths, run_id = make_report(uri, experiment, out, options, report_progress)
     except USER_ERRORS as err:
         raise fail(err) from err
     finally:

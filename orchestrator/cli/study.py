@@ -41,6 +41,7 @@ def study(
     """
     import torch
 
+    from farfield.orchestrator.cli.report import report_progress
     from farfield.orchestrator.study import default_out, run_study
     from farfield.orchestrator.sweep.run import sweep_config_for
 
@@ -53,7 +54,8 @@ def study(
         target = out if out is not None else default_out(config)
         command = _command(config_file, resume, target, workspace, address, charges, log)
         result = run_study(config, target, resume=resume is not None, address=address, with_charges=charges,
-                           log_to_mlflow=log, command=command, config_file=config_file)
+                           log_to_mlflow=log, command=command, config_file=config_file,
+                           progress=report_progress)
     except USER_ERRORS as err:
         raise fail(err) from err
     print_verdicts(result.report)
