@@ -213,20 +213,28 @@ def charge_rows(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(CHARGE_COLUMNS))
 
 
-def logged_charges(folder: str | Path, structure_ids: list[str]) -> pd.DataFrame:
-    """The charge table of a run's downloaded ``charges/`` folder for ``structure_ids`` (farfield's
-    heads and external models with latent charges log alike); structures without a table are left out."""
-    paths = {sid: Path(folder) / run_layout.charge_file_name(sid) for sid in structure_ids}
-    return charge_rows({sid: pd.read_parquet(path) for sid, path in paths.items() if path.is_file()})
+def logged_charges(path: str | Path, structure_ids: list[str]) -> pd.DataFrame:
+    """The charge table of a run's logged charges for ``structure_ids``, in their order (farfield's
+    heads and external models with latent charges log alike): ``path`` is its
+    ``predictions/test_charges.parquet`` or, for runs logged before that, its ``charges/`` folder
+    (one file per structure). Structures without charges are left out."""
+    path = Path(path)
+    if path.is_file():
+        groups = dict(tuple(pd.read_parquet(path).groupby("structure_id", sort=False)))
+        return charge_rows({sid: groups[sid] for sid in structure_ids if sid in groups})
+    paths = {sid: path / run_layout.charge_file_name(sid) for sid in structure_ids}
+    return charge_rows({sid: pd.read_parquet(file) for sid, file in paths.items() if file.is_file()})
 
 
 def _logged_charges(tracking_uri: str, run_id: str, structure_ids: list[str], folder: Path,
                     local: Path | None = None, cache: Path | None = None) -> pd.DataFrame:
     """The charges ``run_id`` logged for ``structure_ids`` (a run without charge heads logged none);
     with ``cache`` (a folder) kept there as one table per run and structure list: a finished
-    run's charges never change, and reading its one file per structure is the slow part."""
+    run's charges never change, and reading a run of the earlier layout (one file per
+    structure) is the slow part of a report."""
     def read() -> pd.DataFrame:
-        logged = mlflow_queries.download_artifact(tracking_uri, run_id, run_layout.CHARGES_DIR, folder, local)
+        logged = (mlflow_queries.download_artifact(tracking_uri, run_id, run_layout.CHARGES_ARTIFACT, folder, local)
+                  or mlflow_queries.download_artifact(tracking_uri, run_id, run_layout.CHARGES_DIR, folder, local))
         return logged_charges(logged, structure_ids) if logged is not None else \
             pd.DataFrame(columns=list(CHARGE_COLUMNS))
 

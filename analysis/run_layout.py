@@ -21,8 +21,10 @@ A trial run (one per trial, DESIGN.md "MLflow run"):
   ``test/lr_energy_share…``, ``key/…`` (the numbers to sort by) and per-epoch ``curve/…``.
 - **artifacts**: ``config/trial_config.json``, ``split/split.json``,
   ``predictions/test_predictions.parquet`` (one row per test structure),
-  ``charges/<structure id>.parquet`` (one per test structure, models with charge heads;
-  columns :data:`LOGGED_CHARGE_COLUMNS`) and ``checkpoint/model.pt`` (an external model: its
+  ``predictions/test_charges.parquet`` (models with charge heads: one row per atom of every
+  test structure, columns ``structure_id`` and :data:`LOGGED_CHARGE_COLUMNS`; runs logged
+  before 2026-11-30 have ``charges/<structure id>.parquet`` instead, one file per test
+  structure, which readers still take) and ``checkpoint/model.pt`` (an external model: its
   library's model file, and ``external/`` with the trainer's spec, environment and log).
 
 A sweep's summary run carries ``sweep_summary = "true"``, ``sweep_id`` and ``sweep_name``;
@@ -117,6 +119,10 @@ PREDICTIONS_ARTIFACT = f"{PREDICTIONS_DIR}/{PREDICTIONS_FILE}"
 CHECKPOINT_DIR = "checkpoint"
 CHECKPOINT_FILE = "model.pt"
 CHECKPOINT_ARTIFACT = f"{CHECKPOINT_DIR}/{CHECKPOINT_FILE}"
+#: The learned charges of every test atom, one table (see the module docstring).
+CHARGES_FILE = "test_charges.parquet"
+CHARGES_ARTIFACT = f"{PREDICTIONS_DIR}/{CHARGES_FILE}"
+#: The earlier layout of the learned charges, one file per test structure (still read).
 CHARGES_DIR = "charges"
 #: An external trial's trainer spec, runtime environment and trainer log; its checkpoint is the
 #: library's own model file under ``checkpoint/``.
@@ -157,12 +163,9 @@ def local_artifact_dir(artifact_uri: str, workspaces: list[Path]) -> Path | None
 
 
 def charge_file_name(structure_id: str) -> str:
-    """The file name of ``structure_id``'s charge table: characters other than letters, digits
-    and ``-_.`` become ``_`` (``mof/1:a`` → ``mof_1_a.parquet``)."""
+    """The file name of ``structure_id``'s charge table in the earlier ``charges/`` layout:
+    characters other than letters, digits and ``-_.`` become ``_`` (``mof/1:a`` → ``mof_1_a.parquet``)."""
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in structure_id)
     return f"{safe}.parquet"
 
 
-def charge_artifact(structure_id: str) -> str:
-    """``charges/<file name>``: the artifact path of ``structure_id``'s charge table."""
-    return f"{CHARGES_DIR}/{charge_file_name(structure_id)}"

@@ -68,14 +68,16 @@ def log_test_predictions(client: MlflowClient, run_id: str, table: pd.DataFrame,
 
 
 def log_head_report(client: MlflowClient, run_id: str, report: HeadReport, tmp: Path) -> dict[str, float]:
-    """Log the learned charges (``charges/<structure_id>.parquet``, one per test structure); return the
-    heads' metrics as test metrics (``test/q_std``, ``test/lr_energy_share``, per head ``..._<head>``)."""
+    """Log the learned charges (``predictions/test_charges.parquet``: one table, a row per atom of
+    every test structure, ``structure_id`` first); return the heads' metrics as test metrics
+    (``test/q_std``, ``test/lr_energy_share``, per head ``..._<head>``). One file, not one per
+    structure: through a tracking server each file is a request of its own."""
     if report.charges:
-        folder = Path(tmp) / run_layout.CHARGES_DIR
-        folder.mkdir(exist_ok=True)
-        for structure_id, table in report.charges.items():
-            table.to_parquet(folder / run_layout.charge_file_name(structure_id), index=False)
-        client.log_artifacts(run_id, str(folder), run_layout.CHARGES_DIR)
+        table = pd.concat([frame.assign(structure_id=structure_id) for structure_id, frame in report.charges.items()],
+                          ignore_index=True)
+        path = Path(tmp) / run_layout.CHARGES_FILE
+        table[["structure_id", *run_layout.LOGGED_CHARGE_COLUMNS]].to_parquet(path, index=False)
+        client.log_artifact(run_id, str(path), run_layout.PREDICTIONS_DIR)
     return {run_layout.final_metric("test", name): value for name, value in report.metrics.items()}
 
 

@@ -278,9 +278,22 @@ def test_the_report_reads_logged_latent_charges_back(handed_over, tmp_path):
                    "n_atoms": np.array([len(a) for a in frames]), "charges": np.concatenate(q),
                    "head_energy": np.array([0.1, 0.2]), "short_energy": np.array([1.0, 1.0])}
     report = latent_charge_report(build_graphs(frames, 4.0, torch.float64), predictions)
-    for structure_id, table in report.charges.items():  # as orchestrator.trial.log_head_report writes them
+    for structure_id, table in report.charges.items():  # the earlier layout: one file per structure
         table.to_parquet(tmp_path / charge_file_name(structure_id), index=False)
     rows = logged_charges(tmp_path, [*predictions["structure_id"].tolist(), "not-logged"])
+    import pandas as pd
+
+    from farfield.orchestrator.trial_logging import log_head_report
+
+    class Client:  # the current layout, as log_head_report writes it
+        def log_artifact(self, run_id, local_path, artifact_path=None):
+            pass
+
+    (tmp_path / "now").mkdir()
+    log_head_report(Client(), "run", report, tmp_path / "now")
+    one_table = logged_charges(tmp_path / "now" / "test_charges.parquet",
+                               [*predictions["structure_id"].tolist(), "not-logged"])
+    pd.testing.assert_frame_equal(one_table, rows, check_dtype=False)
     assert list(rows.columns) == list(CHARGE_COLUMNS)
     assert rows["q_pred"].tolist() == pytest.approx(np.concatenate(q).tolist())
     assert rows["element"].tolist() == [s for a in frames for s in a.get_chemical_symbols()]

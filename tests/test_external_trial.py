@@ -105,11 +105,13 @@ def test_checkpoint_is_the_librarys_file_and_maceles_charges_are_logged(trials):
         assert [a.path for a in client.list_artifacts(run_id, "checkpoint")] == ["checkpoint/model.model"]
         assert {a.path for a in client.list_artifacts(run_id, "external")} >= {
             "external/trainer.log", "external/trainer_spec.json", "external/runtime_env.json"}
-    charges = client.list_artifacts(trials["maceles"][1].run_id, "charges")
-    n_test = len(pd.read_parquet(client.download_artifacts(trials["maceles"][1].run_id,
-                                                           "predictions/test_predictions.parquet")))
-    assert len(charges) == n_test  # one table of latent charges per test structure
-    assert not client.list_artifacts(trials["mace"][1].run_id, "charges")
+    maceles = trials["maceles"][1].run_id
+    charges = pd.read_parquet(client.download_artifacts(maceles, "predictions/test_charges.parquet"))
+    tested = pd.read_parquet(client.download_artifacts(maceles, "predictions/test_predictions.parquet"))
+    assert set(charges["structure_id"]) == set(tested["structure_id"])  # latent charges of every test structure
+    assert len(charges) == tested["n_atoms"].sum()
+    assert "predictions/test_charges.parquet" not in {
+        a.path for a in client.list_artifacts(trials["mace"][1].run_id, "predictions")}
 
 
 def test_the_report_loads_external_runs_with_maceles_charges(trials, tmp_path):

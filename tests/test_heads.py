@@ -409,7 +409,7 @@ def test_head_report_tables_and_metrics(nacl_cell, water_dimer):
 
 
 class _RecordingClient:
-    """Stands in for ``MlflowClient``: records which files each ``log_artifacts`` call uploads."""
+    """Stands in for ``MlflowClient``: records which files each ``log_artifact(s)`` call uploads."""
 
     def __init__(self):
         self.logged: dict[str, list[str]] = {}
@@ -417,7 +417,12 @@ class _RecordingClient:
     def log_artifacts(self, run_id, local_dir, artifact_path=None):
         from pathlib import Path
 
-        self.logged[artifact_path] = sorted(p.name for p in Path(local_dir).iterdir())
+        self.logged.setdefault(artifact_path, []).extend(sorted(p.name for p in Path(local_dir).iterdir()))
+
+    def log_artifact(self, run_id, local_path, artifact_path=None):
+        from pathlib import Path
+
+        self.logged.setdefault(artifact_path, []).append(Path(local_path).name)
 
 
 def test_trial_logs_head_predictions(tmp_path, nacl_cell):
@@ -426,13 +431,26 @@ def test_trial_logs_head_predictions(tmp_path, nacl_cell):
     from farfield.models.heads.report import head_report
     from farfield.orchestrator.trial_logging import log_head_report
 
+    from farfield.analysis.loading import logged_charges
+
     client = _RecordingClient()
     atoms = nacl_cell.copy()
     atoms.info["structure_id"] = "nacl/rattled 1"
-    graphs = [AtomicGraph.from_atoms(atoms, CUTOFF)]
-    metrics = log_head_report(client, "run", head_report(_reporting_potential(), graphs), tmp_path)
+    other = nacl_cell.copy()
+    other.rattle(0.05, seed=3)
+    other.info["structure_id"] = "nacl/rattled 2"
+    graphs = [AtomicGraph.from_atoms(a, CUTOFF) for a in (atoms, other)]
+    report = head_report(_reporting_potential(), graphs)
+    metrics = log_head_report(client, "run", report, tmp_path)
     assert metrics["test/q_std"] == metrics["test/q_std_celli"] > 0
     assert "test/lr_energy_share" in metrics
-    assert client.logged == {"charges": ["nacl_rattled_1.parquet"]}
-    table = pd.read_parquet(tmp_path / "charges" / "nacl_rattled_1.parquet")
-    assert list(table.columns) == ["atom", "number", "head", "charge", "reference_charge"]
+    assert client.logged == {"predictions": ["test_charges.parquet"]}  # one file, whatever the test set
+    table = pd.read_parquet(tmp_path / "test_charges.parquet")
+    assert list(table.columns) == ["structure_id", "atom", "number", "head", "charge", "reference_charge"]
+    # read back as the report does, in the order asked for, structures without charges left out
+    rows = logged_charges(tmp_path / "test_charges.parquet", ["nacl/rattled 2", "absent", "nacl/rattled 1"])
+    expected = pd.concat([report.charges["nacl/rattled 2"], report.charges["nacl/rattled 1"]])
+    assert rows["structure_id"].tolist() == ["nacl/rattled 2"] * len(report.charges["nacl/rattled 2"]) + \
+        ["nacl/rattled 1"] * len(report.charges["nacl/rattled 1"])
+    np.testing.assert_array_equal(rows["q_pred"], expected["charge"])
+    np.testing.assert_array_equal(rows["atom"], expected["atom"])
