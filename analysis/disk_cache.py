@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-__all__ = ["CACHE_VERSION", "cache_key", "cached_array", "cached_table", "write_atomic"]
+__all__ = ["CACHE_VERSION", "cache_key", "cached_array", "cached_table", "write_atomic", "write_if_possible"]
 
 #: Part of every key: bump it when what a cached computation returns changes, so older files are
 #: no longer found.
@@ -43,20 +43,29 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def write_if_possible(path: Path, write: Callable[[Path], None]) -> None:
+    """``write_atomic``, where the cache cannot be written (a read-only workspace) doing nothing:
+    a cache saves time, its absence costs no result."""
+    try:
+        write_atomic(path, write)
+    except OSError:
+        pass
+
+
 def cached_table(path: Path | None, compute: Callable[[], pd.DataFrame]) -> pd.DataFrame:
-    """The table at ``path`` (Parquet) if it is there, else ``compute()``, stored at ``path``;
-    ``path`` None: ``compute()`` alone."""
+    """The table at ``path`` (Parquet) if it is there, else ``compute()``, stored at ``path``
+    where it can be; ``path`` None: ``compute()`` alone."""
     if path is not None and path.is_file():
         return pd.read_parquet(path)
     table = compute()
     if path is not None:
-        write_atomic(path, lambda tmp: table.to_parquet(tmp, index=False))
+        write_if_possible(path, lambda tmp: table.to_parquet(tmp, index=False))
     return table
 
 
 def cached_array(path: Path | None, compute: Callable[[], np.ndarray]) -> np.ndarray:
-    """The array at ``path`` (``.npy``) if it is there, else ``compute()``, stored at ``path``;
-    ``path`` None: ``compute()`` alone."""
+    """The array at ``path`` (``.npy``) if it is there, else ``compute()``, stored at ``path``
+    where it can be; ``path`` None: ``compute()`` alone."""
     if path is not None and path.is_file():
         return np.load(path, allow_pickle=False)
     array = compute()
@@ -64,5 +73,5 @@ def cached_array(path: Path | None, compute: Callable[[], np.ndarray]) -> np.nda
         def save(tmp: Path) -> None:
             with open(tmp, "wb") as handle:
                 np.save(handle, array, allow_pickle=False)
-        write_atomic(path, save)
+        write_if_possible(path, save)
     return array

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 import torch
 from ase import Atoms
-from farfield.analysis.disk_cache import write_atomic
+from farfield.analysis.disk_cache import write_if_possible
 from farfield.data import records
 from farfield.data.graphs import check_cutoff
 from farfield.models.electrostatics import COULOMB_CONSTANT, EwaldParameters, coulomb_energy, periodic_potential, tune
@@ -125,7 +125,7 @@ def structure_yardsticks(context, structure_ids: Iterable[str], cutoff: float, w
                              columns=STRUCTURE_COLUMNS)
         known = fresh if known.empty else pd.concat([known, fresh], ignore_index=True)
         if cache is not None:
-            write_atomic(cache, lambda tmp: known.to_parquet(tmp, index=False))
+            write_if_possible(cache, lambda tmp: known.to_parquet(tmp, index=False))
     return known.set_index("structure_id").loc[wanted].reset_index()
 
 

@@ -63,3 +63,12 @@ def test_local_artifact_dir_maps_proxied_and_file_uris(tmp_path):
     assert run_layout.local_artifact_dir((tmp_path / "missing").as_uri(), []) is None
     assert run_layout.local_artifact_dir("s3://bucket/2/abc123/artifacts", [server_workspace]) is None
     assert run_layout.local_artifact_dir("", [server_workspace]) is None
+
+
+def test_a_cache_that_cannot_be_written_costs_no_result(tmp_path):
+    blocked = tmp_path / "file-not-folder"
+    blocked.write_text("a file where the cache folder would be")
+    table = pd.DataFrame({"x": [1.0, 2.0]})
+    assert cached_table(blocked / "t.parquet", lambda: table) is table
+    labels = np.arange(3)
+    assert np.array_equal(cached_array(blocked / "a.npy", lambda: labels), labels)
