@@ -136,10 +136,10 @@ def load_experiment(tracking_uri: str, experiment: str, workdir: str | Path, swe
     ``workdir``: where artifacts are downloaded (checkpoints stay there for the MD probe);
     artifacts found on this machine (``run_layout.local_artifact_dir``: the workspace's
     ``mlartifacts/``) are read in place instead. ``progress``: called with one line per trial.
-    With ``workspace``, each run's charge table is cached in ``<workspace>/cache/report``.
     ``dataset``: a store directory to use instead of each run's ``data.dataset``.
     ``workspace``: used for runs whose recorded workspace does not exist from here (e.g. a
-    relative path recorded elsewhere); the bundled dataset and descriptor cache live there.
+    relative path recorded elsewhere); the bundled dataset and descriptor cache live there,
+    and each run's charge table is cached in its ``cache/report/``.
     """
     workdir = Path(workdir)
     runs = mlflow_queries.find_trial_runs(tracking_uri, experiment, sweep_id)
