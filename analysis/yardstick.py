@@ -119,7 +119,8 @@ def structure_yardsticks(context, structure_ids: Iterable[str], cutoff: float, w
         cache = Path(cache_dir) / f"yardstick-{context.content_hash[:16]}-rc{cutoff:g}-w{width:g}.parquet"
         if cache.is_file():
             known = pd.read_parquet(cache)
-    missing = [sid for sid in wanted if sid not in set(known["structure_id"])]
+    cached = set(known["structure_id"])
+    missing = [sid for sid in wanted if sid not in cached]
     if missing:
         fresh = pd.DataFrame([_structure_row(atoms, cutoff, width) for atoms in context.frames(missing)],
                              columns=STRUCTURE_COLUMNS)
