@@ -21,6 +21,7 @@ from farfield.data.importers.qmof import (
 )
 from farfield.data.importing import (
     IMPORT_FORMATS,
+    VALIDATE_FORMATS,
     REJECTS_FILE,
     FileReport,
     OdacOptions,
@@ -45,7 +46,7 @@ PathsArgument = Annotated[list[Path], typer.Argument(
                          ".cif; with --format qmof one directory of CIFs.",
     show_default=False)]
 FormatOption = Annotated[str | None, typer.Option(
-    "--format", help=f"One of {', '.join(IMPORT_FORMATS)}, aselmdb. extxyz/db/cif: read every "
+    "--format", help=f"One of {', '.join(VALIDATE_FORMATS)}. extxyz/db/cif: read every "
                      "file as this format instead of guessing from the suffix. qmof: PATH is a "
                      "folder of CIFs labelled by --table. odac: ASE .db files whose rows carry "
                      "--id-key/--parent-key. aselmdb: fairchem .aselmdb files or folders of "
