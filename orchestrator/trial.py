@@ -91,7 +91,8 @@ def _run_logged(config: TrialConfig, client: MlflowClient, run_id: str, progress
     trainer, reference = make_trainer(config, graphs["train"], reporter, progress=progress)
     client.set_tag(run_id, run_layout.TAG_DEVICE, str(trainer.device))
     client.log_metric(run_id, run_layout.METRIC_N_PARAMETERS, sum(p.numel() for p in trainer.potential.parameters()))
-    fit = trainer.fit(graphs["train"], graphs["val"], state_file, training_state_key(config))
+    fit = trainer.fit(graphs["train"], graphs["val"], state_file,
+                      training_state_key(config, store.content_hash, _split.content_hash))
     if fit.resumed_at_epoch is not None:
         client.set_tag(run_id, run_layout.TAG_RESUMED_AT_EPOCH, str(fit.resumed_at_epoch))
 
@@ -101,10 +102,18 @@ def _run_logged(config: TrialConfig, client: MlflowClient, run_id: str, progress
     return TrialResult(run_id, "", "", metrics, fit.best_epoch, len(fit.history))
 
 
-def training_state_key(config: TrialConfig) -> str:
-    """What a saved training state must match to be continued: the config without its name and
-    tracking (a restarted sweep trial may get a new Tune id, and so a new name)."""
-    text = config.model_dump_json(exclude={"name", "tracking"})
+#: Config fields a training state does not depend on: the name and tracking (a restarted sweep
+#: trial may get a new Tune id, and so a new name) and the paths of this machine (the workspace,
+#: the dataset's store and the split file; their contents count, by hash).
+STATE_KEY_EXCLUDE = {"name": True, "tracking": True, "workspace": True, "data": {"dataset"}, "split": {"file"}}
+
+
+def training_state_key(config: TrialConfig, dataset_hash: str, split_hash: str) -> str:
+    """What a saved training state must match to be continued: the config without
+    ``STATE_KEY_EXCLUDE``, and the content hashes of the dataset and the split. A state carried
+    to another machine or checkout (a study's archive, ``orchestrator.sweep.archive``) continues
+    there, where the same data sits under other paths."""
+    text = config.model_dump_json(exclude=STATE_KEY_EXCLUDE) + dataset_hash + split_hash
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -87,3 +87,23 @@ def test_finished_state_trains_no_more(graphs, tmp_path):
     np.testing.assert_equal(second.history, first.history)
     for key, value in _weights(first_trainer).items():
         assert torch.equal(_weights(second_trainer)[key], value), key
+
+
+def test_state_key_ignores_machine_paths_and_follows_config_and_data():
+    """A trial's state continues on another machine (same config, data under other paths), not
+    after a change of the config or of the dataset's or split's content."""
+    from farfield.orchestrator.config import TrialConfig
+    from farfield.orchestrator.trial import training_state_key
+
+    def config(root: str, **model) -> TrialConfig:
+        return TrialConfig.model_validate({
+            "name": f"trial-{root}", "workspace": f"/{root}/workspace",
+            "data": {"dataset": f"/{root}/workspace/datasets/bundled"},
+            "split": {"strategy": "random", "file": f"/{root}/workspace/splits/random.json"},
+            "model": {"channels": 8, **model}, "tracking": {"experiment": root}})
+
+    here = training_state_key(config("a"), "sha256:data", "sha256:split")
+    assert training_state_key(config("b"), "sha256:data", "sha256:split") == here
+    assert training_state_key(config("a", channels=16), "sha256:data", "sha256:split") != here
+    assert training_state_key(config("a"), "sha256:other", "sha256:split") != here
+    assert training_state_key(config("a"), "sha256:data", "sha256:other") != here
