@@ -2,6 +2,8 @@
 the paper's claims — into one folder with a provenance record (``farfield study``).
 
     OUT/index.html, report.md, claims.json, findings.json, tables/, figures/   (``analysis.report``)
+    OUT/runs/             the sweep's archive: finished runs and training states, so that
+                          ``--resume`` continues the study on another machine
     OUT/provenance.json   the exact command, the resolved config (and the file's SHA-256),
                           package versions, git commit, dataset and split hashes, the sweep's
                           id, summary run and trial run ids, wall times
@@ -27,7 +29,7 @@ from pathlib import Path
 
 from farfield.orchestrator.sweep.config import SweepConfig
 
-__all__ = ["PACKAGES", "StudyResult", "default_out", "provenance_record", "run_study"]
+__all__ = ["PACKAGES", "StudyResult", "archive_folder", "default_out", "default_out_for", "provenance_record", "run_study"]
 
 #: Distributions whose versions the provenance records.
 PACKAGES = ("farfield", "torch", "numpy", "scipy", "pandas", "ase", "e3nn", "vesin", "pydantic", "ray", "optuna",
@@ -47,7 +49,17 @@ class StudyResult:
 
 def default_out(config: SweepConfig) -> Path:
     """``docs/study/<sweep name>``: where a published study lives in the repository."""
-    return Path("docs") / "study" / config.name
+    return default_out_for(config.name)
+
+
+def default_out_for(name: str) -> Path:
+    """``docs/study/<name>``: ``default_out`` of the sweep ``name``."""
+    return Path("docs") / "study" / name
+
+
+def archive_folder(out: str | Path) -> Path:
+    """``<out>/runs``: the study's sweep archive (``orchestrator.sweep.archive``), committed with its report."""
+    return Path(out) / "runs"
 
 
 def _versions() -> dict[str, str | None]:
@@ -107,13 +119,16 @@ def _cpus() -> int | None:
 
 def run_study(config: SweepConfig, out: str | Path | None = None, resume: bool = False, address: str | None = None,
               with_charges: bool = True, log_to_mlflow: bool = True, command: list[str] | None = None,
-              config_file: str | Path | None = None, progress: Callable[[str], None] | None = None) -> StudyResult:
+              config_file: str | Path | None = None, progress: Callable[[str], None] | None = None,
+              archive: bool = True) -> StudyResult:
     """Run (or with ``resume`` continue) the sweep ``config``, report it into ``out`` (default
     ``default_out``), write ``provenance.json`` and log the folder to the summary run.
 
     ``command``: the command line to record (default ``sys.argv``); ``config_file``: the YAML
     the config came from (its SHA-256 is recorded); ``progress``: called with one line per
-    step of the report (``make_report``'s).
+    step of the report (``make_report``'s). ``archive``: keep the sweep's finished runs and
+    training states in ``out/runs`` (``archive_folder``), from which ``resume`` continues the
+    study on a machine that never ran it.
     """
     from farfield.analysis import mlflow_queries
     from farfield.analysis.report import ReportOptions, make_report
@@ -122,7 +137,8 @@ def run_study(config: SweepConfig, out: str | Path | None = None, resume: bool =
 
     out = Path(out) if out is not None else default_out(config)
     started, t0, git = datetime.now(timezone.utc), time.monotonic(), _git_state()
-    result = sweeps.run_sweep(config, address=address, resume=resume)
+    result = sweeps.run_sweep(config, address=address, resume=resume,
+                              archive=archive_folder(out) if archive else None)
     t_sweep = time.monotonic()
     uri, server = report_tracking(Path(config.workspace), config.tracking.uri, config.tracking.experiment)
     try:

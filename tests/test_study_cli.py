@@ -47,8 +47,9 @@ def sweeps_run(real, monkeypatch):
 
     calls = []
 
-    def finished_sweep(config, address=None, resume=False):
-        calls.append({"name": config.name, "resume": resume, "address": address})
+    def finished_sweep(config, address=None, resume=False, archive=None):
+        calls.append({"name": config.name, "resume": resume, "address": address,
+                      "archive": None if archive is None else str(archive)})
         return sweeps.SweepResult(SWEEP_ID, config.name, "unused", real.tracking_uri, real.results[0].experiment_id,
                                   real.summary_run_id, None, wall_s=12.0)
 
@@ -62,7 +63,7 @@ def test_study_writes_the_report_and_provenance_and_logs_them(real, study_config
     out = tmp_path / "docs" / "study" / "analysis-test"
     result = CliRunner().invoke(app, ["study", str(study_config), "--out", str(out), "--no-charges"])
     assert result.exit_code == 0, result.output
-    assert sweeps_run == [{"name": "analysis-test", "resume": False, "address": None}]
+    assert sweeps_run == [{"name": "analysis-test", "resume": False, "address": None, "archive": str(out / "runs")}]
     for name in ("index.html", "report.md", "claims.json", "findings.json", "provenance.json",
                  "figures/headline.png", "tables/claims.csv", "tables/headline.csv", "tables/yardstick.csv"):
         assert (out / name).is_file(), name
@@ -92,9 +93,9 @@ def test_study_resume_continues_the_sweep_then_reports(real, study_config, sweep
 
     out = tmp_path / "resumed"
     result = CliRunner().invoke(app, ["study", str(study_config), "--resume", "analysis-test", "--out", str(out),
-                                      "--no-charges", "--no-log"])
+                                      "--no-charges", "--no-log", "--no-archive"])
     assert result.exit_code == 0, result.output
-    assert sweeps_run == [{"name": "analysis-test", "resume": True, "address": None}]
+    assert sweeps_run == [{"name": "analysis-test", "resume": True, "address": None, "archive": None}]
     assert json.loads((out / "provenance.json").read_text())["argv"][:4] == [
         "farfield", "study", str(study_config), "--resume"]
 
@@ -107,3 +108,20 @@ def test_study_errors_name_the_problem(study_config, sweeps_run, tmp_path):
     result = CliRunner().invoke(app, ["study", str(study_config), "--resume", "other-name", "--out", str(tmp_path)])
     assert result.exit_code == 1 and "names the sweep 'analysis-test'" in result.output
     assert sweeps_run == []
+
+
+def test_study_resume_on_a_machine_that_never_ran_it_takes_the_config_from_the_archive(real, study_config,
+                                                                                        sweeps_run, tmp_path):
+    from farfield.orchestrator.cli import app
+    from farfield.orchestrator.sweep import archive
+
+    out = tmp_path / "published"
+    config = yaml.safe_load(study_config.read_text())
+    archive.write_sweep(out / "runs", archive.ArchivedSweep("analysis-test-0001", "analysis-test", EXPERIMENT, config))
+    result = CliRunner().invoke(app, ["study", "--resume", "analysis-test", "--out", str(out), "--no-charges",
+                                      "--no-log", "--workspace", str(real.workspace)])
+    assert result.exit_code == 0, result.output
+    assert sweeps_run == [{"name": "analysis-test", "resume": True, "address": None, "archive": str(out / "runs")}]
+    result = CliRunner().invoke(app, ["study", "--resume", "analysis-test", "--out", str(tmp_path / "nothing"),
+                                      "--workspace", str(tmp_path / "empty")])
+    assert result.exit_code == 1 and "holds no sweep archive" in result.output

@@ -150,3 +150,37 @@ def test_asha_sweep_prunes_by_report_index_and_ends(local_ray, served_workspace)
     assert "complete" in outcomes
     epochs = result.trials.loc[result.trials["outcome"] == "complete", "epochs"]
     assert (epochs == 4).all(), result.trials  # a complete trial ran its whole budget
+
+
+@pytest.mark.slow
+def test_an_archived_sweep_continues_in_a_new_workspace_without_training_again(local_ray, tmp_path):
+    """The sweep keeps its archive (finished runs as files); a new workspace resumes from it: the
+    archived trial is imported, not trained again, and the trial the archive lacks trains."""
+    import json
+    import shutil
+
+    from farfield.orchestrator.sweep import archive
+    from farfield.orchestrator.sweep.run import run_sweep
+
+    folder = tmp_path / "published" / "runs"
+    first = run_sweep(tiny_sweep(tmp_path / "here", name="archived", grid={"split": ["random", "size"]}),
+                      progress_every_s=600, archive=folder)
+    archived = archive.archived_run_ids(folder)
+    assert archived == set(first.trials["mlflow_run_id"]) and len(archived) == 2
+    assert archive.read_sweep(folder).sweep_id == first.sweep_id
+    lost = sorted(archived)[0]
+    lost_cell = json.loads((folder / lost / "run.json").read_text())["tags"]["grid_cell"]
+    shutil.rmtree(folder / lost)  # as if the session ended before this trial was archived
+
+    there = tmp_path / "there"
+    with ManagedServer.start(there):  # kept running after the sweep, to read its runs
+        second = run_sweep(tiny_sweep(there, name="archived", grid={"split": ["random", "size"]}), resume=True,
+                           progress_every_s=600, archive=folder)
+        assert second.sweep_id == first.sweep_id
+        finished = [run for run in _trial_runs(second) if run.info.status == "FINISHED"]
+    assert len(finished) == 2 and set(second.trials["mlflow_run_id"]) == {run.info.run_id for run in finished}
+    imported = [run for run in finished if "origin_run_id" in run.data.tags]
+    assert [run.data.tags["origin_run_id"] for run in imported] == sorted(archived - {lost})
+    trained = [run for run in finished if "origin_run_id" not in run.data.tags]
+    assert len(trained) == 1 and trained[0].data.tags["grid_cell"] == lost_cell
+    assert archive.archived_run_ids(folder) == (archived - {lost}) | {trained[0].info.run_id}

@@ -11,13 +11,14 @@ from farfield.orchestrator.cli.report import print_verdicts
 
 
 def _command(config_file: Path | None, resume: str | None, out: Path, workspace: Path | None, address: str | None,
-             charges: bool, log: bool) -> list[str]:
+             charges: bool, log: bool, archive: bool = True) -> list[str]:
     """The ``farfield study`` command line equivalent to these options (recorded in provenance.json)."""
     command = ["farfield", "study"] + ([str(config_file)] if config_file is not None else [])
     for flag, value in (("--resume", resume), ("--out", out), ("--workspace", workspace), ("--address", address)):
         if value is not None:
             command += [flag, str(value)]
-    return command + ([] if charges else ["--no-charges"]) + ([] if log else ["--no-log"])
+    return (command + ([] if charges else ["--no-charges"]) + ([] if log else ["--no-log"])
+            + ([] if archive else ["--no-archive"]))
 
 
 def study(
@@ -29,12 +30,16 @@ def study(
     charges: bool = typer.Option(True, "--charges/--no-charges", help="Read the per-atom charges the trials logged (claim 4 needs them)."),
     log: bool = typer.Option(True, "--log/--no-log", help="Log the study folder to the sweep's summary run in MLflow."),
     torch_threads: int = typer.Option(1, min=1, help="Torch threads of the report (charges, yardstick)."),
+    archive: bool = typer.Option(True, "--archive/--no-archive",
+                                 help="Keep the finished runs and training states in OUT/runs (commit it: --resume "
+                                      "continues from it on a machine that never ran the study)."),
 ) -> None:
     """Run a study: the sweep CONFIG, then its report with the verdicts on the paper's five claims.
 
     Writes OUT/index.html, report.md, claims.json, findings.json, tables/, figures/ and
     provenance.json (command, config, versions, git commit, dataset and split hashes, wall time).
-    After an interruption, `--resume NAME` continues the sweep (finished trials are kept) and reports.
+    After an interruption, `--resume NAME` continues the sweep (finished trials are kept) and reports;
+    on a machine that never ran it, it continues from the archive OUT/runs.
 
     Examples:  farfield study configs/study-paper.yaml
                farfield study --resume study-paper --workspace workspace
@@ -42,20 +47,21 @@ def study(
     import torch
 
     from farfield.orchestrator.cli.report import report_progress
-    from farfield.orchestrator.study import default_out, run_study
+    from farfield.orchestrator.study import archive_folder, default_out, default_out_for, run_study
     from farfield.orchestrator.sweep.run import sweep_config_for
 
     torch.set_num_threads(torch_threads)
     overrides = {"workspace": str(workspace)} if workspace is not None else {}
     try:
+        named = out if out is not None else (default_out_for(resume) if resume is not None else None)
         config = sweep_config_for(config_file, resume, overrides,
                                   "give the study's sweep CONFIG file, or --resume NAME to continue "
-                                  "an interrupted study")
+                                  "an interrupted study", archive_folder(named) if named and archive else None)
         target = out if out is not None else default_out(config)
-        command = _command(config_file, resume, target, workspace, address, charges, log)
+        command = _command(config_file, resume, target, workspace, address, charges, log, archive)
         result = run_study(config, target, resume=resume is not None, address=address, with_charges=charges,
                            log_to_mlflow=log, command=command, config_file=config_file,
-                           progress=report_progress)
+                           progress=report_progress, archive=archive)
     except USER_ERRORS as err:
         raise fail(err) from err
     print_verdicts(result.report)

@@ -6,6 +6,7 @@
     tune_reporter  the Tune trainable of one trial (run_trial + per-epoch reports, checkpoints)
     progress       the console progress lines and trial outcomes
     summary        the table of trials and the sweep's summary run
+    archive        the finished runs and training states as files (a study's runs/), imported elsewhere
 
 ``config`` is light (pydantic only); the rest imports Ray Tune, so ``run_sweep`` and friends
 are imported on first use.

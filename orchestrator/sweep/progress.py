@@ -44,7 +44,8 @@ from farfield.orchestrator.sweep.config import cell_label, grid_cells, trial_dat
 from farfield.orchestrator.sweep.grid_search import TRIAL_COMPLETE, TRIAL_FAILED, slot_name
 from farfield.orchestrator.sweep.tune_reporter import REPORT_INDEX, RESUMED_AT_EPOCH, close_open_runs, run_title
 
-#: sweep id → {"tracking_uri", "experiment_id", "config" (the SweepConfig)} for the sweep this driver runs.
+#: sweep id → {"tracking_uri", "experiment_id", "config" (the SweepConfig), and "archive" (an
+#: ``archive.Archiver``, when the sweep keeps an archive)} for the sweep this driver runs.
 ACTIVE: dict[str, dict] = {}
 #: Tune trial states of a trial that will not run again.
 _ENDED = ("TERMINATED", "ERROR")
@@ -213,10 +214,16 @@ class SweepProgress(tune.Callback):
         shown = f", {self.metric} {value:.4g}" if isinstance(value, (int, float)) and math.isfinite(value) else ""
         self.echo(f"finished {self.title(trial)}  ({trial.trial_id}): {outcome}{shown}{took}")
         self.print_status(trials_running=None, force=True)
+        archiver = ACTIVE.get(self.sweep_id, {}).get("archive")
+        if archiver is not None:
+            archiver.trial_ended()
 
     def on_step_end(self, iteration, trials, **info):
         running = sum(1 for t in trials if t.status == "RUNNING")
         self.print_status(running)
+        archiver = ACTIVE.get(self.sweep_id, {}).get("archive")
+        if archiver is not None:
+            archiver.tick()
 
     def on_experiment_end(self, trials, **info):
         self.print_status(0, force=True)

@@ -42,11 +42,13 @@ from farfield.data.splitting import split_path
 from farfield.orchestrator.config import TrackingConfig, TrialConfig, _merge
 from farfield.orchestrator.launch import absolute_paths
 from farfield.orchestrator.mlflow_server import ManagedServer, ensure_server
+from farfield.orchestrator.sweep import archive as archives
 from farfield.orchestrator.sweep.config import SweepConfig, grid_cells, load_sweep_config, range_kind, trial_data
 from farfield.orchestrator.sweep.grid_search import REISSUE, GridCrossedTPE
 from farfield.orchestrator.sweep.progress import ACTIVE, SweepProgress
 from farfield.orchestrator.sweep.summary import log_summary, trial_table
-from farfield.orchestrator.sweep.tune_reporter import REPORT_INDEX, end_run, sweep_runs, sweep_trainable
+from farfield.orchestrator.sweep.tune_reporter import (REPORT_INDEX, TRIAL_STATE_DIR, end_run, sweep_runs,
+                                                       sweep_trainable)
 from farfield.orchestrator.tracking import ensure_experiment
 from farfield.orchestrator.trial_pipeline import make_split, prepare_graph_cache
 
@@ -161,12 +163,17 @@ def _trainable(config: SweepConfig, meta: dict):
 
 
 def run_sweep(config: SweepConfig, address: str | None = None, resume: bool = False,
-              progress_every_s: float = 15.0, verbose: bool = False) -> SweepResult:
+              progress_every_s: float = 15.0, verbose: bool = False, archive: str | Path | None = None) -> SweepResult:
     """Run (or with ``resume`` continue) the sweep ``config``; see the module docstring.
 
     The console shows farfield's progress (``SweepProgress``); ``verbose`` also lets through
-    Ray's per-checkpoint log lines of every trial (one per epoch)."""
+    Ray's per-checkpoint log lines of every trial (one per epoch). ``archive``: a folder kept
+    current with the sweep's finished runs and training states (``archive.export_runs``, after
+    every trial and at the end); ``resume`` where this machine has no Tune experiment of the
+    sweep but the archive holds it continues from the archive: its runs are imported into the
+    tracking server, its states put back, and the trials without a finished run train."""
     t0 = time.time()
+    given = config.model_dump(mode="json")  # as written (relative paths): what an archive carries
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     if not verbose:  # Tune's new console output prints its banner and paths even at verbose=0
@@ -174,14 +181,25 @@ def run_sweep(config: SweepConfig, address: str | None = None, resume: bool = Fa
     config = SweepConfig.model_validate(absolute_paths(config).model_dump())
     path = experiment_path(config)
     meta_path = Path(path) / META_FILE if "://" not in path else None
-    if resume:
-        if meta_path is None or not meta_path.is_file():
-            raise FileNotFoundError(f"no sweep to resume at {path} ({META_FILE} missing)")
+    archived = archives.read_sweep(archive) if archive is not None else None
+    from_archive = False
+    if resume and (meta_path is None or not meta_path.is_file()):
+        if archived is None:
+            raise FileNotFoundError(f"no sweep to resume at {path} ({META_FILE} missing)"
+                                    + (f" and no archive in {archive}" if archive is not None else ""))
+        if archived.name != config.name:
+            raise ValueError(f"{archive} archives the sweep {archived.name!r}, not {config.name!r}")
+        sweep_id, from_archive = archived.sweep_id, True
+    elif resume:
         sweep_id = json.loads(meta_path.read_text())["sweep_id"]
     else:
         if meta_path is not None and meta_path.exists():
             raise ValueError(f"sweep {config.name!r} already exists at {path}; resume it with "
                              f"`farfield sweep --resume {config.name}` or choose another name")
+        if archived is not None:
+            raise ValueError(f"{archive} holds the sweep {archived.sweep_id} "
+                             f"({len(archives.archived_run_ids(archive))} finished trials); continue it with "
+                             f"--resume {archived.name}, or choose another output folder")
         sweep_id = f"{config.name}-{uuid.uuid4().hex[:8]}"
     start_ray(address)
     uri, server = _resolve_tracking(config)
@@ -191,19 +209,34 @@ def run_sweep(config: SweepConfig, address: str | None = None, resume: bool = Fa
         cells = grid_cells(config)
         meta = {**_shared_inputs(config, cells), "tracking_uri": uri, "experiment_id": experiment_id,
                 "sweep_id": sweep_id, "verbose": verbose}
-        if meta_path is not None and not resume:
+        state_dir = Path(path) / TRIAL_STATE_DIR if meta_path is not None else None
+        if from_archive:
+            imported, states = archives.import_runs(archive, uri, experiment_id, state_dir,
+                                                    progress=lambda line: print(line, flush=True))
+            print(f"continuing sweep {sweep_id} from {archive}: {len(imported)} finished trial run(s) imported, "
+                  f"{states} training state(s) restored", flush=True)
+        if meta_path is not None and (not resume or from_archive):
             meta_path.parent.mkdir(parents=True, exist_ok=True)
             meta_path.write_text(json.dumps({"sweep_id": sweep_id, "tracking_uri": uri,
                                              "config": config.model_dump(mode="json")}, indent=1))
         ACTIVE[sweep_id] = {"tracking_uri": uri, "experiment_id": experiment_id, "config": config}
+        if archive is not None:
+            archives.write_sweep(archive, archives.ArchivedSweep(sweep_id, config.name, config.tracking.experiment,
+                                                                 archived.config if archived else given))
+            ACTIVE[sweep_id]["archive"] = archives.Archiver(Path(archive), uri, experiment_id, sweep_id, state_dir,
+                                                            [Path(config.workspace)], echo=SweepProgress.echo)
         total = len(cells) * config.sweep.samples_per_cell
-        if resume:
+        if resume and not from_archive:
             REISSUE[sweep_id] = reconcile_resumed(MlflowClient(uri), experiment_id, sweep_id)
             resolve_moved_modules()
             tuner = tune.Tuner.restore(path, trainable=_trainable(config, meta), resume_errored=True)
         else:
             tuner = _new_tuner(config, cells, meta, sweep_id, total, progress_every_s)
-        grid = tuner.fit()
+        try:
+            grid = tuner.fit()
+        finally:  # interrupted too: what finished is archived
+            if archive is not None:
+                ACTIVE[sweep_id]["archive"].trial_ended()
         table = trial_table(grid, config.sweep.metric, cells)
         summary_id, best, table = log_summary(config, table, sweep_id, uri, experiment_id, grid.experiment_path)
         return SweepResult(sweep_id, config.name, grid.experiment_path, uri, experiment_id, summary_id, best,
@@ -269,18 +302,20 @@ def _new_tuner(config: SweepConfig, cells: list[dict], meta: dict, sweep_id: str
 
 def sweep_config_for(config_file: str | Path | None, resume: str | None, overrides: dict,
                      missing: str = "give a sweep CONFIG file, or --resume NAME to continue an "
-                                    "interrupted sweep") -> SweepConfig:
+                                    "interrupted sweep", archive: str | Path | None = None) -> SweepConfig:
     """The config to run: the sweep ``resume`` (see :func:`resumable_config`) or ``config_file``;
     ``missing`` is the error when neither is given."""
     if resume is not None:
-        return resumable_config(resume, config_file, overrides)
+        return resumable_config(resume, config_file, overrides, archive)
     if config_file is None:
         raise ValueError(missing)
     return load_sweep_config(config_file, overrides)
 
 
-def resumable_config(name: str, config_file: str | Path | None = None, overrides: dict | None = None) -> SweepConfig:
-    """The config of the sweep ``name`` to resume: from ``config_file`` if given, else from its folder.
+def resumable_config(name: str, config_file: str | Path | None = None, overrides: dict | None = None,
+                     archive: str | Path | None = None) -> SweepConfig:
+    """The config of the sweep ``name`` to resume: from ``config_file`` if given, else from its folder,
+    else from the sweep ``archive`` (``archive.read_sweep``; a machine that never ran the sweep).
 
     Without a file the folder is ``<storage_path>/<name>`` with ``storage_path`` from
     ``overrides`` (``sweep.storage_path`` or ``workspace``), default ``workspace/sweeps``.
@@ -294,8 +329,14 @@ def resumable_config(name: str, config_file: str | Path | None = None, overrides
     storage = overrides.get("sweep", {}).get("storage_path")
     storage = storage or str(Path(overrides.get("workspace", "workspace")) / "sweeps")
     meta = Path(storage).expanduser() / name / META_FILE
+    archived = archives.read_sweep(archive) if archive is not None and not meta.is_file() else None
+    if archived is not None:
+        if archived.name != name:
+            raise ValueError(f"--resume {name!r} but {archive} archives the sweep {archived.name!r}")
+        return SweepConfig.model_validate(_merge(archived.config, overrides))
     if not meta.is_file():
         raise FileNotFoundError(f"no sweep {name!r} to resume: {meta} not found (pass --workspace or --storage-path "
-                                f"where the sweep ran, or the sweep CONFIG)")
+                                f"where the sweep ran, or the sweep CONFIG)"
+                                + (f"; {archive} holds no sweep archive either" if archive is not None else ""))
     data = json.loads(meta.read_text())["config"]
     return SweepConfig.model_validate(_merge(data, overrides))
