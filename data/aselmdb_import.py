@@ -267,10 +267,9 @@ def _reject_duplicates(meta: pd.DataFrame) -> tuple[pd.DataFrame, list[RowProble
     if not repeated.any():
         return meta, []
     first = meta[~repeated].set_index(STRUCTURE_ID)
-    problems = [RowProblem(row.file, int(row.row), (
-        f"duplicate structure_id {row.structure_id!r} (first seen in "
-        f"{first.at[row.structure_id, 'file']} row {int(first.at[row.structure_id, 'row'])})"))
-        for row in meta[repeated].itertuples()]
+    problems = [RowProblem.duplicate(row.file, int(row.row), row.structure_id, first.at[row.structure_id, "file"],
+                                     int(first.at[row.structure_id, "row"]))
+                for row in meta[repeated].itertuples()]
     return meta[~repeated].reset_index(drop=True), problems
 
 

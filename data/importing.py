@@ -234,8 +234,7 @@ def _validate_aselmdb(paths: list[str | Path], key_map: dict[str, str] | None,
                 elif isinstance(item, list):
                     report.problems += item
                 elif (seen := first.setdefault(item.info[STRUCTURE_ID], (str(file), row_id))) != (str(file), row_id):
-                    report.problems.append(RowProblem(str(file), row_id, (
-                        f"duplicate structure_id {item.info[STRUCTURE_ID]!r} (first seen in {seen[0]} row {seen[1]})")))
+                    report.problems.append(RowProblem.duplicate(str(file), row_id, item.info[STRUCTURE_ID], *seen))
                 else:
                     report.frames.append(row_id)
             if left_out:

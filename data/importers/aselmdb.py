@@ -57,6 +57,11 @@ class RowProblem(Problem):
         """JSON-ready ``{"file", "row", "message"}``."""
         return {"file": self.file, "row": self.frame, "message": self.message}
 
+    @classmethod
+    def duplicate(cls, file: str, row: int, structure_id: str, first_file: str, first_row: int) -> "RowProblem":
+        """Row ``row`` of ``file`` repeats a structure id first seen in ``first_file`` row ``first_row``."""
+        return cls(file, row, f"duplicate structure_id {structure_id!r} (first seen in {first_file} row {first_row})")
+
 
 class AselmdbOptions(StrictModel):
     """Which row keys name a structure and its parent (see the module docstring).
