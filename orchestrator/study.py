@@ -29,7 +29,7 @@ from pathlib import Path
 
 from farfield.orchestrator.sweep.config import SweepConfig
 
-__all__ = ["PACKAGES", "StudyResult", "archive_folder", "default_out", "default_out_for", "provenance_record", "run_study"]
+__all__ = ["PACKAGES", "StudyResult", "archive_folder", "archive_record", "default_out", "default_out_for", "provenance_record", "run_study"]
 
 #: Distributions whose versions the provenance records.
 PACKAGES = ("farfield", "torch", "numpy", "scipy", "pandas", "ase", "e3nn", "vesin", "pydantic", "ray", "optuna",
@@ -60,6 +60,17 @@ def default_out_for(name: str) -> Path:
 def archive_folder(out: str | Path) -> Path:
     """``<out>/runs``: the study's sweep archive (``orchestrator.sweep.archive``), committed with its report."""
     return Path(out) / "runs"
+
+
+def archive_record(tracking_uri: str, experiment: str, sweep_id: str, folder: Path) -> dict:
+    """The archive's folder, its number of runs, and for each reported run imported from an archive
+    the id it has there (``origin_run_id``: MLflow gave the imported run a new id)."""
+    from farfield.analysis.mlflow_queries import find_trial_runs
+    from farfield.orchestrator.sweep import archive
+
+    origins = {run.run_id: run.tags[archive.TAG_ORIGIN_RUN_ID]
+               for run in find_trial_runs(tracking_uri, experiment, sweep_id) if archive.TAG_ORIGIN_RUN_ID in run.tags}
+    return {"folder": folder.name, "runs": len(archive.archived_run_ids(folder)), "origin_run_ids": origins}
 
 
 def _versions() -> dict[str, str | None]:
@@ -148,6 +159,8 @@ def run_study(config: SweepConfig, out: str | Path | None = None, resume: bool =
         wall = {"sweep": t_sweep - t0, "report": time.monotonic() - t_sweep, "total": time.monotonic() - t0}
         provenance = provenance_record(command or sys.argv, config, Path(config_file) if config_file else None,
                                        result, report, wall, started, git)
+        if archive:
+            provenance["archive"] = archive_record(uri, config.tracking.experiment, result.sweep_id, archive_folder(out))
         paths["provenance"] = out / "provenance.json"
         paths["provenance"].write_text(json.dumps(provenance, indent=1, default=str) + "\n")
         run_id = None

@@ -118,6 +118,13 @@ def test_import_on_a_new_store_gives_the_same_runs_and_the_same_report_tables(re
         pd.testing.assert_frame_equal(before, after)
     assert len(tables(uri, tmp_path / "c")[2]) > 0  # the LES trial's charges came along
 
+    # the study's provenance names each imported run's id in the archive
+    from farfield.orchestrator.study import archive_record
+
+    record = archive_record(uri, EXPERIMENT, SWEEP_ID, folder)
+    assert record["runs"] == len(original) and record["origin_run_ids"] == {run.run_id: origin
+                                                                            for origin, run in copied.items()}
+
     # a second import adds nothing; an interrupted one (a RUNNING run) is replaced
     assert archive.import_runs(folder, uri, experiment_id, state_dir) == ([], 0)
     victim = next(iter(copied.values()))
