@@ -73,6 +73,12 @@ def test_export_writes_every_finished_trial_once_without_checkpoints(real, expor
                  for p in (folder / result.run_id / "artifacts").rglob("*") if p.is_file()}
         assert {"predictions/test_predictions.parquet", "split/split.json", "config/trial_config.json"} <= files
         assert not any(name.startswith("checkpoint/") for name in files)
+    charged = [path for path in folder.glob("*/artifacts/predictions/test_charges.parquet")]
+    assert len(charged) == 1  # the LES trial's; the atom facts are kept once, in atoms.parquet
+    assert list(pd.read_parquet(charged[0]).columns) == ["structure_id", "atom", "head", "charge"]
+    atoms = pd.read_parquet(folder / "atoms.parquet")
+    assert list(atoms.columns) == ["structure_id", "atom", "number", "reference_charge"]
+    assert not atoms.duplicated(["structure_id", "atom"]).any() and len(atoms) > 0
     assert (folder / "trial_state" / "0.0-abc.pt").read_bytes() == b"state of an unfinished trial"
     # nothing new: a second export adds no run; a state gone (its trial finished) leaves the archive
     (states / "0.0-abc.pt").unlink()
@@ -151,3 +157,34 @@ def test_a_new_sweep_refuses_an_output_folder_that_holds_an_archive(exported, tm
     assert resumed.name == "analysis-test" and str(resumed.workspace) == str(tmp_path / "ws")
     with pytest.raises(FileNotFoundError, match="holds no sweep archive"):
         resumable_config("analysis-test", None, {"workspace": str(tmp_path / "ws")}, tmp_path / "empty")
+
+
+def test_charge_tables_split_into_run_columns_and_shared_atom_facts_and_join_back(tmp_path):
+    """Two runs' charge tables over overlapping structures: the atom facts are kept once, each run
+    keeps its charges, the join gives each table back with equal values; facts that differ between
+    runs (another dataset) are refused."""
+    import numpy as np
+
+    from farfield.orchestrator.sweep.archive import compact_table, joined_charges, split_charges
+
+    def logged(structures, seed):
+        rng = np.random.default_rng(seed)
+        rows = [(sid, atom, 6 + atom % 3, "les", float(np.float32(rng.normal())), float(np.float32(0.1 * atom)))
+                for sid in structures for atom in range(4)]
+        return pd.DataFrame(rows, columns=["structure_id", "atom", "number", "head", "charge", "reference_charge"])
+
+    atoms = tmp_path / "atoms.parquet"
+    tables = {"a": logged(["m1", "m2"], 0), "b": logged(["m2", "m3"], 1)}
+    for name, table in tables.items():
+        table.to_parquet(tmp_path / f"{name}.parquet", index=False)
+        split_charges(tmp_path / f"{name}.parquet", atoms)
+        compact_table(tmp_path / f"{name}.parquet", narrow=True)
+    assert len(pd.read_parquet(atoms)) == 12  # 3 structures x 4 atoms, each once
+    for name, table in tables.items():
+        joined_charges(tmp_path / f"{name}.parquet", atoms, tmp_path / f"{name}-joined.parquet")
+        back = pd.read_parquet(tmp_path / f"{name}-joined.parquet")
+        pd.testing.assert_frame_equal(back.astype(table.dtypes.to_dict()), table)
+    other = logged(["m3"], 2).assign(reference_charge=9.0)
+    other.to_parquet(tmp_path / "c.parquet", index=False)
+    with pytest.raises(ValueError, match="reference_charge of 4 atom"):
+        split_charges(tmp_path / "c.parquet", atoms)

@@ -8,7 +8,11 @@ report (``<study out>/runs/``) so that ``farfield study --resume NAME`` continue
     <run id>/run.json                one FINISHED trial run: name, times, tags, params, and every
                                      logged point of every metric (curves included)
     <run id>/artifacts/...           its artifacts, the checkpoint left out (config, split,
-                                     predictions and charges: what the report reads)
+                                     predictions and charges: what the report reads); tables
+                                     compressed, charges as float32 where that loses nothing
+    atoms.parquet                    per atom of every structure whose charges a run logged:
+                                     atomic number and reference charge, kept once for all runs
+                                     (each run's charge table keeps its own columns only)
     trial_state/<slot>-<hash>.pt     training states of trials not finished yet
                                      (``tune_reporter.trial_state_file``), mirrored
 
@@ -39,11 +43,17 @@ from mlflow.tracking import MlflowClient
 from farfield.analysis import run_layout
 
 __all__ = ["ARCHIVE_FORMAT", "SWEEP_FILE", "STATE_DIR", "TAG_ORIGIN_RUN_ID", "ArchivedSweep", "Archiver", "export_runs",
-           "import_runs", "mirror_states", "read_sweep", "write_sweep"]
+           "compact_table", "import_runs", "joined_charges", "mirror_states", "read_sweep", "split_charges",
+           "write_sweep"]
 
 ARCHIVE_FORMAT = 1
 SWEEP_FILE = "sweep.json"
 RUN_FILE = "run.json"
+#: The archive's table of atom facts shared by the runs' charge tables (``split_charges``).
+ATOMS_FILE = "atoms.parquet"
+#: Key and shared columns of a logged charge table (``run_layout.LOGGED_CHARGE_COLUMNS``).
+ATOM_KEY = ("structure_id", "atom")
+ATOM_FACTS = ("number", "reference_charge")
 ARTIFACTS_DIR = "artifacts"
 #: Folder of the archive that mirrors the sweep's unfinished training states.
 STATE_DIR = "trial_state"
@@ -131,6 +141,11 @@ def _export_run(client: MlflowClient, run, target: Path, workspaces: list[Path],
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         _copy_artifacts(client, run, tmp / ARTIFACTS_DIR, workspaces, include_checkpoints)
+        charges = tmp / ARTIFACTS_DIR / run_layout.CHARGES_ARTIFACT
+        if charges.is_file():
+            split_charges(charges, target.parent / ATOMS_FILE)
+        for table in (tmp / ARTIFACTS_DIR).rglob("*.parquet"):
+            compact_table(table, narrow=table == charges)
         (tmp / RUN_FILE).write_text(json.dumps(record, indent=1) + "\n")
         os.replace(tmp, target)
     finally:
@@ -151,6 +166,70 @@ def _copy_artifacts(client: MlflowClient, run, target: Path, workspaces: list[Pa
     for item in client.list_artifacts(run.info.run_id):
         if item.path not in skip:
             client.download_artifacts(run.info.run_id, item.path, str(target))
+
+
+def compact_table(path: Path, narrow: bool = False) -> None:
+    """Rewrite the Parquet table ``path`` with zstd compression, kept as it was where that is not
+    smaller; ``narrow``: also store float64 columns whose values are all float32 numbers (a float32
+    model's charges, a float32 store's reference charges) as float32 — same values, other width,
+    for tables whose readers take values only (``loading.charge_rows`` reads float64)."""
+    import numpy as np
+    import pandas as pd
+
+    table = pd.read_parquet(path)
+    for name in table.columns if narrow else ():
+        column = table[name]
+        if column.dtype == np.float64:
+            narrowed = column.astype(np.float32)
+            if np.array_equal(narrowed.to_numpy(np.float64), column.to_numpy(), equal_nan=True):
+                table[name] = narrowed
+    tmp = path.with_name(f".{path.name}.compact")
+    table.to_parquet(tmp, index=False, compression="zstd")
+    if tmp.stat().st_size < path.stat().st_size:
+        os.replace(tmp, path)
+    else:
+        tmp.unlink()
+
+
+def split_charges(path: Path, atoms_path: Path) -> None:
+    """Move the atom facts (``ATOM_FACTS``: atomic number, reference charge) of the charge table
+    ``path`` into the archive's ``atoms_path`` (rows of atoms it lacks added), leaving ``path``
+    with the key, the head and the run's charge. The reference charges are the dataset's, equal
+    in every run: kept once, they cost bytes per atom instead of per atom and run."""
+    import pandas as pd
+
+    table = pd.read_parquet(path)
+    key = list(ATOM_KEY)
+    facts = table[[*key, *ATOM_FACTS]].drop_duplicates(key)
+    known = pd.read_parquet(atoms_path) if atoms_path.is_file() else None
+    if known is not None:
+        both = facts.merge(known, on=key, suffixes=("", "_known"))
+        for name in ATOM_FACTS:
+            same = (both[name] == both[f"{name}_known"]) | (both[name].isna() & both[f"{name}_known"].isna())
+            if not same.all():
+                raise ValueError(f"{path}: {name} of {int((~same).sum())} atom(s) differs from {atoms_path}; "
+                                 "the runs of one sweep share one dataset")
+        found = facts.merge(known[key], on=key, how="left", indicator=True)["_merge"].to_numpy() == "both"
+        facts = pd.concat([known, facts[~found]], ignore_index=True)
+    if known is None or len(facts) > len(known):
+        tmp = atoms_path.with_name(f".{atoms_path.name}.{os.getpid()}.tmp")
+        facts.to_parquet(tmp, index=False)
+        compact_table(tmp, narrow=True)
+        os.replace(tmp, atoms_path)
+    table.drop(columns=list(ATOM_FACTS)).to_parquet(path, index=False)
+
+
+def joined_charges(path: Path, atoms_path: Path, target: Path) -> None:
+    """The charge table as the run logged it (columns in ``run_layout`` order) from the archive's
+    ``path`` and ``atoms_path``, written to ``target``."""
+    import pandas as pd
+
+    table = pd.read_parquet(path)
+    if all(name in table for name in ATOM_FACTS):  # kept whole
+        shutil.copy2(path, target)
+        return
+    joined = table.merge(pd.read_parquet(atoms_path), on=list(ATOM_KEY), how="left", validate="many_to_one")
+    joined[["structure_id", *run_layout.LOGGED_CHARGE_COLUMNS]].to_parquet(target, index=False)
 
 
 def mirror_states(source: Path, target: Path) -> None:
@@ -226,7 +305,15 @@ def _import_run(client: MlflowClient, experiment_id: str, record: dict, artifact
     for start in range(0, len(points), _BATCH_METRICS):
         client.log_batch(run_id, metrics=points[start : start + _BATCH_METRICS])
     if artifacts.is_dir() and any(artifacts.iterdir()):
-        client.log_artifacts(run_id, str(artifacts))
+        charges = artifacts / run_layout.CHARGES_ARTIFACT
+        if charges.is_file():  # logged whole again, its atom facts joined back
+            with tempfile.TemporaryDirectory() as tmp:
+                whole = Path(tmp) / run_layout.CHARGES_FILE
+                joined_charges(charges, artifacts.parent.parent / ATOMS_FILE, whole)
+                client.log_artifact(run_id, str(whole), run_layout.PREDICTIONS_DIR)
+        for file in sorted(p for p in artifacts.rglob("*") if p.is_file() and p != charges):
+            folder = file.parent.relative_to(artifacts).as_posix()
+            client.log_artifact(run_id, str(file), None if folder == "." else folder)
     client.set_terminated(run_id, status="FINISHED", end_time=record["end_time"])
     return run_id
 
