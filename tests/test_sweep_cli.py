@@ -47,6 +47,15 @@ def test_resume_reads_the_config_stored_with_the_sweep(tmp_path):
     assert resumable_config("stored", overrides={"workspace": str(tmp_path)}) == config
 
 
+def test_resume_with_an_archive_that_holds_another_sweep_is_one_clear_error(tmp_path):
+    from farfield.orchestrator.sweep import archive
+
+    archive.write_sweep(tmp_path / "runs", archive.ArchivedSweep("other-1", "other", "other", {"name": "other"}))
+    result = CliRunner().invoke(app, ["sweep", "--resume", "nope", "--workspace", str(tmp_path / "ws"),
+                                      "--archive", str(tmp_path / "runs")])
+    assert result.exit_code == 1 and "archives the sweep 'other'" in result.output
+
+
 def test_asha_budget_leaves_room_for_the_final_report():
     config = SweepConfig.model_validate({"training": {"epochs": 7},
                                          "sweep": {"scheduler": {"kind": "asha", "grace_period": 2}}})

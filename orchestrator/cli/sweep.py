@@ -20,11 +20,14 @@ def sweep(
     storage_path: str | None = typer.Option(None, help="Override sweep.storage_path (shared storage on a cluster)."),
     result_json: Path | None = typer.Option(None, help="Also write the sweep's result (ids, best trial) as JSON."),
     verbose: bool = typer.Option(False, "--verbose", help="Also show Ray's per-checkpoint log lines of every trial."),
+    archive: Path | None = typer.Option(None, "--archive", help="Keep the finished runs and training states in this "
+                                        "folder; --resume continues from it where the sweep never ran."),
 ) -> None:
     """Run a sweep (grid over backbone × long_range × split × seed, Optuna TPE over ranges) with Ray Tune.
 
     Every trial is one MLflow run on the sweep's tracking server; the sweep gets a summary run.
-    With --resume NAME the config is read from the sweep's folder (CONFIG may be omitted).
+    With --resume NAME the config is read from the sweep's folder (CONFIG may be omitted), or from
+    the --archive folder on a machine that never ran the sweep (its runs are imported first).
 
     Examples:  farfield sweep configs/sweep-quickstart.yaml
                farfield sweep --resume quickstart-sweep --workspace workspace
@@ -38,8 +41,8 @@ def sweep(
     if storage_path is not None:
         overrides["sweep"] = {"storage_path": storage_path}
     try:
-        config = sweep_config_for(config_file, resume, overrides)
-        result = run_sweep(config, address=address, resume=resume is not None, verbose=verbose)
+        config = sweep_config_for(config_file, resume, overrides, archive=archive)
+        result = run_sweep(config, address=address, resume=resume is not None, verbose=verbose, archive=archive)
     except USER_ERRORS as err:
         raise fail(err) from err
     print_sweep(result, config)
