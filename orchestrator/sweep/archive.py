@@ -139,6 +139,7 @@ def _export_run(client: MlflowClient, run, target: Path, workspaces: list[Path],
               "exported_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    tmp.chmod(0o755)  # mkdtemp's 0700 would stay on the renamed folder
     try:
         _copy_artifacts(client, run, tmp / ARTIFACTS_DIR, workspaces, include_checkpoints)
         charges = tmp / ARTIFACTS_DIR / run_layout.CHARGES_ARTIFACT
