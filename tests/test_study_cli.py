@@ -69,6 +69,7 @@ def test_study_writes_the_report_and_provenance_and_logs_them(real, study_config
         assert (out / name).is_file(), name
     assert len(json.loads((out / "claims.json").read_text())["claims"]) == 5
     assert "the paper's five claims" in result.output and "provenance" in result.output
+    assert "archive" in result.output and "0 finished runs, 0 training states" in result.output
 
     provenance = json.loads((out / "provenance.json").read_text())
     assert provenance["command"] == f"farfield study {study_config} --out {out} --no-charges"
