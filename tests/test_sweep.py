@@ -184,3 +184,26 @@ def test_an_archived_sweep_continues_in_a_new_workspace_without_training_again(l
     trained = [run for run in finished if "origin_run_id" not in run.data.tags]
     assert len(trained) == 1 and trained[0].data.tags["grid_cell"] == lost_cell
     assert archive.archived_run_ids(folder) == (archived - {lost}) | {trained[0].info.run_id}
+
+
+def test_a_resumed_sweep_takes_the_split_files_it_recorded(tmp_path, monkeypatch):
+    """The driver records which split file each split config got; a resumed sweep takes those
+    files as they are instead of making the splits again (minutes for clustered splits)."""
+    from farfield.orchestrator.sweep import run as sweeps
+
+    monkeypatch.setattr(sweeps, "prepare_graph_cache", lambda config: None)
+    config = tiny_sweep(tmp_path, name="recorded", grid={"split": ["random", "size"]})
+    cells = sweeps.grid_cells(config)
+    first = sweeps._shared_inputs(config, cells)
+    assert len(first["splits"]) == 2 and all(Path(path).is_file() for path in first["split_files"])
+
+    def no_split(*args, **kwargs):
+        raise AssertionError("a recorded split was made again")
+
+    monkeypatch.setattr(sweeps, "make_split", no_split)
+    again = sweeps._shared_inputs(config, cells, first["splits"])
+    assert again["split_files"] == first["split_files"]
+    Path(first["split_files"][0]).unlink()  # a recorded file that is gone is made again
+    monkeypatch.undo()
+    monkeypatch.setattr(sweeps, "prepare_graph_cache", lambda config: None)
+    assert sweeps._shared_inputs(config, cells, first["splits"])["split_files"] == first["split_files"]

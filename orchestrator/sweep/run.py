@@ -115,9 +115,11 @@ def _server_host() -> str:
     return ray.util.get_node_ip_address() if len(alive) > 1 else "127.0.0.1"
 
 
-def _shared_inputs(config: SweepConfig, cells: list[dict]) -> dict:
+def _shared_inputs(config: SweepConfig, cells: list[dict], recorded: dict[str, str] | None = None) -> dict:
     """Dataset store path and one split file per cell, made once on the driver (equal splits once),
-    and the per-shard graph cache of every trial's cutoff, computed by Ray tasks."""
+    and the per-shard graph cache of every trial's cutoff, computed by Ray tasks. ``recorded``:
+    split config (JSON) → the file an earlier start of this sweep made for it; a file still there
+    is taken as it is (a resumed sweep trains on the splits its finished trials had)."""
     store = resolve_dataset(config.data.dataset, config.workspace)
     made: dict[str, str] = {}
     split_files = []
@@ -125,6 +127,10 @@ def _shared_inputs(config: SweepConfig, cells: list[dict]) -> dict:
     keys = [json.dumps(trial.split.model_dump(mode="json"), sort_keys=True) for trial in trials]
     n_splits = len(set(keys))
     for trial, key in zip(trials, keys):
+        if key not in made and (recorded or {}).get(key) and Path(recorded[key]).is_file():
+            made[key] = recorded[key]
+            print(f"split {len(made)}/{n_splits}: {trial.split.strategy} seed {trial.split.seed} "
+                  f"(as recorded) -> {Path(made[key]).name}", flush=True)
         if key not in made:
             started = time.monotonic()
             split = make_split(trial, store)
@@ -141,7 +147,7 @@ def _shared_inputs(config: SweepConfig, cells: list[dict]) -> dict:
             prepare_graph_cache(TrialConfig.model_validate(trial_data(config, cells[0], {})))
         except (OSError, ValueError) as err:  # trials then build their graphs themselves
             print(f"graph cache not prepared ({err}); trials will build their graphs")
-    return {"dataset": str(Path(store.path).resolve()), "split_files": split_files}
+    return {"dataset": str(Path(store.path).resolve()), "split_files": split_files, "splits": made}
 
 
 def _scheduler(config: SweepConfig):
@@ -207,7 +213,10 @@ def run_sweep(config: SweepConfig, address: str | None = None, resume: bool = Fa
         tracking = TrackingConfig(uri=uri, experiment=config.tracking.experiment)
         experiment_id = ensure_experiment(tracking, config.workspace)
         cells = grid_cells(config)
-        meta = {**_shared_inputs(config, cells), "tracking_uri": uri, "experiment_id": experiment_id,
+        recorded = json.loads(meta_path.read_text()).get("splits") if resume and not from_archive else None
+        shared = _shared_inputs(config, cells, recorded)
+        splits = shared.pop("splits")
+        meta = {**shared, "tracking_uri": uri, "experiment_id": experiment_id,
                 "sweep_id": sweep_id, "verbose": verbose}
         state_dir = Path(path) / TRIAL_STATE_DIR if meta_path is not None else None
         if from_archive:
@@ -215,10 +224,11 @@ def run_sweep(config: SweepConfig, address: str | None = None, resume: bool = Fa
                                                     progress=lambda line: print(line, flush=True))
             print(f"continuing sweep {sweep_id} from {archive}: {len(imported)} finished trial run(s) imported, "
                   f"{states} training state(s) restored", flush=True)
-        if meta_path is not None and (not resume or from_archive):
+        if meta_path is not None:  # a new sweep's record; a resumed one's gets its split files
+            record = (json.loads(meta_path.read_text()) if resume and not from_archive else
+                      {"sweep_id": sweep_id, "tracking_uri": uri, "config": config.model_dump(mode="json")})
             meta_path.parent.mkdir(parents=True, exist_ok=True)
-            meta_path.write_text(json.dumps({"sweep_id": sweep_id, "tracking_uri": uri,
-                                             "config": config.model_dump(mode="json")}, indent=1))
+            meta_path.write_text(json.dumps({**record, "splits": splits}, indent=1))
         ACTIVE[sweep_id] = {"tracking_uri": uri, "experiment_id": experiment_id, "config": config}
         if archive is not None:
             archives.write_sweep(archive, archives.ArchivedSweep(sweep_id, config.name, config.tracking.experiment,
