@@ -188,3 +188,15 @@ def test_charge_tables_split_into_run_columns_and_shared_atom_facts_and_join_bac
     other.to_parquet(tmp_path / "c.parquet", index=False)
     with pytest.raises(ValueError, match="reference_charge of 4 atom"):
         split_charges(tmp_path / "c.parquet", atoms)
+
+
+def test_the_archived_config_leaves_out_this_machines_folders(tmp_path):
+    from farfield.orchestrator.sweep import archive
+
+    config = {"name": "s", "workspace": "/work/here/workspace", "sweep": {"storage_path": "/shared/sweeps"},
+              "data": {"dataset": "bundled"}}
+    archive.write_sweep(tmp_path, archive.ArchivedSweep("s-1", "s", "s", config))
+    assert archive.read_sweep(tmp_path).config == {"name": "s", "sweep": {}, "data": {"dataset": "bundled"}}
+    relative = {"name": "s", "workspace": "ws", "sweep": {"storage_path": "ws/sweeps"}}
+    archive.write_sweep(tmp_path, archive.ArchivedSweep("s-1", "s", "s", relative))
+    assert archive.read_sweep(tmp_path).config == relative and config["workspace"] == "/work/here/workspace"

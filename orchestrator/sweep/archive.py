@@ -43,8 +43,8 @@ from mlflow.tracking import MlflowClient
 from farfield.analysis import run_layout
 
 __all__ = ["ARCHIVE_FORMAT", "SWEEP_FILE", "STATE_DIR", "TAG_ORIGIN_RUN_ID", "ArchivedSweep", "Archiver", "export_runs",
-           "compact_table", "import_runs", "joined_charges", "mirror_states", "read_sweep", "split_charges",
-           "write_sweep"]
+           "compact_table", "import_runs", "joined_charges", "mirror_states", "portable_config", "read_sweep",
+           "split_charges", "write_sweep"]
 
 ARCHIVE_FORMAT = 1
 SWEEP_FILE = "sweep.json"
@@ -74,11 +74,26 @@ class ArchivedSweep:
 
 
 def write_sweep(folder: str | Path, sweep: ArchivedSweep) -> Path:
-    """Write ``sweep.json`` into ``folder`` (made if missing)."""
+    """Write ``sweep.json`` into ``folder`` (made if missing), the config without this machine's
+    folders (``portable_config``)."""
     path = Path(folder) / SWEEP_FILE
     _write_text(path, json.dumps({"format": ARCHIVE_FORMAT, "sweep_id": sweep.sweep_id, "name": sweep.name,
-                                  "experiment": sweep.experiment, "config": sweep.config}, indent=1) + "\n")
+                                  "experiment": sweep.experiment, "config": portable_config(sweep.config)},
+                                 indent=1) + "\n")
     return path
+
+
+def portable_config(config: dict) -> dict:
+    """``config`` (a sweep config as JSON data) without the absolute folders of the machine it ran
+    on — ``workspace`` and ``sweep.storage_path`` — which then take their defaults (``workspace``
+    under the folder the command runs in) where the archive is resumed; relative ones are kept."""
+    config = json.loads(json.dumps(config))
+    if Path(str(config.get("workspace", ""))).is_absolute():
+        config.pop("workspace")
+    sweep = config.get("sweep") or {}
+    if sweep.get("storage_path") and Path(str(sweep["storage_path"])).is_absolute():
+        sweep.pop("storage_path")
+    return config
 
 
 def read_sweep(folder: str | Path) -> ArchivedSweep | None:
