@@ -8,6 +8,7 @@ every metric point, the artifacts the report reads) and give the same report tab
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -193,10 +194,11 @@ def test_charge_tables_split_into_run_columns_and_shared_atom_facts_and_join_bac
 def test_the_archived_config_leaves_out_this_machines_folders(tmp_path):
     from farfield.orchestrator.sweep import archive
 
-    config = {"name": "s", "workspace": "/work/here/workspace", "sweep": {"storage_path": "/shared/sweeps"},
+    here = Path.home() / "farfield-run"  # an absolute folder of the machine the sweep ran on
+    config = {"name": "s", "workspace": str(here / "workspace"), "sweep": {"storage_path": str(here / "sweeps")},
               "data": {"dataset": "bundled"}}
     archive.write_sweep(tmp_path, archive.ArchivedSweep("s-1", "s", "s", config))
     assert archive.read_sweep(tmp_path).config == {"name": "s", "sweep": {}, "data": {"dataset": "bundled"}}
     relative = {"name": "s", "workspace": "ws", "sweep": {"storage_path": "ws/sweeps"}}
     archive.write_sweep(tmp_path, archive.ArchivedSweep("s-1", "s", "s", relative))
-    assert archive.read_sweep(tmp_path).config == relative and config["workspace"] == "/work/here/workspace"
+    assert archive.read_sweep(tmp_path).config == relative and config["workspace"] == str(here / "workspace")
