@@ -29,7 +29,8 @@ from pathlib import Path
 
 from farfield.orchestrator.sweep.config import SweepConfig
 
-__all__ = ["PACKAGES", "StudyResult", "archive_folder", "archive_record", "default_out", "default_out_for", "provenance_record", "run_study"]
+__all__ = ["PACKAGES", "StudyResult", "archive_folder", "archive_record", "default_out", "default_out_for",
+           "provenance_record", "run_study"]
 
 #: Distributions whose versions the provenance records.
 PACKAGES = ("farfield", "torch", "numpy", "scipy", "pandas", "ase", "e3nn", "vesin", "pydantic", "ray", "optuna",
@@ -63,14 +64,15 @@ def archive_folder(out: str | Path) -> Path:
 
 
 def archive_record(tracking_uri: str, experiment: str, sweep_id: str, folder: Path) -> dict:
-    """The archive's folder, its number of runs, and for each reported run imported from an archive
+    """The archive's folder, its numbers of runs and training states, and for each reported run imported from an archive
     the id it has there (``origin_run_id``: MLflow gave the imported run a new id)."""
     from farfield.analysis.mlflow_queries import find_trial_runs
     from farfield.orchestrator.sweep import archive
 
     origins = {run.run_id: run.tags[archive.TAG_ORIGIN_RUN_ID]
                for run in find_trial_runs(tracking_uri, experiment, sweep_id) if archive.TAG_ORIGIN_RUN_ID in run.tags}
-    return {"folder": folder.name, "runs": len(archive.archived_run_ids(folder)), "origin_run_ids": origins}
+    return {"folder": folder.name, "runs": len(archive.archived_run_ids(folder)),
+            "training_states": len(list((folder / archive.STATE_DIR).glob("*.pt"))), "origin_run_ids": origins}
 
 
 def _versions() -> dict[str, str | None]:

@@ -84,7 +84,7 @@ def test_study_writes_the_report_and_provenance_and_logs_them(real, study_config
     assert provenance["trials"]["run_ids"] == sorted(r.run_id for r in real.results)
     assert provenance["sweep"]["sweep_id"] == SWEEP_ID and provenance["sweep"]["sweep_wall_s"] == 12.0
     assert set(provenance["wall_s"]) == {"sweep", "report", "total"} and provenance["wall_s"]["total"] > 0
-    assert provenance["archive"] == {"folder": "runs", "runs": 0, "origin_run_ids": {}}  # the stand-in archives nothing
+    assert provenance["archive"] == {"folder": "runs", "runs": 0, "training_states": 0, "origin_run_ids": {}}  # the stand-in archives nothing
 
     listed = {a.path for a in MlflowClient(real.tracking_uri).list_artifacts(real.summary_run_id, "report")}
     assert {"report/provenance.json", "report/claims.json", "report/index.html"} <= listed

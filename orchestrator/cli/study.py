@@ -71,9 +71,9 @@ def study(
     console.print(f"verdicts       : {result.paths['claims']}")
     console.print(f"provenance     : {result.paths['provenance']}")
     if "archive" in result.provenance:
-        folder = archive_folder(target)
-        states = len(list((folder / "trial_state").glob("*.pt")))
-        console.print(f"archive        : {folder}  ({result.provenance['archive']['runs']} finished runs, {states} "
-                      "training states; commit it with the report: --resume continues from it anywhere)")
+        held = result.provenance["archive"]
+        console.print(f"archive        : {archive_folder(target)}  ({held['runs']} finished runs, "
+                      f"{held['training_states']} training states; commit it with the report: --resume "
+                      "continues from it anywhere)")
     if result.report_run_id is not None:
         console.print(f"logged to MLflow run {result.report_run_id} (artifacts report/)")

@@ -41,6 +41,7 @@ import mlflow
 from mlflow.tracking import MlflowClient
 
 from farfield.analysis import run_layout
+from farfield.analysis.disk_cache import write_atomic
 
 __all__ = ["ARCHIVE_FORMAT", "SWEEP_FILE", "STATE_DIR", "TAG_ORIGIN_RUN_ID", "ArchivedSweep", "Archiver", "export_runs",
            "compact_table", "import_runs", "joined_charges", "mirror_states", "portable_config", "read_sweep",
@@ -77,9 +78,9 @@ def write_sweep(folder: str | Path, sweep: ArchivedSweep) -> Path:
     """Write ``sweep.json`` into ``folder`` (made if missing), the config without this machine's
     folders (``portable_config``)."""
     path = Path(folder) / SWEEP_FILE
-    _write_text(path, json.dumps({"format": ARCHIVE_FORMAT, "sweep_id": sweep.sweep_id, "name": sweep.name,
-                                  "experiment": sweep.experiment, "config": portable_config(sweep.config)},
-                                 indent=1) + "\n")
+    text = json.dumps({"format": ARCHIVE_FORMAT, "sweep_id": sweep.sweep_id, "name": sweep.name,
+                       "experiment": sweep.experiment, "config": portable_config(sweep.config)}, indent=1) + "\n"
+    write_atomic(path, lambda tmp: tmp.write_text(text))
     return path
 
 
@@ -228,10 +229,11 @@ def split_charges(path: Path, atoms_path: Path) -> None:
         found = facts.merge(known[key], on=key, how="left", indicator=True)["_merge"].to_numpy() == "both"
         facts = pd.concat([known, facts[~found]], ignore_index=True)
     if known is None or len(facts) > len(known):
-        tmp = atoms_path.with_name(f".{atoms_path.name}.{os.getpid()}.tmp")
-        facts.to_parquet(tmp, index=False)
-        compact_table(tmp, narrow=True)
-        os.replace(tmp, atoms_path)
+        def write(tmp: Path) -> None:
+            facts.to_parquet(tmp, index=False)
+            compact_table(tmp, narrow=True)
+
+        write_atomic(atoms_path, write)
     table.drop(columns=list(ATOM_FACTS)).to_parquet(path, index=False)
 
 
@@ -263,10 +265,7 @@ def mirror_states(source: Path, target: Path) -> None:
             stat = path.stat()
             if copy.is_file() and copy.stat().st_size == stat.st_size and copy.stat().st_mtime >= stat.st_mtime:
                 continue
-            target.mkdir(parents=True, exist_ok=True)
-            tmp = copy.with_name(f".{name}.{os.getpid()}.tmp")
-            shutil.copy2(path, tmp)
-            os.replace(tmp, copy)
+            write_atomic(copy, lambda tmp, source=path: shutil.copy2(source, tmp))
         except FileNotFoundError:  # the trial finished meanwhile and removed its state
             continue
 
@@ -333,12 +332,6 @@ def _import_run(client: MlflowClient, experiment_id: str, record: dict, artifact
     client.set_terminated(run_id, status="FINISHED", end_time=record["end_time"])
     return run_id
 
-
-def _write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 class Archiver:

@@ -117,6 +117,11 @@ class SweepProgress(tune.Callback):
         """The ``SweepConfig`` of this driver's sweep (None outside a driver, e.g. in tests)."""
         return ACTIVE.get(self.sweep_id, {}).get("config")
 
+    @property
+    def archiver(self):
+        """The ``archive.Archiver`` of the sweep this driver runs, or None (no archive)."""
+        return ACTIVE.get(self.sweep_id, {}).get("archive")
+
     # -- MLflow ---------------------------------------------------------------------------
     def _client(self) -> tuple[MlflowClient, str] | None:
         active = ACTIVE.get(self.sweep_id, {})
@@ -214,16 +219,14 @@ class SweepProgress(tune.Callback):
         shown = f", {self.metric} {value:.4g}" if isinstance(value, (int, float)) and math.isfinite(value) else ""
         self.echo(f"finished {self.title(trial)}  ({trial.trial_id}): {outcome}{shown}{took}")
         self.print_status(trials_running=None, force=True)
-        archiver = ACTIVE.get(self.sweep_id, {}).get("archive")
-        if archiver is not None:
-            archiver.trial_ended()
+        if self.archiver is not None:
+            self.archiver.trial_ended()
 
     def on_step_end(self, iteration, trials, **info):
         running = sum(1 for t in trials if t.status == "RUNNING")
         self.print_status(running)
-        archiver = ACTIVE.get(self.sweep_id, {}).get("archive")
-        if archiver is not None:
-            archiver.tick()
+        if self.archiver is not None:
+            self.archiver.tick()
 
     def on_experiment_end(self, trials, **info):
         self.print_status(0, force=True)
