@@ -14,11 +14,16 @@ reads), not by timing:
   restored experiment does not know it, the searcher issues its slot again under a new
   Tune trial id, and that trial must take over the lost trial's run instead of leaving a
   trial with no FINISHED run behind.
+
+In the ``tracked`` case every finished trial (the one done before the kill and the one
+continued from its training state) is then trained again in this process, in one go, and
+its final metrics must be equal to the last bit.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -28,6 +33,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from mlflow.tracking import MlflowClient
 
@@ -70,6 +76,34 @@ def snapshot_trials(experiment_dir: Path) -> dict[str, str]:
         trial = json.loads(trial_state) if isinstance(trial_state, str) else trial_state
         trials[trial["trial_id"]] = trial["status"]
     return trials
+
+
+def assert_same_as_uninterrupted(client: MlflowClient, run, tracking_uri: str) -> None:
+    """``run``, a sweep trial's FINISHED run, has the final metrics and best epoch of its config
+    trained by ``run_trial`` in this process without interruption, to the last bit. For a trial
+    killed with its driver and continued from its training state in a new Ray worker, this is
+    the check that training, the choice of the best epoch and the evaluation all continued
+    exactly."""
+    from farfield.analysis import run_layout
+    from farfield.orchestrator.config import TrialConfig
+    from farfield.orchestrator.trial import run_trial
+
+    with tempfile.TemporaryDirectory() as folder:
+        logged = client.download_artifacts(run.info.run_id, run_layout.CONFIG_ARTIFACT, folder)
+        config = TrialConfig.model_validate(json.loads(Path(logged).read_text()))
+    config.tracking.uri, config.tracking.experiment = tracking_uri, "uninterrupted"
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)  # as in a trial's worker: conftest makes tests float64, and
+    try:                                   # the initial weights are drawn in the default dtype
+        twin = run_trial(config, progress=False)
+    finally:
+        torch.set_default_dtype(previous)
+    final = {k: v for k, v in run.data.metrics.items() if k.startswith(("train/", "val/", "test/"))}
+    assert final
+    for name, value in final.items():  # NaN (no charges to compare) equals NaN here
+        assert value == twin.metrics[name] or (math.isnan(value) and math.isnan(twin.metrics[name])), \
+            f"{run.data.tags.get('tune_trial_id')} {name}: {value!r} in the sweep, {twin.metrics[name]!r} in one go"
+    assert twin.best_epoch == int(run.data.metrics[run_layout.METRIC_BEST_EPOCH])
 
 
 @pytest.mark.parametrize("kill_point", ["tracked", "untracked"])
@@ -144,6 +178,9 @@ def test_killed_driver_then_resume_gives_one_finished_run_per_trial(tmp_path, is
                 in resumed.stderr  # farfield's progress line
             curve = client.get_metric_history(run.info.run_id, "curve/train_loss")
             assert sorted(m.step for m in curve) == list(range(40))  # the earlier epochs' curve too, once each
+            # continued = never interrupted, bit for bit: each trial's config trained in one go, here
+            for finished in [client.get_run(run_id) for run_id in finished_before.values()] + [run]:
+                assert_same_as_uninterrupted(client, finished, server.uri)
     assert not list((experiment_dir / "trial_state").glob("*.pt"))  # a FINISHED run's state is deleted
 
     trial_ids = {r.data.tags["tune_trial_id"] for r in runs}

@@ -41,7 +41,10 @@ class PaiNNMessage(nn.Module):
         """``s``: (N, F); ``v``: (N, 3, F); ``radial``: (E, n_radial); ``envelope``: (E,);
         ``unit_vectors``: (E, 3). Returns updated ``(s, v)``. ``v_is_zero``: ``v`` is known to be
         zero (the first layer), so the ``v_j φ_vv W_vv`` term — zero, with zero gradients — is
-        skipped: same numbers, one (E, 3, F) gather and product fewer forward and backward."""
+        skipped: one (E, 3, F) gather and product fewer forward and backward. The forward numbers
+        are the same; a training's are not to the last bit (rounding of the backward), so a
+        training with the term differs from one without it as two trainings differ under
+        rounding (docs/study/paper-cpu/README.md)."""
         center, neighbor = edge_index
         x = torch.index_select(self.phi(s), 0, neighbor) * self.filter(radial, envelope)
         x_s, x_vv, x_vs = torch.split(x, self.channels, dim=-1)
