@@ -15,7 +15,17 @@ import math
 
 import pandas as pd
 
-__all__ = ["FINDING_KINDS", "SECTIONS", "render_html", "render_markdown"]
+__all__ = ["FINDING_KINDS", "LARGE_TABLE_ROWS", "SECTIONS", "render_html", "render_markdown", "table_files"]
+
+#: A table with more rows than this (the per-structure one: a row per test structure per trial,
+#: ~25,000 rows and 10 MB of CSV at 18 trials) is written as gzip-compressed CSV only, without
+#: JSON; smaller tables as CSV and JSON.
+LARGE_TABLE_ROWS = 5000
+
+
+def table_files(name: str, n_rows: int, large_rows: int = LARGE_TABLE_ROWS) -> list[str]:
+    """The file names a report writes for table ``name`` of ``n_rows`` rows, under ``tables/``."""
+    return [f"{name}.csv.gz"] if n_rows > large_rows else [f"{name}.csv", f"{name}.json"]
 
 #: (title, figure name, [(table name, caption, sort column or None, max rows)], explanation)
 SECTIONS = (
@@ -216,9 +226,9 @@ def _verdicts_markdown(claims) -> list[str]:
 
 
 def render_markdown(title: str, header: list[str], findings: list, tables: dict[str, pd.DataFrame],
-                    figure_files: dict[str, str], claims=None) -> str:
+                    figure_files: dict[str, str], claims=None, large_rows: int = LARGE_TABLE_ROWS) -> str:
     """Markdown: source, verdicts, headline figure, other figures, the summary table, links to
-    every table, and the findings grouped by kind."""
+    every table's files (``table_files``), and the findings grouped by kind."""
     lines = [f"# {title}", "", *[f"- {line}" for line in header], ""]
     if claims is not None:
         lines += _verdicts_markdown(claims)
@@ -231,7 +241,8 @@ def render_markdown(title: str, header: list[str], findings: list, tables: dict[
         columns = ["model", "layers", "split", "n_trials", "test/e_mae_mean", "test/f_mae_mean",
                    "test/f_mae_ci95", "baseline_f_mae_mean", "f_skill_mean"]
         lines += ["## Summary", "", _markdown_table(tables["summary"][columns], 60), ""]
-    lines += ["## Tables", ""] + [f"- `tables/{name}.csv` / `tables/{name}.json`" for name in tables]
+    lines += ["## Tables", ""] + [" / ".join(f"`tables/{file}`" for file in table_files(name, len(table), large_rows))
+                                  for name, table in tables.items()]
     lines += ["", "## Findings, grouped by kind", ""]
     marks = {True: "**significant**", False: "not significant", None: "not testable"}
     for _, heading, members in _findings_by_kind(findings):

@@ -10,7 +10,8 @@ probe, and write
     OUT/claims.json       the verdicts on the paper's five claims (``claims``)
     OUT/findings.json     the findings with their numbers, tests and p-values
     OUT/figures/*.png     the figures
-    OUT/tables/*.csv|json every table (tidy; JSON as records)
+    OUT/tables/*.csv|json every table (tidy; JSON as records); one of more than
+                          ``render.LARGE_TABLE_ROWS`` rows as ``NAME.csv.gz`` only
 
 and, with ``log_to_mlflow``, log the folder as ``report/`` artifacts of the sweep's
 summary run (see ``mlflow_queries.report_target_run``).
@@ -32,7 +33,7 @@ from farfield.analysis.claims import evaluate_claims
 from farfield.analysis.diagnostics import Diagnostics, compute_diagnostics
 from farfield.analysis.findings import Finding, derive_findings
 from farfield.analysis.loading import AnalysisData, load_experiment
-from farfield.analysis.render import render_html, render_markdown
+from farfield.analysis.render import LARGE_TABLE_ROWS, render_html, render_markdown, table_files
 from farfield.analysis.summary import headline_table
 from farfield.analysis.verdicts import ClaimSet, claims_table
 from farfield.analysis.energy_offsets import energy_offset_table
@@ -149,15 +150,26 @@ def _json_ready(table: pd.DataFrame) -> list[dict]:
     return records
 
 
-def write_report(report: Report, out: str | Path) -> dict[str, Path]:
-    """Write the report folder (see the module docstring); returns the main paths."""
+def write_report(report: Report, out: str | Path, large_rows: int = LARGE_TABLE_ROWS) -> dict[str, Path]:
+    """Write the report folder (see the module docstring); returns the main paths. A table of
+    more than ``large_rows`` rows is written as ``tables/NAME.csv.gz`` only (``render.table_files``;
+    the same bytes for the same rows: no time stamp in the gzip header)."""
     out = Path(out)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     (out / "tables").mkdir(parents=True, exist_ok=True)
     tables = report.tables()
     for name, table in tables.items():
-        table.to_csv(out / "tables" / f"{name}.csv", index=False)
-        (out / "tables" / f"{name}.json").write_text(json.dumps(_json_ready(table), indent=1))
+        files = table_files(name, len(table), large_rows)
+        for file in files:
+            path = out / "tables" / file
+            if file.endswith(".csv.gz"):
+                table.to_csv(path, index=False, compression={"method": "gzip", "mtime": 0})
+            elif file.endswith(".csv"):
+                table.to_csv(path, index=False)
+            else:
+                path.write_text(json.dumps(_json_ready(table), indent=1))
+        for file in {f"{name}.csv", f"{name}.json", f"{name}.csv.gz"} - set(files):
+            (out / "tables" / file).unlink(missing_ok=True)  # an earlier report's file of this table
     figure_files = {}
     for name, image in report.figures.items():
         if image is not None:
@@ -169,7 +181,7 @@ def write_report(report: Report, out: str | Path) -> dict[str, Path]:
     (out / "index.html").write_text(render_html(report.title, report.header, report.findings, tables,
                                                 report.figures, report.claims), encoding="utf-8")
     (out / "report.md").write_text(render_markdown(report.title, report.header, report.findings, tables,
-                                                   figure_files, report.claims), encoding="utf-8")
+                                                   figure_files, report.claims, large_rows), encoding="utf-8")
     return {"html": out / "index.html", "markdown": out / "report.md", "findings": out / "findings.json",
             "claims": out / "claims.json", "tables": out / "tables", "figures": out / "figures"}
 

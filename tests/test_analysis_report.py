@@ -11,6 +11,7 @@ come from these runs, the page's layout, and the CLI.
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import torch
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
+from farfield.analysis.render import LARGE_TABLE_ROWS
 from tests.analysis_runs import EXPERIMENT, MAX_STRUCTURES, SWEEP_ID, TRIALS, real_report
 
 pytestmark = pytest.mark.integration
@@ -160,6 +162,7 @@ def test_report_files_findings_and_mlflow_artifacts(real):
     assert html.count("<img") == sum(1 for image in real.report.figures.values() if image is not None) >= 6
     assert "src='data:image/png;base64," in html and "http" not in html.split("<body>")[1].split("source:")[0]
     for name, table in real.report.diagnostics.tables().items():
+        assert len(table) <= LARGE_TABLE_ROWS  # this tiny sweep's tables are all written as CSV and JSON
         assert len(pd.read_csv(paths["tables"] / f"{name}.csv")) == len(table), name
         assert len(json.loads((paths["tables"] / f"{name}.json").read_text())) == len(table), name
     findings = json.loads(paths["findings"].read_text())
@@ -174,6 +177,33 @@ def test_report_files_findings_and_mlflow_artifacts(real):
     assert real.logged_run_id == real.summary_run_id
     listed = {a.path for a in MlflowClient(real.tracking_uri).list_artifacts(real.summary_run_id, "report")}
     assert {"report/index.html", "report/report.md", "report/findings.json", "report/claims.json"} <= listed
+
+
+def test_large_tables_are_written_as_gzip_csv_only_with_the_same_rows(real, tmp_path):
+    """A table over the row limit (a study's per-structure table) is NAME.csv.gz alone, equal to the
+    table as CSV; rewriting gives the same bytes, and an earlier report's CSV/JSON of it goes."""
+    from farfield.analysis.report import write_report
+
+    tables = real.report.tables()
+    limit = len(tables["trials"])  # the per-structure table is larger, the trials table is not
+    assert len(tables["structures"]) > limit
+    out = tmp_path / "report"
+    (out / "tables").mkdir(parents=True)
+    (out / "tables" / "structures.json").write_text("[]")  # left by a report of fewer trials
+    write_report(real.report, out, large_rows=limit)
+    folder = out / "tables"
+    for name, table in tables.items():
+        if len(table) > limit:
+            assert not (folder / f"{name}.csv").exists() and not (folder / f"{name}.json").exists(), name
+            written = pd.read_csv(folder / f"{name}.csv.gz")
+            expected = pd.read_csv(io.StringIO(table.to_csv(index=False)))
+            pd.testing.assert_frame_equal(written, expected)
+            assert f"`tables/{name}.csv.gz`" in (out / "report.md").read_text()
+        else:
+            assert (folder / f"{name}.csv").is_file() and (folder / f"{name}.json").is_file(), name
+    first = (folder / "structures.csv.gz").read_bytes()
+    write_report(real.report, out, large_rows=limit)
+    assert (folder / "structures.csv.gz").read_bytes() == first
 
 
 def test_claims_json_rests_on_the_sweeps_runs(real):
