@@ -198,7 +198,7 @@ def test_large_tables_are_written_as_gzip_csv_only_with_the_same_rows(real, tmp_
             written = pd.read_csv(folder / f"{name}.csv.gz")
             expected = pd.read_csv(io.StringIO(table.to_csv(index=False)))
             pd.testing.assert_frame_equal(written, expected)
-            assert f"`tables/{name}.csv.gz`" in (out / "report.md").read_text()
+            assert f"- `tables/{name}.csv.gz`\n" in (out / "report.md").read_text()
         else:
             assert (folder / f"{name}.csv").is_file() and (folder / f"{name}.json").is_file(), name
     first = (folder / "structures.csv.gz").read_bytes()
