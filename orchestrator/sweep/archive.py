@@ -52,6 +52,9 @@ SWEEP_FILE = "sweep.json"
 RUN_FILE = "run.json"
 #: The archive's table of atom facts shared by the runs' charge tables (``split_charges``).
 ATOMS_FILE = "atoms.parquet"
+#: zstd level of the archive's Parquet tables: a charge table is ~22 % smaller than at the default
+#: level 3 (418 vs 536 kB for LES's 97,459 test atoms), and rewriting it takes well under a second.
+ZSTD_LEVEL = 19
 #: Key and shared columns of a logged charge table (``run_layout.LOGGED_CHARGE_COLUMNS``).
 ATOM_KEY = ("structure_id", "atom")
 ATOM_FACTS = ("number", "reference_charge")
@@ -186,7 +189,7 @@ def _copy_artifacts(client: MlflowClient, run, target: Path, workspaces: list[Pa
 
 
 def compact_table(path: Path, narrow: bool = False) -> None:
-    """Rewrite the Parquet table ``path`` with zstd compression, kept as it was where that is not
+    """Rewrite the Parquet table ``path`` with zstd compression (``ZSTD_LEVEL``), kept as it was where that is not
     smaller; ``narrow``: also store float64 columns whose values are all float32 numbers (a float32
     model's charges, a float32 store's reference charges) as float32 — same values, other width,
     for tables whose readers take values only (``loading.charge_rows`` reads float64)."""
@@ -201,7 +204,7 @@ def compact_table(path: Path, narrow: bool = False) -> None:
             if np.array_equal(narrowed.to_numpy(np.float64), column.to_numpy(), equal_nan=True):
                 table[name] = narrowed
     tmp = path.with_name(f".{path.name}.compact")
-    table.to_parquet(tmp, index=False, compression="zstd")
+    table.to_parquet(tmp, index=False, compression="zstd", compression_level=ZSTD_LEVEL)
     if tmp.stat().st_size < path.stat().st_size:
         os.replace(tmp, path)
     else:
