@@ -37,7 +37,10 @@ import torch
 import yaml
 from mlflow.tracking import MlflowClient
 
+from farfield.analysis import run_layout
+from farfield.orchestrator.config import TrialConfig
 from farfield.orchestrator.mlflow_server import ManagedServer
+from farfield.orchestrator.trial import run_trial
 from tests.test_sweep import tiny_sweep
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -84,10 +87,6 @@ def assert_same_as_uninterrupted(client: MlflowClient, run, tracking_uri: str) -
     killed with its driver and continued from its training state in a new Ray worker, this is
     the check that training, the choice of the best epoch and the evaluation all continued
     exactly."""
-    from farfield.analysis import run_layout
-    from farfield.orchestrator.config import TrialConfig
-    from farfield.orchestrator.trial import run_trial
-
     with tempfile.TemporaryDirectory() as folder:
         logged = client.download_artifacts(run.info.run_id, run_layout.CONFIG_ARTIFACT, folder)
         config = TrialConfig.model_validate(json.loads(Path(logged).read_text()))
