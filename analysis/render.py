@@ -241,8 +241,9 @@ def render_markdown(title: str, header: list[str], findings: list, tables: dict[
         columns = ["model", "layers", "split", "n_trials", "test/e_mae_mean", "test/f_mae_mean",
                    "test/f_mae_ci95", "baseline_f_mae_mean", "f_skill_mean"]
         lines += ["## Summary", "", _markdown_table(tables["summary"][columns], 60), ""]
-    lines += ["## Tables", ""] + ["- " + " / ".join(f"`tables/{file}`" for file in table_files(name, len(table), large_rows))
-                                  for name, table in tables.items()]
+    lines += ["## Tables", ""]
+    for name, table in tables.items():
+        lines.append("- " + " / ".join(f"`tables/{file}`" for file in table_files(name, len(table), large_rows)))
     lines += ["", "## Findings, grouped by kind", ""]
     marks = {True: "**significant**", False: "not significant", None: "not testable"}
     for _, heading, members in _findings_by_kind(findings):

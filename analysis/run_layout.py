@@ -49,6 +49,11 @@ TAG_DEVICE = "device"
 TAG_FAILURE_REASON = "failure_reason"
 #: The epoch an interrupted trial's training continued from (its state file; absent: from the start).
 TAG_RESUMED_AT_EPOCH = "resumed_at_epoch"
+#: A resumed trial's training, one JSON record per stretch of epochs trained by one process:
+#: ``[{"from_epoch": 0, "git_commit": ...}, {"from_epoch": 11, "git_commit": ...}]`` (a stretch
+#: from a state saved before 2026-11-30 has no commit). Differing commits: the model code may
+#: have changed mid-training, and the result may differ from a run of either commit alone.
+TAG_TRAINING_SEGMENTS = "training_segments"
 #: An external trial's (``model.backbone: external``): the trainer and its pinned packages, the
 #: library versions it ran with, and its own training wall time (s).
 TAG_EXTERNAL_TRAINER = "external_trainer"

@@ -21,6 +21,7 @@ with its reason as a tag.
 from __future__ import annotations
 
 import hashlib
+import json
 import tempfile
 from pathlib import Path
 
@@ -92,9 +93,11 @@ def _run_logged(config: TrialConfig, client: MlflowClient, run_id: str, progress
     client.set_tag(run_id, run_layout.TAG_DEVICE, str(trainer.device))
     client.log_metric(run_id, run_layout.METRIC_N_PARAMETERS, sum(p.numel() for p in trainer.potential.parameters()))
     fit = trainer.fit(graphs["train"], graphs["val"], state_file,
-                      training_state_key(config, store.content_hash, _split.content_hash))
+                      training_state_key(config, store.content_hash, _split.content_hash),
+                      state_note={"git_commit": git_commit()})
     if fit.resumed_at_epoch is not None:
         client.set_tag(run_id, run_layout.TAG_RESUMED_AT_EPOCH, str(fit.resumed_at_epoch))
+        client.set_tag(run_id, run_layout.TAG_TRAINING_SEGMENTS, json.dumps(fit.segments))
 
     outputs = evaluate(trainer, fit, graphs, store)
     metrics = _log_outputs(client, run_id, config, trainer.potential, outputs)

@@ -171,10 +171,19 @@ def test_killed_driver_then_resume_gives_one_finished_run_per_trial(tmp_path, is
         result = json.loads(result_file.read_text())
         runs = _runs(client, "resumable")
         if kill_point == "tracked":  # it had finished epochs: its training continued from the last one
-            run = next(r for r in runs if r.data.tags["tune_trial_id"] == interrupted_id and r.info.status == "FINISHED")
+            continued = [r for r in runs
+                         if r.data.tags["tune_trial_id"] == interrupted_id and r.info.status == "FINISHED"]
+            seen = [(r.data.tags["tune_trial_id"], r.info.status, r.data.tags.get("lost_tune_trial_id")) for r in runs]
+            assert continued, (f"no FINISHED run of the interrupted trial {interrupted_id}; runs (trial, status, "
+                               f"lost trial id): {seen}; the resume's stderr ends: {resumed.stderr[-1500:]}")
+            run = continued[0]
             assert int(run.data.tags["resumed_at_epoch"]) >= 1
             assert f"({interrupted_id}) at epoch {run.data.tags['resumed_at_epoch']}, from its training state" \
                 in resumed.stderr  # farfield's progress line
+            commit = run.data.tags[run_layout.TAG_GIT_COMMIT]  # both stretches trained by this checkout
+            assert json.loads(run.data.tags[run_layout.TAG_TRAINING_SEGMENTS]) == [
+                {"from_epoch": 0, "git_commit": commit},
+                {"from_epoch": int(run.data.tags["resumed_at_epoch"]), "git_commit": commit}]
             curve = client.get_metric_history(run.info.run_id, "curve/train_loss")
             assert sorted(m.step for m in curve) == list(range(40))  # the earlier epochs' curve too, once each
             # continued = never interrupted, bit for bit: each trial's config trained in one go, here

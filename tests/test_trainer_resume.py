@@ -67,6 +67,24 @@ def test_resumed_training_equals_uninterrupted(graphs, tmp_path, stop_after):
         assert torch.equal(_weights(resumed_trainer)[key], value), key
 
 
+def test_segments_say_which_call_trained_which_epochs(graphs, tmp_path):
+    state = tmp_path / "trial.state.pt"
+    with pytest.raises(KeyboardInterrupt):
+        _trainer(graphs, Recorder(stop_after=1), epochs=4).fit(graphs[:4], graphs[4:], state, "k", {"commit": "a"})
+    assert _trainer(graphs, None, epochs=2).fit(graphs[:4], graphs[4:]).segments == []  # no state file: none kept
+    resumed = _trainer(graphs, None, epochs=4).fit(graphs[:4], graphs[4:], state, "k", {"commit": "b"})
+    assert resumed.segments == [{"from_epoch": 0, "commit": "a"}, {"from_epoch": 1, "commit": "b"}]  # epoch 1 lost
+
+    older = tmp_path / "older.state.pt"  # a state written before segments were kept
+    with pytest.raises(KeyboardInterrupt):
+        _trainer(graphs, Recorder(stop_after=1), epochs=2).fit(graphs[:4], graphs[4:], older, "k")
+    saved = torch.load(older, weights_only=True)
+    del saved["segments"]
+    torch.save(saved, older)
+    again = _trainer(graphs, None, epochs=2).fit(graphs[:4], graphs[4:], older, "k", {"commit": "c"})
+    assert again.segments == [{"from_epoch": 0}, {"from_epoch": 1, "commit": "c"}]
+
+
 def test_state_of_another_key_or_unreadable_starts_over(graphs, tmp_path):
     state = tmp_path / "trial.state.pt"
     _trainer(graphs, None, epochs=2).fit(graphs[:4], graphs[4:], state, "trial-a")

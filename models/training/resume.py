@@ -3,7 +3,8 @@
 ``Trainer.fit(..., state_file=PATH, state_key=KEY)`` writes the state after every epoch and,
 when the file exists with the same ``key``, starts from it: model, optimiser, LR schedule,
 EMA shadow weights, the shuffling generator and torch's global RNG, the epoch history, the best
-weights so far and the early-stopping counters. On CPU the continued run equals one that was
+weights so far and the early-stopping counters, and the training's segments (which ``fit`` call,
+with the caller's note such as the code's commit, trained which epochs). On CPU the continued run equals one that was
 never interrupted, bit for bit (tests/test_trainer_resume.py).
 
 The file holds tensors and plain containers only: it is read with ``weights_only=True``.

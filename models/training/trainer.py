@@ -54,6 +54,10 @@ class TrainingResult:
     stopped_early: bool = False
     #: The epoch a resumed ``fit`` continued from (None: trained from the start).
     resumed_at_epoch: int | None = None
+    #: With a state file: one ``{"from_epoch": k, **state_note}`` per ``fit`` call that trained this
+    #: model, oldest first (one entry: never interrupted; a state saved before notes were kept
+    #: gives ``{"from_epoch": 0}``). Says, e.g., which code trained which epochs.
+    segments: list[dict] = field(default_factory=list)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -185,6 +189,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "ema": None if self.ema is None else {"shadow": self.ema.shadow, "updates": self.ema.updates},
             "generator": self.generator.get_state(), "torch_rng": torch.get_rng_state(),
+            "segments": result.segments,
         }
 
     def _restore(self, state: dict, result: TrainingResult) -> tuple[dict | None, int, int]:
@@ -202,10 +207,12 @@ class Trainer:
         result.history = list(state["history"])
         result.best_val_loss, result.best_epoch = float(state["best_val_loss"]), int(state["best_epoch"])
         result.stopped_early = bool(state["stopped_early"])
+        result.segments = [dict(segment) for segment in state.get("segments", [{"from_epoch": 0}])]
         return state["best_state"], int(state["stale"]), int(state["final_start"])
 
     def fit(self, train: Sequence[AtomicGraph], val: Sequence[AtomicGraph],
-            state_file: str | Path | None = None, state_key: str = "") -> TrainingResult:
+            state_file: str | Path | None = None, state_key: str = "",
+            state_note: dict[str, str] | None = None) -> TrainingResult:
         """Train for ``config.epochs`` (or until early stopping); keep the best validation weights.
 
         After ``fit`` the potential holds the selected weights (EMA, best epoch). With a final
@@ -216,6 +223,8 @@ class Trainer:
         ``state_file``: where the state is saved after every epoch; when it holds a state of
         ``state_key``, training continues from it (``farfield.models.training.resume``) and the
         reporter is first given the epochs already done. ``resumed_at_epoch`` tells which.
+        ``state_note`` (strings, e.g. the code's commit) is kept with the state for the epochs this
+        call trains: ``TrainingResult.segments``.
         """
         result = TrainingResult()
         best_state = None
@@ -231,6 +240,8 @@ class Trainer:
         if saved is not None:
             best_state, stale, final_start = self._restore(saved, result)
             first_epoch = result.resumed_at_epoch = len(result.history)
+        if state_file is not None:
+            result.segments.append({"from_epoch": first_epoch, **(state_note or {})})
             if self.reporter is not None:
                 self.replaying_until = first_epoch
                 try:
