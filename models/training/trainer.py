@@ -240,8 +240,6 @@ class Trainer:
         if saved is not None:
             best_state, stale, final_start = self._restore(saved, result)
             first_epoch = result.resumed_at_epoch = len(result.history)
-        if state_file is not None:
-            result.segments.append({"from_epoch": first_epoch, **(state_note or {})})
             if self.reporter is not None:
                 self.replaying_until = first_epoch
                 try:
@@ -249,6 +247,8 @@ class Trainer:
                         self.reporter.on_epoch(int(row["epoch"]), row)
                 finally:
                     self.replaying_until = None
+        if state_file is not None:
+            result.segments.append({"from_epoch": first_epoch, **(state_note or {})})
         bar = tqdm(range(first_epoch, self.config.epochs), desc="epochs", unit="epoch", disable=not self.progress,
                    initial=first_epoch, total=self.config.epochs)
         for epoch in bar:
