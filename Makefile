@@ -57,6 +57,8 @@ bench: venv
 	$(BIN)/python benchmarks/trial_step.py configs/study-paper.yaml --workspace $(WORKSPACE) --compare-malloc --repeats 3 --out benchmarks/results/trial_step_malloc.json
 	$(BIN)/python benchmarks/trial_step.py configs/study-paper.yaml --workspace $(WORKSPACE) --steps 30 --warmup 3 --repeats 2 \
 	  $(foreach v,short-range les celli-q celli efa short-range-4L,--variant $(v)) --out benchmarks/results/trial_step_variants.json
+	$(BIN)/python benchmarks/trial_step.py configs/study-paper.yaml --workspace $(WORKSPACE) --steps 20 --warmup 3 --repeats 2 --variant celli-q \
+	  --ablation no-feedback:model.heads.celli.feedback=false --ablation hidden-32:model.heads.celli.hidden=32 --out benchmarks/results/trial_step_celli.json
 	$(BIN)/python benchmarks/splits.py --out benchmarks/results/splits.json
 	$(BIN)/python benchmarks/heads.py --threads 1 --out benchmarks/results/heads.json
 	$(BIN)/python benchmarks/orchestration.py --out benchmarks/results/orchestration.json

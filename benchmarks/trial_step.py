@@ -18,6 +18,17 @@ the cost of every model of a study is measured in one run:
     python benchmarks/trial_step.py configs/study-paper.yaml --workspace workspace \
         --variant short-range --variant les --variant celli-q --variant celli --variant efa \
         --variant short-range-4L --repeats 3 --out benchmarks/results/trial_step_variants.json
+
+``--ablation LABEL:PATH=VALUE[,PATH=VALUE...]`` (repeatable) times each trial again with those
+settings changed (values read as YAML), to price a model's parts, e.g. CELLI's charge feedback
+and the width of its edge MLPs:
+
+    python benchmarks/trial_step.py configs/study-paper.yaml --workspace workspace --variant celli-q \
+        --ablation no-feedback:model.heads.celli.feedback=false \
+        --ablation hidden-32:model.heads.celli.hidden=32 --repeats 3 --out benchmarks/results/trial_step_celli.json
+
+Rows and the summary then name ``VARIANT/LABEL``; compare ``cpu_seconds_per_step`` when the
+machine is shared (wall time counts the other processes' turns).
 """
 
 from __future__ import annotations
@@ -90,6 +101,31 @@ def _trials(path: Path, variants: list[str], workspace: Path | None) -> dict[str
     return {name: trial_data(config, {"variant": grid[name]}, {}) for name in variants}
 
 
+def parse_ablation(text: str) -> tuple[str, dict]:
+    """``LABEL:PATH=VALUE[,PATH=VALUE...]`` → ``(LABEL, {PATH: value})``, values read as YAML."""
+    label, sep, body = text.partition(":")
+    settings = {}
+    for item in body.split(",") if sep else []:
+        path, eq, value = item.partition("=")
+        if not eq or not path.strip():
+            break
+        settings[path.strip()] = yaml.safe_load(value)
+    else:
+        if label.strip() and settings:
+            return label.strip(), settings
+    raise SystemExit(f"--ablation {text!r}: expected LABEL:PATH=VALUE[,PATH=VALUE...]")
+
+
+def ablated(raw: dict, settings: dict) -> dict:
+    """A deep copy of the trial mapping ``raw`` with each dotted ``PATH`` set (missing mappings created)."""
+    from farfield.orchestrator.external.commands import set_dotted
+
+    copy = json.loads(json.dumps(raw))
+    for path, value in settings.items():
+        set_dotted(copy, path, value)
+    return copy
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("config", type=Path)
@@ -101,9 +137,14 @@ def main() -> None:
     parser.add_argument("--compare-malloc", action="store_true")
     parser.add_argument("--variant", action="append", default=[],
                         help="a sweep.grid.variant name of the config (repeatable); default: the base config")
+    parser.add_argument("--ablation", action="append", default=[], type=parse_ablation,
+                        help="LABEL:PATH=VALUE[,PATH=VALUE...]: also time each trial with these settings (repeatable)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     trials = _trials(args.config, args.variant, args.workspace)
+    for variant, raw in list(trials.items()):
+        for label, settings in args.ablation:
+            trials[f"{variant or 'base'}/{label}"] = ablated(raw, settings)
     mallocs = ["farfield", "system"] if args.compare_malloc else ["farfield"]
     context = multiprocessing.get_context("spawn")  # a fresh process (and heap) per measurement
     rows = []
@@ -115,15 +156,17 @@ def main() -> None:
                 rows.append({"repeat": repeat, "variant": variant, **row})
                 print(f"repeat {repeat} {variant or 'base'} malloc={malloc:<8} {row['seconds_per_step']:.3f} s/step "
                       f"{row['cpu_seconds_per_step']:.3f} CPU s/step peak RSS {row['peak_rss_mb']:.0f} MB", flush=True)
-    if args.variant:
-        summary = {variant: statistics.median(r["seconds_per_step"] for r in rows if r["variant"] == variant)
-                   for variant in trials}
-    else:
-        summary = {malloc: statistics.median(r["seconds_per_step"] for r in rows if r["malloc"] == malloc)
-                   for malloc in mallocs}
+    key = "variant" if args.variant or args.ablation else "malloc"
+    groups = list(trials) if key == "variant" else mallocs
+
+    def medians(field: str) -> dict[str, float]:
+        return {group: statistics.median(r[field] for r in rows if r[key] == group) for group in groups}
+
+    summary, cpu_summary = medians("seconds_per_step"), medians("cpu_seconds_per_step")
     report = {"benchmark": "trial_step", "config": str(args.config), "steps": args.steps, "warmup": args.warmup,
               "threads": args.threads, "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
-              "median_seconds_per_step": summary, "results": rows}
+              "median_seconds_per_step": summary, "median_cpu_seconds_per_step": cpu_summary,
+              "ablations": {label: settings for label, settings in args.ablation}, "results": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"median s/step: {summary}; wrote {args.out}")
