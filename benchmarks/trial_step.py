@@ -34,6 +34,7 @@ machine is shared (wall time counts the other processes' turns).
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import multiprocessing
 import os
@@ -120,10 +121,10 @@ def ablated(raw: dict, settings: dict) -> dict:
     """A deep copy of the trial mapping ``raw`` with each dotted ``PATH`` set (missing mappings created)."""
     from farfield.orchestrator.external.commands import set_dotted
 
-    copy = json.loads(json.dumps(raw))
+    changed = copy.deepcopy(raw)
     for path, value in settings.items():
-        set_dotted(copy, path, value)
-    return copy
+        set_dotted(changed, path, value, where="--ablation ")
+    return changed
 
 
 def main() -> None:

@@ -33,6 +33,8 @@ def test_ablation_sets_dotted_paths_on_a_copy_of_a_study_variant(tmp_path):
     # a misspelt setting is caught by the trial config, not timed as the unchanged model
     with pytest.raises(ValueError, match="feedbak"):
         TrialConfig.model_validate(bench.ablated(raw, {"model.heads.celli.feedbak": False}))
+    with pytest.raises(ValueError, match=r"--ablation model\.layers\.deeper: 'layers' is not a mapping"):
+        bench.ablated(raw, {"model.layers.deeper": 3})
 
 
 @pytest.mark.parametrize("text", ["lean", "lean:", "lean:model.layers", ":model.layers=4", "lean:=4"])

@@ -155,12 +155,13 @@ def nequip_config(config: TrialConfig, files: dict[str, Path], workdir: Path, el
     return document
 
 
-def set_dotted(document: dict, path: str, value: Any) -> None:
-    """``document[a][b][c] = value`` for ``path`` ``a.b.c`` (missing mappings are created)."""
+def set_dotted(document: dict, path: str, value: Any, where: str = "model.external.options.") -> None:
+    """``document[a][b][c] = value`` for ``path`` ``a.b.c`` (missing mappings are created).
+    ``where``: what the error names before ``path`` (the setting's source)."""
     *parents, leaf = path.split(".")
     node = document
     for part in parents:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
-            raise ValueError(f"model.external.options.{path}: {part!r} is not a mapping in the trainer's config")
+            raise ValueError(f"{where}{path}: {part!r} is not a mapping in the config it sets")
     node[leaf] = value
