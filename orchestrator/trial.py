@@ -75,12 +75,24 @@ def run_trial(
         else:
             result = _run_logged(config, client, run_id, progress, reporters or [], state_file)
     except BaseException as err:
-        client.set_tag(run_id, run_layout.TAG_FAILURE_REASON, f"{type(err).__name__}: {err}"[:5000])
-        client.set_terminated(run_id, status="KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+        client.set_tag(run_id, run_layout.TAG_FAILURE_REASON, failure_reason(err))
+        client.set_terminated(run_id, status="KILLED" if isinstance(err, STOPS) else "FAILED")
         raise
     client.set_terminated(run_id, status="FINISHED")
     result.tracking_uri, result.experiment_id = uri, experiment_id
     return result
+
+
+#: What stops a trial rather than failing it: Ctrl-C in ``farfield train``; the ``SystemExit``
+#: that Ray raises in a sweep trial's worker when Tune stops the trial (the sweep was stopped).
+STOPS = (KeyboardInterrupt, SystemExit)
+
+
+def failure_reason(err: BaseException) -> str:
+    """The run's ``failure_reason`` tag for ``err`` (a stop says so; at most 5,000 characters)."""
+    if isinstance(err, STOPS):
+        return f"attempt interrupted: the trial was stopped ({type(err).__name__}) before it finished"
+    return f"{type(err).__name__}: {err}"[:5000]
 
 
 def _run_logged(config: TrialConfig, client: MlflowClient, run_id: str, progress: bool,

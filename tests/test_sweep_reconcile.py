@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from mlflow.tracking import MlflowClient
 
-from farfield.orchestrator.sweep.run import INTERRUPTED, reconcile_resumed
+from farfield.orchestrator.sweep.run import INTERRUPTED, STOPPED, _end_stopped_runs, end_unfinished_runs, reconcile_resumed
 from farfield.orchestrator.sweep.tune_reporter import sampled_key, trial_runs
 
 SWEEP = "resumable-0a1b2c3d"
@@ -54,6 +54,31 @@ def test_resume_ends_interrupted_runs_and_a_reissued_slot_takes_over_the_lost_tr
     assert trial_runs(client, meta, "gggg6666", {"slot": "0.0", "sampled": {"training.lr": 0.001}}) == []
     # a sweep started before slots existed: its runs are found by Tune trial id
     assert [r.info.run_id for r in trial_runs(client, meta, "aaaa0000", {"sampled": {}})] == [done]
+
+
+def test_a_stopped_sweep_ends_only_its_own_unfinished_trial_runs(client, tmp_path, capsys):
+    experiment_id = client.create_experiment("stopped")
+    done = _run(client, experiment_id, "aaaa0000", "0.0", {}, "FINISHED")
+    failed = _run(client, experiment_id, "bbbb1111", "1.0", {}, "FAILED")
+    stopped = [_run(client, experiment_id, f"cccc222{i}", f"{2 + i}.0", {}, "RUNNING") for i in range(2)]
+    other = client.create_run(experiment_id, tags={"sweep_id": "another-sweep", "tune_trial_id": "dddd3333"})
+    summary = client.create_run(experiment_id, tags={"sweep_id": SWEEP, "sweep_summary": "true"})
+
+    _end_stopped_runs(client.tracking_uri, experiment_id, SWEEP, "stopped")
+    for run_id in stopped:
+        run = client.get_run(run_id)
+        assert run.info.status == "KILLED" and run.data.tags["failure_reason"] == STOPPED
+    assert [client.get_run(r).info.status for r in (done, failed)] == ["FINISHED", "FAILED"]
+    assert client.get_run(other.info.run_id).info.status == "RUNNING"  # another sweep's
+    assert client.get_run(summary.info.run_id).info.status == "RUNNING"  # being written, not a trial
+    assert "stopped with 2 trial(s) unfinished" in capsys.readouterr().err
+    assert end_unfinished_runs(client, experiment_id, SWEEP, STOPPED) == []  # nothing left to end
+
+    # the tracking store is unusable: one line, no exception (an interruption may be propagating)
+    (tmp_path / "not-a-folder").write_text("")
+    _end_stopped_runs(f"sqlite:///{tmp_path / 'not-a-folder' / 'mlflow.db'}", experiment_id, SWEEP, "stopped")
+    err = capsys.readouterr().err
+    assert "could not end its unfinished trials' MLflow runs" in err and "--resume stopped" in err
 
 
 def test_a_sweep_saved_before_the_sweep_modules_moved_can_be_restored():

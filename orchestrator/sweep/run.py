@@ -13,7 +13,8 @@
    or ``Tuner.restore`` for ``resume=True`` (finished trials are kept, unfinished and
    errored ones run again; see ``reconcile_resumed`` for how MLflow is brought in line
    with Tune's last experiment snapshot first);
-5. logs a summary run (best trial, the table of all trials as an artifact).
+5. logs a summary run (best trial, the table of all trials as an artifact); a sweep stopped
+   before its end (Ctrl-C) ends its unfinished trials' runs KILLED first.
 
 The Tune experiment lives in ``<storage_path>/<name>`` next to ``farfield_sweep.json``
 (sweep id, resolved config, tracking URI) which ``--resume NAME`` reads.
@@ -21,10 +22,13 @@ The Tune experiment lives in ``<storage_path>/<name>`` next to ``farfield_sweep.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
+import signal
 import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -54,6 +58,7 @@ from farfield.orchestrator.trial_pipeline import make_split, prepare_graph_cache
 
 META_FILE = "farfield_sweep.json"
 INTERRUPTED = "attempt interrupted: the sweep driver was lost; the trial runs again on --resume"
+STOPPED = "attempt interrupted: the sweep was stopped before the trial finished; the trial runs again on --resume"
 #: Where the sweep modules lived before they moved into this package: a Tune experiment saved
 #: then pickled its searcher, callbacks and trainable under these names (``Tuner.restore``).
 MOVED_MODULES = {
@@ -243,8 +248,10 @@ def run_sweep(config: SweepConfig, address: str | None = None, resume: bool = Fa
         else:
             tuner = _new_tuner(config, cells, meta, sweep_id, total, progress_every_s)
         try:
-            grid = tuner.fit()
-        finally:  # interrupted too: what finished is archived
+            with _sigterm_as_sigint():
+                grid = tuner.fit()
+        finally:  # interrupted too: what did not finish ends KILLED, what finished is archived
+            _end_stopped_runs(uri, experiment_id, sweep_id, config.name)
             if archive is not None:
                 ACTIVE[sweep_id]["archive"].trial_ended()
         table = trial_table(grid, config.sweep.metric, cells)
@@ -256,6 +263,50 @@ def run_sweep(config: SweepConfig, address: str | None = None, resume: bool = Fa
         REISSUE.pop(sweep_id, None)
         if server is not None:
             server.stop()
+
+
+@contextlib.contextmanager
+def _sigterm_as_sigint():
+    """While Tune runs: SIGTERM (``kill``, a batch scheduler's warning) stops the sweep as Ctrl-C
+    does — Tune stops the trials and saves its experiment, the driver ends their runs and
+    archives — instead of killing the driver outright. A no-op outside the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: signal.raise_signal(signal.SIGINT))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def end_unfinished_runs(client: MlflowClient, experiment_id: str, sweep_id: str, reason: str) -> list[str]:
+    """End the sweep's trial runs still RUNNING as KILLED with ``reason``; their run ids.
+
+    Only when no trial of the sweep runs: at ``--resume`` (the last driver was lost) and when
+    this driver's ``Tuner.fit`` has returned or raised (Ctrl-C stops every trial first)."""
+    ended = []
+    for run in sweep_runs(client, experiment_id, sweep_id, "attributes.status = 'RUNNING'"):
+        if run_layout.TAG_TUNE_TRIAL_ID in run.data.tags:  # not a summary run being written
+            end_run(client, run.info.run_id, "KILLED", reason)
+            ended.append(run.info.run_id)
+    return ended
+
+
+def _end_stopped_runs(uri: str, experiment_id: str, sweep_id: str, name: str) -> None:
+    """After ``Tuner.fit``: a trial stopped with the sweep (Ctrl-C, SIGTERM, an error) ends KILLED in
+    MLflow now rather than staying RUNNING until a ``--resume`` that may never come. Never raises:
+    it runs while an interruption propagates, and ``--resume`` ends such runs too."""
+    try:
+        ended = end_unfinished_runs(MlflowClient(uri), experiment_id, sweep_id, STOPPED)
+    except Exception as err:  # noqa: BLE001 - the tracking server may be the thing that failed
+        why = " ".join(str(err).split())[:300] or type(err).__name__  # one line, however long the error
+        SweepProgress.echo(f"sweep {sweep_id}: could not end its unfinished trials' MLflow runs ({why}); "
+                           f"`--resume {name}` ends them")
+        return
+    if ended:
+        SweepProgress.echo(f"sweep {sweep_id}: stopped with {len(ended)} trial(s) unfinished, their MLflow "
+                           f"run(s) ended KILLED; continue with --resume {name}")
 
 
 def reconcile_resumed(client: MlflowClient, experiment_id: str, sweep_id: str) -> dict[str, dict]:
@@ -270,14 +321,13 @@ def reconcile_resumed(client: MlflowClient, experiment_id: str, sweep_id: str) -
     same values, so the new trial takes over the slot's runs and reports a FINISHED one
     instead of training again (``tune_reporter.trial_runs``).
     """
+    end_unfinished_runs(client, experiment_id, sweep_id, INTERRUPTED)
     recorded: dict[str, dict] = {}
     from_finished: set[str] = set()
     for run in sweep_runs(client, experiment_id, sweep_id):
         tags = run.data.tags
         if run_layout.TAG_TUNE_TRIAL_ID not in tags:  # the summary run of an earlier attempt at finishing
             continue
-        if run.info.status == "RUNNING":
-            end_run(client, run.info.run_id, "KILLED", INTERRUPTED)
         slot = tags.get(run_layout.TAG_SWEEP_SLOT)
         if slot and tags.get(run_layout.TAG_SAMPLED_JSON) and slot not in from_finished:
             if slot not in recorded or run.info.status == "FINISHED":  # a FINISHED run's values win
