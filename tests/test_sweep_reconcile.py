@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from mlflow.tracking import MlflowClient
 
-from farfield.orchestrator.sweep.run import INTERRUPTED, STOPPED, _end_stopped_runs, end_unfinished_runs, reconcile_resumed
-from farfield.orchestrator.sweep.tune_reporter import sampled_key, trial_runs
+from farfield.orchestrator.sweep.run import INTERRUPTED, STOPPED, _end_stopped_runs, reconcile_resumed
+from farfield.orchestrator.sweep.tune_reporter import close_open_runs, sampled_key, trial_runs
 
 SWEEP = "resumable-0a1b2c3d"
 
@@ -72,7 +72,7 @@ def test_a_stopped_sweep_ends_only_its_own_unfinished_trial_runs(client, tmp_pat
     assert client.get_run(other.info.run_id).info.status == "RUNNING"  # another sweep's
     assert client.get_run(summary.info.run_id).info.status == "RUNNING"  # being written, not a trial
     assert "stopped with 2 trial(s) unfinished" in capsys.readouterr().err
-    assert end_unfinished_runs(client, experiment_id, SWEEP, STOPPED) == []  # nothing left to end
+    assert close_open_runs(client, experiment_id, SWEEP, None, "KILLED", STOPPED) == []  # nothing left to end
 
     # the tracking store is unusable: one line, no exception (an interruption may be propagating)
     (tmp_path / "not-a-folder").write_text("")

@@ -51,7 +51,7 @@ from farfield.orchestrator.sweep.config import SweepConfig, grid_cells, load_swe
 from farfield.orchestrator.sweep.grid_search import REISSUE, GridCrossedTPE
 from farfield.orchestrator.sweep.progress import ACTIVE, SweepProgress
 from farfield.orchestrator.sweep.summary import log_summary, trial_table
-from farfield.orchestrator.sweep.tune_reporter import (REPORT_INDEX, TRIAL_STATE_DIR, end_run, sweep_runs,
+from farfield.orchestrator.sweep.tune_reporter import (REPORT_INDEX, TRIAL_STATE_DIR, close_open_runs, sweep_runs,
                                                        sweep_trainable)
 from farfield.orchestrator.tracking import ensure_experiment
 from farfield.orchestrator.trial_pipeline import make_split, prepare_graph_cache
@@ -280,25 +280,13 @@ def _sigterm_as_sigint():
         signal.signal(signal.SIGTERM, previous)
 
 
-def end_unfinished_runs(client: MlflowClient, experiment_id: str, sweep_id: str, reason: str) -> list[str]:
-    """End the sweep's trial runs still RUNNING as KILLED with ``reason``; their run ids.
-
-    Only when no trial of the sweep runs: at ``--resume`` (the last driver was lost) and when
-    this driver's ``Tuner.fit`` has returned or raised (Ctrl-C stops every trial first)."""
-    ended = []
-    for run in sweep_runs(client, experiment_id, sweep_id, "attributes.status = 'RUNNING'"):
-        if run_layout.TAG_TUNE_TRIAL_ID in run.data.tags:  # not a summary run being written
-            end_run(client, run.info.run_id, "KILLED", reason)
-            ended.append(run.info.run_id)
-    return ended
-
-
 def _end_stopped_runs(uri: str, experiment_id: str, sweep_id: str, name: str) -> None:
-    """After ``Tuner.fit``: a trial stopped with the sweep (Ctrl-C, SIGTERM, an error) ends KILLED in
-    MLflow now rather than staying RUNNING until a ``--resume`` that may never come. Never raises:
-    it runs while an interruption propagates, and ``--resume`` ends such runs too."""
+    """After ``Tuner.fit`` (which stops every trial first, Ctrl-C included): a trial stopped with the
+    sweep (Ctrl-C, SIGTERM, an error) ends KILLED in MLflow now rather than staying RUNNING until a
+    ``--resume`` that may never come. Never raises: it runs while an interruption propagates, and
+    ``--resume`` ends such runs too."""
     try:
-        ended = end_unfinished_runs(MlflowClient(uri), experiment_id, sweep_id, STOPPED)
+        ended = close_open_runs(MlflowClient(uri), experiment_id, sweep_id, None, "KILLED", STOPPED)
     except Exception as err:  # noqa: BLE001 - the tracking server may be the thing that failed
         why = " ".join(str(err).split())[:300] or type(err).__name__  # one line, however long the error
         SweepProgress.echo(f"sweep {sweep_id}: could not end its unfinished trials' MLflow runs ({why}); "
@@ -321,7 +309,7 @@ def reconcile_resumed(client: MlflowClient, experiment_id: str, sweep_id: str) -
     same values, so the new trial takes over the slot's runs and reports a FINISHED one
     instead of training again (``tune_reporter.trial_runs``).
     """
-    end_unfinished_runs(client, experiment_id, sweep_id, INTERRUPTED)
+    close_open_runs(client, experiment_id, sweep_id, None, "KILLED", INTERRUPTED)
     recorded: dict[str, dict] = {}
     from_finished: set[str] = set()
     for run in sweep_runs(client, experiment_id, sweep_id):

@@ -140,17 +140,20 @@ def run_title(sweep: SweepConfig, suggestion: dict, config: TrialConfig | None =
     return f"{title} · sample {sample}"
 
 
-def close_open_runs(client: MlflowClient, experiment_id: str, sweep_id: str, trial_id: str, status: str,
+def close_open_runs(client: MlflowClient, experiment_id: str, sweep_id: str, trial_id: str | None, status: str,
                     reason: str) -> list[str]:
-    """End this trial's MLflow runs still RUNNING (an attempt lost with its process) as ``status``."""
-    runs = client.search_runs(
-        [experiment_id],
-        f"tags.{run_layout.TAG_SWEEP_ID} = '{sweep_id}' and tags.{run_layout.TAG_TUNE_TRIAL_ID} = '{trial_id}' "
-        "and attributes.status = 'RUNNING'",
-    )
-    for run in runs:
-        end_run(client, run.info.run_id, status, reason)
-    return [run.info.run_id for run in runs]
+    """End the sweep's trial runs still RUNNING — of Tune trial ``trial_id``, or of every trial
+    when None (the sweep stopped, or its driver was lost) — as ``status``; their run ids. A
+    summary run (no Tune trial id) is never ended here."""
+    where = "attributes.status = 'RUNNING'"
+    if trial_id is not None:
+        where += f" and tags.{run_layout.TAG_TUNE_TRIAL_ID} = '{trial_id}'"
+    ended = []
+    for run in sweep_runs(client, experiment_id, sweep_id, where):
+        if run_layout.TAG_TUNE_TRIAL_ID in run.data.tags:
+            end_run(client, run.info.run_id, status, reason)
+            ended.append(run.info.run_id)
+    return ended
 
 
 def end_run(client: MlflowClient, run_id: str, status: str, reason: str) -> None:
