@@ -287,9 +287,11 @@ def _claim_depth(trials: pd.DataFrame) -> Claim:
         evidence += [grows, better]
         if _sig(grows) > 0 and _sig(better) <= 0:
             decisions.append((SUPPORTED, f"{words}: the deeper model overfits more and is not better on test", grows))
-        elif _sig(grows) < 0 or (_sig(better) > 0 and _sig(grows) <= 0):
-            decisions.append((CONTRADICTED, f"{words}: depth lowers the test error without a larger gap"
-                              if _sig(better) > 0 else f"{words}: the deeper model's gap is smaller", grows))
+        elif _sig(grows) < 0:
+            decisions.append((CONTRADICTED, f"{words}: the deeper model's gap is smaller", grows))
+        elif _sig(better) > 0 and _sig(grows) == 0:  # deciding: the test gain, not the insignificant gap growth
+            decisions.append((CONTRADICTED, f"{words}: depth lowers the test error ({better.text()}) without a "
+                              f"significantly larger gap ({grows.text()})", better))
         else:
             decisions.append((INCONCLUSIVE, f"{words}: gap growth {grows.text()}, test gain {better.text()}", grows))
     return _claim(5, decisions, evidence, "no short-range trials at two depths on one split and seed")
