@@ -20,6 +20,7 @@ and the experiment made under a file lock (``<workspace>/mlflow.db.lock``).
 
 from __future__ import annotations
 
+import functools
 import math
 import subprocess
 import time
@@ -122,8 +123,13 @@ def _skill(error: float, baseline: float) -> float:
     return 1.0 - error / baseline if baseline > 0 else math.nan
 
 
+@functools.lru_cache(maxsize=1)
 def git_commit() -> str:
-    """Commit of the farfield checkout, or ``unknown`` for an installed copy."""
+    """Commit of the farfield checkout, or ``unknown`` for an installed copy.
+
+    Asked once per process: the commit of the code this process imported, even if the
+    checkout moves on while it runs (a sweep's warm Ray worker trains many trials).
+    """
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"],
