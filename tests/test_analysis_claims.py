@@ -23,7 +23,7 @@ from farfield.analysis.verdicts import (
     ratio_effect,
 )
 
-from tests.constructed_runs import CONTRADICTING, NOISE, SUPPORTING, study_runs, tables, tables_from_runs
+from tests.constructed_runs import CONTRADICTING, NOISE, SUPPORTING, World, study_runs, tables, tables_from_runs
 
 
 def _verdicts(claim_set) -> list[str]:
@@ -193,35 +193,19 @@ def test_effect_helpers_on_known_answers():
     assert effect.__class__("x", "m", 1.0, 0.5, 1.5, "u", 5, "t", 0.03).direction(2) == 0
 
 
-def _depth_study(test_gain: list[float], gap_growth: list[float]) -> pd.DataFrame:
-    """Short-range trials at 2 and 4 layers on four split replicas: the 4-layer test error is
-    ``1 − test_gain`` of the 2-layer one and its train→test gap grows by ``gap_growth`` × the
-    2-layer test error."""
-    rows = []
-    for i, (gain, growth) in enumerate(zip(test_gain, gap_growth)):
-        split, test_f, train_f = f"split{i}", 200.0 + 10 * i, 140.0 + 5 * i
-        deep_test = test_f * (1 - gain)
-        deep_train = deep_test - ((test_f - train_f) + growth * test_f)
-        for layers, test, train in ((2, test_f, train_f), (4, deep_test, deep_train)):
-            rows.append({"run_id": f"{split}-{layers}L", "scheme": "none", "backbone": "painn", "channels": 32,
-                         "split": split, "split_hash": f"h{i}", "seed": 0, "layers": layers,
-                         "test/f_mae": test, "train/f_mae": train, "test/e_mae": test / 5, "train/e_mae": train / 5,
-                         "baseline_f_mae": 500.0, "baseline_e_mae": 100.0})
-    return pd.DataFrame(rows)
-
-
 def test_depth_claim_names_the_effect_that_decided_it():
     """Claim 5 contradicted because the deeper model is better on test while its gap does not
     grow significantly: the claim's effect is that test gain, not the insignificant gap growth."""
-    from farfield.analysis.claims import _claim_depth
+    def depth_claim(deep_test: float, deep_train: float):
+        return evaluate_claims(*tables(World(deep_test=deep_test, deep_train=deep_train, noise=0.01))).claims[4]
 
-    claim = _claim_depth(_depth_study([0.03, 0.035, 0.032, 0.028], [0.05, -0.04, 0.06, -0.03]))
+    claim = depth_claim(0.97, 0.94)  # 3 % better on test, train→test gap unchanged
     assert claim.verdict == "contradicted", claim.reason
     assert claim.effect.name.endswith("test-error gain of the deeper model"), claim.effect.name
     assert claim.effect.ci_low > 0 and "without a significantly larger gap" in claim.reason
     # better on test *and* a significantly larger gap: the rule decides nothing
-    both = _claim_depth(_depth_study([0.03, 0.035, 0.032, 0.028], [0.08, 0.09, 0.085, 0.1]))
+    both = depth_claim(0.97, 0.8)
     assert both.verdict == "inconclusive", both.reason
     # a larger gap and no test gain: supported, decided by the gap growth
-    overfit = _claim_depth(_depth_study([0.01, -0.02, 0.015, -0.01], [0.08, 0.09, 0.085, 0.1]))
+    overfit = depth_claim(1.0, 0.5)
     assert overfit.verdict == "supported" and overfit.effect.name.endswith("gap with depth"), overfit.reason
