@@ -15,7 +15,12 @@ reads), not by timing:
   Tune trial id, and that trial must take over the lost trial's run instead of leaving a
   trial with no FINISHED run behind.
 
-In the ``tracked`` case every finished trial (the one done before the kill and the one
+* ``stale_searcher``: as ``tracked``, but the searcher's files in the sweep folder are then put
+  back to what they were while the first trial ran — what a kill lands on when Tune's
+  background copy of its state had written the experiment's trials but not yet the
+  searcher: the restored searcher must not issue the interrupted trial's slot a second time.
+
+In the ``tracked`` and ``stale_searcher`` cases every finished trial (the one done before the kill and the one
 continued from its training state) is then trained again in this process, in one go, and
 its final metrics must be equal to the last bit.
 """
@@ -105,7 +110,20 @@ def assert_same_as_uninterrupted(client: MlflowClient, run, tracking_uri: str) -
     assert twin.best_epoch == int(run.data.metrics[run_layout.METRIC_BEST_EPOCH])
 
 
-@pytest.mark.parametrize("kill_point", ["tracked", "untracked"])
+def searcher_files(experiment_dir: Path) -> dict[Path, bytes]:
+    """The searcher's saved state in the sweep folder (Tune's ``searcher-state-*.pkl`` and
+    ``search_gen_state-*.json``), path → bytes."""
+    files = {}
+    for pattern in ("searcher-state-*.pkl", "search_gen_state-*.json"):
+        for path in experiment_dir.glob(pattern):
+            try:
+                files[path] = path.read_bytes()
+            except OSError:  # being copied into place
+                return {}
+    return files
+
+
+@pytest.mark.parametrize("kill_point", ["tracked", "untracked", "stale_searcher"])
 def test_killed_driver_then_resume_gives_one_finished_run_per_trial(tmp_path, isolated_home, kill_point):
     workspace = tmp_path / "ws"
     config = tiny_sweep(workspace, name="resumable", grid={"seed": [0, 1, 2]}, max_concurrent=1,
@@ -119,6 +137,7 @@ def test_killed_driver_then_resume_gives_one_finished_run_per_trial(tmp_path, is
     # trial that has not reported its first epoch yet is in no snapshot
     extra = {"TUNE_GLOBAL_CHECKPOINT_S": "3600"} if kill_point == "untracked" else {}
 
+    early_searcher: dict[Path, bytes] = {}  # stale_searcher: as saved while the first trial ran
     with ManagedServer.start(workspace) as server:
         client = MlflowClient(server.uri)
         driver = subprocess.Popen(_farfield("sweep", str(config_file)), env=_env(isolated_home, **extra),
@@ -129,6 +148,9 @@ def test_killed_driver_then_resume_gives_one_finished_run_per_trial(tmp_path, is
                 runs = _runs(client, "resumable")
                 finished = [r for r in runs if r.info.status == "FINISHED"]
                 running = [r for r in runs if r.info.status == "RUNNING"]
+                if kill_point == "stale_searcher" and not finished and running and not early_searcher and \
+                        "curve/train_loss" in running[0].data.metrics:
+                    early_searcher = searcher_files(experiment_dir)
                 if finished and running:
                     if kill_point == "untracked":
                         break
@@ -150,6 +172,10 @@ def test_killed_driver_then_resume_gives_one_finished_run_per_trial(tmp_path, is
             assert interrupted_id not in snapshot, f"killed too late: the snapshot has {interrupted_id}"
         else:
             assert snapshot[interrupted_id] == "RUNNING"
+        if kill_point == "stale_searcher":  # the searcher Tune restores has issued the first trial only
+            assert early_searcher, "no searcher state was saved while the first trial ran"
+            for path, content in early_searcher.items():
+                path.write_bytes(content)
 
         result_file = tmp_path / "result.json"
         resumed = subprocess.run(
@@ -165,12 +191,12 @@ def test_killed_driver_then_resume_gives_one_finished_run_per_trial(tmp_path, is
                       "Configuration for experiment", "View detailed results here",
                       "from checkpoint: Checkpoint("):  # a restored trial's worker-side line
             assert noise not in console, f"library log on the console: {noise!r}"
-        if kill_point == "tracked":  # Tune's snapshot has the first trial ended (untracked: still running, it
+        if kill_point != "untracked":  # Tune's snapshot has the first trial ended (untracked: still running, it
             # reports its FINISHED run again after the restore)
             assert "1 of 3 trials had finished before the interruption" in resumed.stderr
         result = json.loads(result_file.read_text())
         runs = _runs(client, "resumable")
-        if kill_point == "tracked":  # it had finished epochs: its training continued from the last one
+        if kill_point != "untracked":  # it had finished epochs: its training continued from the last one
             continued = [r for r in runs
                          if r.data.tags["tune_trial_id"] == interrupted_id and r.info.status == "FINISHED"]
             seen = [(r.data.tags["tune_trial_id"], r.info.status, r.data.tags.get("lost_tune_trial_id")) for r in runs]

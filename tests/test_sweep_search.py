@@ -8,7 +8,7 @@ import optuna
 import pytest
 from ray.tune.search import Searcher
 
-from farfield.orchestrator.sweep.grid_search import REISSUE, TRIAL_COMPLETE, TRIAL_FAILED, GridCrossedTPE
+from farfield.orchestrator.sweep.grid_search import REISSUE, RESTORED, TRIAL_COMPLETE, TRIAL_FAILED, GridCrossedTPE
 from farfield.orchestrator.sweep.config import SearchRange
 
 CELLS = [{"backbone": "painn", "split": "random"}, {"backbone": "painn", "split": "size"}]
@@ -121,3 +121,92 @@ def test_recorded_values_outside_the_ranges_are_sampled_afresh():
     finally:
         REISSUE.pop("s-2")
     assert first["sampled"]["training.lr"] <= 1e-2 and second["sampled"]["model.long_range"] in ([], ["d3"])
+
+
+def _restore(path, trials: dict, sweep_id: str = "s-3") -> GridCrossedTPE:
+    """A searcher restored from ``path`` by ``Tuner.restore`` of an experiment holding ``trials``."""
+    restored = GridCrossedTPE(CELLS, RANGES, samples_per_cell=2)
+    RESTORED[sweep_id] = trials
+    try:
+        restored.restore(str(path))
+    finally:
+        RESTORED.pop(sweep_id)
+    return restored
+
+
+def _trial(suggestion: dict, status: str, last_result: dict | None = None) -> dict:
+    return {"slot": suggestion["slot"], "sampled": suggestion["sampled"], "status": status,
+            "last_result": last_result or {}}
+
+
+def test_a_searcher_older_than_the_restored_experiment_does_not_issue_its_trials_again(tmp_path):
+    """Tune copied the experiment's trials after the kill's last save but not the searcher: the
+    restored trials hold their slots, their results reach Optuna."""
+    searcher = GridCrossedTPE(CELLS, RANGES, samples_per_cell=2, seed=0, sweep_id="s-3")
+    searcher.set_search_properties("val_f_mae", "min", {})
+    first = searcher.suggest("t0")
+    path = tmp_path / "searcher.pkl"
+    searcher.save(str(path))  # the searcher file Tune restores; the experiment file is newer:
+    second = searcher.suggest("t1")  # t1 was issued, t0 ended
+    trials = {"t0": _trial(first, "TERMINATED", {"val_f_mae": 150.0, TRIAL_COMPLETE: 1}), "t1": _trial(second, "RUNNING")}
+    restored = _restore(path, trials)
+    assert _state(restored, 0, 0).state == optuna.trial.TrialState.COMPLETE and _state(restored, 0, 0).value == 150.0
+    nxt = restored.suggest("t2")
+    assert nxt["slot"] == "1.1"  # not 1.0: t1 holds it
+    restored.on_trial_complete("t1", {"val_f_mae": 90.0, TRIAL_COMPLETE: 1})
+    assert _state(restored, 1, 0).value == 90.0 and _state(restored, 1, 0).params == _state(searcher, 1, 0).params
+    assert [restored.suggest("t3")["slot"], restored.suggest("t4")] == ["0.1", Searcher.FINISHED]
+
+
+def test_a_searcher_newer_than_the_restored_experiment_issues_the_slots_it_lacks_again(tmp_path):
+    """The searcher was copied after a save the experiment's trials were not: a trial it issued is
+    unknown to Tune, so its slot must come again (else the sweep ends without it)."""
+    searcher = GridCrossedTPE(CELLS, RANGES, samples_per_cell=1, seed=0, sweep_id="s-3")
+    searcher.set_search_properties("val_f_mae", "min", {})
+    first, lost = searcher.suggest("t0"), searcher.suggest("t1")
+    path = tmp_path / "searcher.pkl"
+    searcher.save(str(path))
+    restored = _restore(path, {"t0": _trial(first, "RUNNING")})
+    REISSUE["s-3"] = {"1.0": lost["sampled"]}
+    try:
+        again = restored.suggest("t1-new")
+    finally:
+        REISSUE.pop("s-3")
+    assert again["slot"] == "1.0" and again["sampled"] == lost["sampled"]
+    assert restored.suggest("t2") is Searcher.FINISHED
+    assert set(restored.live) == {"t0", "t1-new"}
+    assert _state(restored, 1, 0).state == optuna.trial.TrialState.FAIL  # the forgotten t1's Optuna trial
+
+
+def test_the_searcher_keeps_the_concurrency_limit_with_restored_trials_counted(tmp_path):
+    searcher = GridCrossedTPE(CELLS, RANGES, samples_per_cell=2, seed=0, sweep_id="s-3")
+    searcher.set_search_properties("val_f_mae", "min", {})
+    assert searcher.set_max_concurrency(1) is True  # Ray's ConcurrencyLimiter leaves the limit to it
+    first = searcher.suggest("t0")
+    assert searcher.suggest("t1") is None
+    path = tmp_path / "searcher.pkl"
+    searcher.save(str(path))
+    searcher.on_trial_complete("t0", {"val_f_mae": 1.0, TRIAL_COMPLETE: 1})
+    assert searcher.suggest("t1")["slot"] == "1.0"
+    restored = _restore(path, {"t0": _trial(first, "RUNNING")})
+    assert restored.suggest("t2") is None  # t0 runs again and counts
+    restored.on_trial_complete("t0", {"val_f_mae": 1.0, TRIAL_COMPLETE: 1})
+    assert restored.suggest("t2")["slot"] == "1.0"
+
+
+def test_restored_trials_are_those_of_the_newest_experiment_state(tmp_path):
+    import json
+
+    from farfield.orchestrator.sweep.run import restored_trials
+
+    def state(trials):
+        return {"trial_data": [[json.dumps({"trial_id": tid, "status": status, "config": {"slot": slot, "sampled": {}}}),
+                                json.dumps({"last_result": {"val_f_mae": 1.0}})] for tid, status, slot in trials]}
+
+    (tmp_path / "experiment_state-2026-11-30_01-00-00.json").write_text(json.dumps(state([("a", "RUNNING", "0.0")])))
+    (tmp_path / "experiment_state-2026-11-30_02-00-00.json").write_text(json.dumps(state(
+        [("a", "TERMINATED", "0.0"), ("b", "PENDING", "1.0")])))
+    assert restored_trials(str(tmp_path)) == {
+        "a": {"slot": "0.0", "sampled": {}, "status": "TERMINATED", "last_result": {"val_f_mae": 1.0}},
+        "b": {"slot": "1.0", "sampled": {}, "status": "PENDING", "last_result": {"val_f_mae": 1.0}}}
+    assert restored_trials(str(tmp_path / "none")) == {}

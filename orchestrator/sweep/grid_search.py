@@ -19,6 +19,17 @@ that snapshot; ``REISSUE[sweep_id]`` (filled by ``--resume`` from MLflow) gives 
 values those slots were sampled with, and it hands them out again (``enqueue_trial``)
 instead of sampling new ones, so the new Tune trial can take over the MLflow runs of the
 lost one.
+
+Tune saves the experiment's trials, this searcher and its wrappers' state to three files
+and copies them to the sweep's folder in the background, one by one: a driver killed
+mid-copy leaves a searcher older or newer than the trials Tune restores. A restored
+searcher therefore takes the trials of the restored experiment (``RESTORED[sweep_id]``,
+read by ``--resume`` from the same file ``Tuner.restore`` reads) as the truth: a slot is
+issued again only if no restored trial holds it, a restored trial it never issued is
+registered (so its result reaches Optuna and it counts towards the concurrency limit),
+and a trial it issued that the experiment does not have is forgotten. For the same
+reason it limits concurrency itself (``set_max_concurrency``) instead of leaving it to
+Ray's ``ConcurrencyLimiter``, whose count of live trials would be restored stale too.
 """
 
 from __future__ import annotations
@@ -37,6 +48,9 @@ TRIAL_FAILED = "trial_failed"
 
 #: sweep id → {slot: sampled values} recorded in MLflow, for a resumed sweep on this driver.
 REISSUE: dict[str, dict[str, dict[str, Any]]] = {}
+#: sweep id → the trials of the experiment ``Tuner.restore`` restores, for a resumed sweep on this
+#: driver: {Tune trial id: {"slot", "sampled", "status", "last_result"}}.
+RESTORED: dict[str, dict[str, dict[str, Any]]] = {}
 
 
 def _distribution(kind: str, spec: SearchRange) -> optuna.distributions.BaseDistribution:
@@ -88,6 +102,13 @@ class GridCrossedTPE(Searcher):
         self.next_cell = 0
         self.live: dict[str, tuple[int, int, int]] = {}  # tune trial id → (cell, optuna number, optuna id)
         self.outcomes: dict[str, str] = {}
+        self.max_concurrent: int | None = None
+
+    def set_max_concurrency(self, max_concurrent: int) -> bool:
+        """Tune's ``max_concurrent_trials``: at most this many live trials; True tells Ray's
+        ``ConcurrencyLimiter`` that this searcher keeps the limit itself."""
+        self.max_concurrent = max_concurrent
+        return True
 
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec) -> bool:
         if metric:
@@ -108,6 +129,9 @@ class GridCrossedTPE(Searcher):
 
     def suggest(self, trial_id: str) -> dict | None:
         studies = self._ensure_studies()
+        limit = getattr(self, "max_concurrent", None)  # a searcher pickled by an older farfield has none
+        if limit and len(self.live) >= limit:
+            return None  # Tune asks again when a trial ends
         for offset in range(len(self.cells)):
             index = (self.next_cell + offset) % len(self.cells)
             if self.issued[index] < self.samples_per_cell:
@@ -115,22 +139,30 @@ class GridCrossedTPE(Searcher):
         else:
             return Searcher.FINISHED
         slot = slot_name(index, self.issued[index])
-        recorded = self._recorded(slot)
-        if recorded is not None:  # issued before the driver was lost: the same values again
-            studies[index].enqueue_trial(recorded)
-        trial = studies[index].ask(self.distributions)
+        sampled = self._ask(trial_id, index, self._recorded(slot))
         self.issued[index] += 1
         self.next_cell = index + 1
-        self.live[trial_id] = (index, trial.number, trial._trial_id)
-        sampled = {path: self._unhash(path, value) for path, value in trial.params.items()}
         return {"cell_index": index, "cell": self.cells[index], "sampled": sampled, "slot": slot}
+
+    def _ask(self, trial_id: str, index: int, values: dict | None) -> dict:
+        """A new Optuna trial of cell ``index`` for Tune trial ``trial_id`` (``values``, in Optuna's
+        form: the values it must take); its sampled values as the trial gets them."""
+        study = self._ensure_studies()[index]
+        if values is not None:
+            study.enqueue_trial(values)
+        trial = study.ask(self.distributions)
+        self.live[trial_id] = (index, trial.number, trial._trial_id)
+        return {path: self._unhash(path, value) for path, value in trial.params.items()}
 
     def _recorded(self, slot: str) -> dict | None:
         """The values ``slot`` was issued with before a lost driver (Optuna's form), if they fit the ranges."""
-        recorded = REISSUE.get(getattr(self, "sweep_id", None) or "", {}).get(slot)
-        if recorded is None or set(recorded) != set(self.distributions):
+        return self._fitting(REISSUE.get(getattr(self, "sweep_id", None) or "", {}).get(slot))
+
+    def _fitting(self, values: dict | None) -> dict | None:
+        """``values`` in Optuna's form if they are one value per range, each inside it; else None."""
+        if values is None or set(values) != set(self.distributions):
             return None
-        params = {path: _hashable(value) for path, value in recorded.items()}
+        params = {path: _hashable(value) for path, value in values.items()}
         return params if all(_fits(self.distributions[path], value) for path, value in params.items()) else None
 
     def _unhash(self, path: str, value):
@@ -173,6 +205,33 @@ class GridCrossedTPE(Searcher):
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as handle:
             self.__dict__.update(pickle.load(handle))
+        restored = RESTORED.get(getattr(self, "sweep_id", None) or "")
+        if restored:
+            self.align(restored)
+
+    def align(self, trials: dict[str, dict[str, Any]]) -> None:
+        """Agree with the trials of the restored experiment (see the module's docstring).
+
+        ``trials``: {Tune trial id: {"slot": "i.k", "sampled": values, "status": Tune's status,
+        "last_result": its last result}}. Without a slot on every trial (a sweep started by an
+        older farfield) nothing changes.
+        """
+        slots = {trial_id: trial.get("slot") for trial_id, trial in trials.items()}
+        if not slots or not all(slots.values()):
+            return
+        issued = [0] * len(self.cells)  # slots are issued in order, and the experiment keeps every trial
+        for slot in slots.values():
+            index, sample = (int(part) for part in slot.split("."))
+            issued[index] = max(issued[index], sample + 1)
+        self.issued = issued
+        for trial_id in [t for t in self.live if t not in trials]:  # issued after the experiment's snapshot:
+            index, number, _ = self.live.pop(trial_id)             # its slot is issued again
+            self.studies[index].tell(number, None, state=optuna.trial.TrialState.FAIL)
+        for trial_id, trial in trials.items():
+            if trial_id not in self.live and trial_id not in self.outcomes:  # this searcher's snapshot is older
+                self._ask(trial_id, int(trial["slot"].split(".")[0]), self._fitting(trial.get("sampled")))
+            if trial.get("status") == "TERMINATED" and trial_id in self.live:  # ended after that snapshot
+                self.on_trial_complete(trial_id, trial.get("last_result") or {})
 
 
 def _fits(distribution: optuna.distributions.BaseDistribution, value) -> bool:

@@ -48,7 +48,7 @@ from farfield.orchestrator.launch import absolute_paths
 from farfield.orchestrator.mlflow_server import ManagedServer, ensure_server
 from farfield.orchestrator.sweep import archive as archives
 from farfield.orchestrator.sweep.config import SweepConfig, grid_cells, load_sweep_config, range_kind, trial_data
-from farfield.orchestrator.sweep.grid_search import REISSUE, GridCrossedTPE
+from farfield.orchestrator.sweep.grid_search import REISSUE, RESTORED, GridCrossedTPE
 from farfield.orchestrator.sweep.progress import ACTIVE, SweepProgress
 from farfield.orchestrator.sweep.summary import log_summary, trial_table
 from farfield.orchestrator.sweep.tune_reporter import (REPORT_INDEX, TRIAL_STATE_DIR, close_open_runs, sweep_runs,
@@ -243,6 +243,7 @@ def run_sweep(config: SweepConfig, address: str | None = None, resume: bool = Fa
         total = len(cells) * config.sweep.samples_per_cell
         if resume and not from_archive:
             REISSUE[sweep_id] = reconcile_resumed(MlflowClient(uri), experiment_id, sweep_id)
+            RESTORED[sweep_id] = restored_trials(path)
             resolve_moved_modules()
             tuner = tune.Tuner.restore(path, trainable=_trainable(config, meta), resume_errored=True)
         else:
@@ -261,6 +262,7 @@ def run_sweep(config: SweepConfig, address: str | None = None, resume: bool = Fa
     finally:
         ACTIVE.pop(sweep_id, None)
         REISSUE.pop(sweep_id, None)
+        RESTORED.pop(sweep_id, None)
         if server is not None:
             server.stop()
 
@@ -323,6 +325,28 @@ def reconcile_resumed(client: MlflowClient, experiment_id: str, sweep_id: str) -
             if run.info.status == "FINISHED":
                 from_finished.add(slot)
     return recorded
+
+
+def restored_trials(experiment_dir: str) -> dict[str, dict]:
+    """The trials ``Tuner.restore`` will restore from ``experiment_dir`` (a local folder): those of
+    its newest ``experiment_state-*.json`` (Tune's choice: the greatest name), as
+    {Tune trial id: {"slot", "sampled", "status", "last_result"}} for ``grid_search.RESTORED``.
+    {} when there is none or it cannot be read (Tune's restore then says why)."""
+    if "://" in experiment_dir:
+        return {}
+    files = sorted(Path(experiment_dir).glob("experiment_state-*.json"))
+    try:
+        state = json.loads(files[-1].read_text()) if files else {}
+    except (OSError, ValueError):
+        return {}
+    trials = {}
+    for trial_state, runtime in state.get("trial_data", []):
+        trial = json.loads(trial_state) if isinstance(trial_state, str) else trial_state
+        runtime = json.loads(runtime) if isinstance(runtime, str) else runtime
+        suggestion = trial.get("config") or {}
+        trials[trial["trial_id"]] = {"slot": suggestion.get("slot"), "sampled": suggestion.get("sampled"),
+                                     "status": trial.get("status"), "last_result": runtime.get("last_result") or {}}
+    return trials
 
 
 def _new_tuner(config: SweepConfig, cells: list[dict], meta: dict, sweep_id: str, total: int,
