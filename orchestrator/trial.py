@@ -86,12 +86,14 @@ def run_trial(
 #: What stops a trial rather than failing it: Ctrl-C in ``farfield train``; the ``SystemExit``
 #: that Ray raises in a sweep trial's worker when Tune stops the trial (the sweep was stopped).
 STOPS = (KeyboardInterrupt, SystemExit)
+#: How the ``failure_reason`` of a run ended by one of ``STOPS`` begins.
+STOPPED_REASON = "attempt interrupted: the trial was stopped"
 
 
 def failure_reason(err: BaseException) -> str:
     """The run's ``failure_reason`` tag for ``err`` (a stop says so; at most 5,000 characters)."""
     if isinstance(err, STOPS):
-        return f"attempt interrupted: the trial was stopped ({type(err).__name__}) before it finished"
+        return f"{STOPPED_REASON} ({type(err).__name__}) before it finished"
     return f"{type(err).__name__}: {err}"[:5000]
 
 

@@ -74,6 +74,26 @@ def test_a_stopped_sweep_ends_only_its_own_unfinished_trial_runs(client, tmp_pat
     assert "stopped with 2 trial(s) unfinished" in capsys.readouterr().err
     assert close_open_runs(client, experiment_id, SWEEP, None, "KILLED", STOPPED) == []  # nothing left to end
 
+    # a trial's worker ended its own run when Tune stopped it (it got there before the driver): it counts
+    # too, unless it ended before this driver started or ASHA pruned it
+    import time
+
+    from farfield.orchestrator.trial import STOPPED_REASON
+
+    earlier = _run(client, experiment_id, "eeee4444", "4.0", {}, "RUNNING")
+    client.set_tag(earlier, "failure_reason", f"{STOPPED_REASON} (SystemExit) before it finished")
+    client.set_terminated(earlier, status="KILLED")
+    time.sleep(0.01)
+    since = time.time()
+    for i, outcome in enumerate([None, "pruned"]):
+        run_id = _run(client, experiment_id, f"ffff555{i}", f"{5 + i}.0", {}, "RUNNING")
+        client.set_tag(run_id, "failure_reason", f"{STOPPED_REASON} (SystemExit) before it finished")
+        if outcome:
+            client.set_tag(run_id, "sweep_outcome", outcome)
+        client.set_terminated(run_id, status="KILLED")
+    _end_stopped_runs(client.tracking_uri, experiment_id, SWEEP, "stopped", since=since)
+    assert "stopped with 1 trial(s) unfinished" in capsys.readouterr().err
+
     # the tracking store is unusable: one line, no exception (an interruption may be propagating)
     (tmp_path / "not-a-folder").write_text("")
     _end_stopped_runs(f"sqlite:///{tmp_path / 'not-a-folder' / 'mlflow.db'}", experiment_id, SWEEP, "stopped")

@@ -73,3 +73,7 @@ def test_a_stopped_sweep_ends_its_unfinished_runs_killed_and_exits_with_its_chil
             assert run.info.status == "KILLED" and reason.startswith("attempt interrupted"), (run.info.status, reason)
         assert not any(r.info.status == "FINISHED" for r in runs)  # stopped long before a trial's end
         assert "ended KILLED; continue with --resume stoppable" in console, console[-2000:]
+        summary = client.search_runs([client.get_experiment_by_name("stoppable").experiment_id],
+                                     "tags.sweep_summary = 'true'")
+        assert len(summary) == 1  # the stopped trial is not taken for one that ASHA pruned
+        assert summary[0].data.metrics["n_stopped"] == len(training) and summary[0].data.metrics["n_pruned"] == 0

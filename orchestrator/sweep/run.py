@@ -54,6 +54,7 @@ from farfield.orchestrator.sweep.summary import log_summary, trial_table
 from farfield.orchestrator.sweep.tune_reporter import (REPORT_INDEX, TRIAL_STATE_DIR, close_open_runs, sweep_runs,
                                                        sweep_trainable)
 from farfield.orchestrator.tracking import ensure_experiment
+from farfield.orchestrator.trial import STOPPED_REASON
 from farfield.orchestrator.trial_pipeline import make_split, prepare_graph_cache
 
 META_FILE = "farfield_sweep.json"
@@ -252,7 +253,7 @@ def run_sweep(config: SweepConfig, address: str | None = None, resume: bool = Fa
             with _sigterm_as_sigint():
                 grid = tuner.fit()
         finally:  # interrupted too: what did not finish ends KILLED, what finished is archived
-            _end_stopped_runs(uri, experiment_id, sweep_id, config.name)
+            _end_stopped_runs(uri, experiment_id, sweep_id, config.name, since=t0)
             if archive is not None:
                 ACTIVE[sweep_id]["archive"].trial_ended()
         table = trial_table(grid, config.sweep.metric, cells)
@@ -282,13 +283,22 @@ def _sigterm_as_sigint():
         signal.signal(signal.SIGTERM, previous)
 
 
-def _end_stopped_runs(uri: str, experiment_id: str, sweep_id: str, name: str) -> None:
+def _end_stopped_runs(uri: str, experiment_id: str, sweep_id: str, name: str, since: float = 0.0) -> None:
     """After ``Tuner.fit`` (which stops every trial first, Ctrl-C included): a trial stopped with the
     sweep (Ctrl-C, SIGTERM, an error) ends KILLED in MLflow now rather than staying RUNNING until a
-    ``--resume`` that may never come. Never raises: it runs while an interruption propagates, and
-    ``--resume`` ends such runs too."""
+    ``--resume`` that may never come, and the console says how many and how to continue. A trial's
+    worker may have ended its run itself when Tune stopped it (``trial.STOPPED_REASON``): those
+    ended since ``since`` (this driver's start, epoch seconds) count too, unless ASHA pruned them.
+    Never raises: it runs while an interruption propagates, and ``--resume`` ends such runs too."""
     try:
-        ended = close_open_runs(MlflowClient(uri), experiment_id, sweep_id, None, "KILLED", STOPPED)
+        client = MlflowClient(uri)
+        ended = set(close_open_runs(client, experiment_id, sweep_id, None, "KILLED", STOPPED))
+        for run in sweep_runs(client, experiment_id, sweep_id, "attributes.status = 'KILLED' and "
+                              f"attributes.end_time >= {int(since * 1000)}"):
+            tags = run.data.tags
+            if tags.get(run_layout.TAG_FAILURE_REASON, "").startswith(STOPPED_REASON) and \
+                    tags.get(run_layout.TAG_SWEEP_OUTCOME) != "pruned":
+                ended.add(run.info.run_id)
     except Exception as err:  # noqa: BLE001 - the tracking server may be the thing that failed
         why = " ".join(str(err).split())[:300] or type(err).__name__  # one line, however long the error
         SweepProgress.echo(f"sweep {sweep_id}: could not end its unfinished trials' MLflow runs ({why}); "

@@ -1,7 +1,7 @@
 """The sweep's table of trials and its MLflow summary run.
 
 One row per Tune trial: grid cell, sampled values, outcome (complete / pruned /
-failed / errored), the sweep metric (a full-budget value only for ``complete``;
+failed / errored, or stopped: unfinished when the sweep was stopped), the sweep metric (a full-budget value only for ``complete``;
 for ``pruned`` it is the last per-epoch value before ASHA stopped it, kept in a separate
 column so nobody mistakes it for a result), epochs run, and its MLflow run id and
 status. The summary run (tag ``sweep_summary = true``) holds the best complete trial,
@@ -24,6 +24,10 @@ from farfield.analysis import run_layout
 from farfield.orchestrator.sweep.config import SweepConfig, cell_label
 from farfield.orchestrator.sweep.progress import trial_outcome
 from farfield.orchestrator.tracking import now_ms
+
+#: How the ``failure_reason`` of every interrupted attempt begins (the sweep stopped, the driver or
+#: the trial's worker lost): ``run.STOPPED``, ``run.INTERRUPTED``, ``trial.STOPPED_REASON``.
+INTERRUPTED_REASON = "attempt interrupted"
 
 
 def summary_run_name(sweep_name: str) -> str:
@@ -82,6 +86,10 @@ def _attach_runs(table: pd.DataFrame, client: MlflowClient, experiment_id: str, 
     table["mlflow_status"] = table["trial_id"].map(lambda t: chosen[t].info.status if t in chosen else "")
     table["mlflow_attempts"] = table["trial_id"].map(
         lambda t: sum(1 for r in runs if r.data.tags.get(run_layout.TAG_TUNE_TRIAL_ID) == t))
+    # Tune's last result cannot tell a trial pruned by ASHA from one the stopped sweep interrupted; its run can
+    stopped = table["trial_id"].map(lambda t: t in chosen and chosen[t].info.status == "KILLED" and chosen[t].data.tags.get(
+        run_layout.TAG_FAILURE_REASON, "").startswith(INTERRUPTED_REASON))
+    table.loc[stopped & (table["outcome"] == "pruned"), "outcome"] = "stopped"
     return table
 
 
@@ -108,7 +116,8 @@ def log_summary(config: SweepConfig, table: pd.DataFrame, sweep_id: str, uri: st
                   "sweep.max_concurrent": str(spec.max_concurrent), "sweep.n_trials": str(len(table))}
         client.log_batch(run_id, params=[mlflow.entities.Param(k, v[:6000]) for k, v in params.items()])
     counts = table["outcome"].value_counts().to_dict() if len(table) else {}
-    metrics = {f"n_{kind}": float(counts.get(kind, 0)) for kind in ("complete", "pruned", "failed", "errored")}
+    metrics = {f"n_{kind}": float(counts.get(kind, 0)) for kind in ("complete", "pruned", "failed", "errored",
+                                                                       "stopped")}
     if best is not None:
         metrics[f"best_{spec.metric}"] = float(best[spec.metric])
         client.set_tag(run_id, run_layout.TAG_BEST_TRIAL_ID, best["trial_id"])
