@@ -128,3 +128,26 @@ def test_a_sweep_saved_before_the_sweep_modules_moved_can_be_restored():
     finally:
         for name in MOVED_MODULES:
             sys.modules.pop(name, None)
+
+
+def test_the_summary_table_tells_a_stopped_trial_from_a_pruned_one(client):
+    """Tune's last result of both lacks ``trial_complete``; the trial's MLflow run tells them apart."""
+    import pandas as pd
+
+    from farfield.orchestrator.sweep.summary import _attach_runs
+    from farfield.orchestrator.trial import STOPPED_REASON
+
+    experiment_id = client.create_experiment("table")
+    reasons = {"aaaa0000": (STOPPED, None),                                        # ended by the driver
+               "bbbb1111": (f"{STOPPED_REASON} (SystemExit) before it finished", None),  # by its worker
+               "cccc2222": ("stopped by the ASHA scheduler after epoch 1", "pruned"),
+               "dddd3333": (f"{STOPPED_REASON} (SystemExit) before it finished", "pruned")}  # worker after ASHA
+    for i, (trial_id, (reason, outcome)) in enumerate(reasons.items()):
+        run_id = _run(client, experiment_id, trial_id, f"{i}.0", {}, "RUNNING")
+        client.set_tag(run_id, "failure_reason", reason)
+        if outcome:
+            client.set_tag(run_id, "sweep_outcome", outcome)
+        client.set_terminated(run_id, status="KILLED")
+    table = pd.DataFrame({"trial_id": list(reasons), "outcome": ["pruned"] * 4})
+    table = _attach_runs(table, client, experiment_id, SWEEP)
+    assert table["outcome"].tolist() == ["stopped", "stopped", "pruned", "pruned"]

@@ -216,12 +216,11 @@ class GridCrossedTPE(Searcher):
         "last_result": its last result}}. Without a slot on every trial (a sweep started by an
         older farfield) nothing changes.
         """
-        slots = {trial_id: trial.get("slot") for trial_id, trial in trials.items()}
-        if not slots or not all(slots.values()):
+        if not trials or not all(trial.get("slot") for trial in trials.values()):
             return
+        slots = {trial_id: tuple(int(part) for part in trial["slot"].split(".")) for trial_id, trial in trials.items()}
         issued = [0] * len(self.cells)  # slots are issued in order, and the experiment keeps every trial
-        for slot in slots.values():
-            index, sample = (int(part) for part in slot.split("."))
+        for index, sample in slots.values():
             issued[index] = max(issued[index], sample + 1)
         self.issued = issued
         for trial_id in [t for t in self.live if t not in trials]:  # issued after the experiment's snapshot:
@@ -229,7 +228,7 @@ class GridCrossedTPE(Searcher):
             self.studies[index].tell(number, None, state=optuna.trial.TrialState.FAIL)
         for trial_id, trial in trials.items():
             if trial_id not in self.live and trial_id not in self.outcomes:  # this searcher's snapshot is older
-                self._ask(trial_id, int(trial["slot"].split(".")[0]), self._fitting(trial.get("sampled")))
+                self._ask(trial_id, slots[trial_id][0], self._fitting(trial.get("sampled")))
             if trial.get("status") == "TERMINATED" and trial_id in self.live:  # ended after that snapshot
                 self.on_trial_complete(trial_id, trial.get("last_result") or {})
 

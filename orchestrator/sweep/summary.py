@@ -1,8 +1,8 @@
 """The sweep's table of trials and its MLflow summary run.
 
 One row per Tune trial: grid cell, sampled values, outcome (complete / pruned /
-failed / errored, or stopped: unfinished when the sweep was stopped), the sweep metric (a full-budget value only for ``complete``;
-for ``pruned`` it is the last per-epoch value before ASHA stopped it, kept in a separate
+failed / errored / stopped, the last: unfinished when the sweep was stopped), the sweep
+metric (a full-budget value only for ``complete``; for ``pruned`` it is the last per-epoch value before ASHA stopped it, kept in a separate
 column so nobody mistakes it for a result), epochs run, and its MLflow run id and
 status. The summary run (tag ``sweep_summary = true``) holds the best complete trial,
 counts per outcome, the search space, and the table as ``sweep/trials.csv``; it is named
@@ -87,10 +87,16 @@ def _attach_runs(table: pd.DataFrame, client: MlflowClient, experiment_id: str, 
     table["mlflow_attempts"] = table["trial_id"].map(
         lambda t: sum(1 for r in runs if r.data.tags.get(run_layout.TAG_TUNE_TRIAL_ID) == t))
     # Tune's last result cannot tell a trial pruned by ASHA from one the stopped sweep interrupted; its run can
-    stopped = table["trial_id"].map(lambda t: t in chosen and chosen[t].info.status == "KILLED" and chosen[t].data.tags.get(
-        run_layout.TAG_FAILURE_REASON, "").startswith(INTERRUPTED_REASON))
+    stopped = table["trial_id"].map(lambda t: t in chosen and _interrupted(chosen[t]))
     table.loc[stopped & (table["outcome"] == "pruned"), "outcome"] = "stopped"
     return table
+
+
+def _interrupted(run: mlflow.entities.Run) -> bool:
+    """The run ended KILLED as an interrupted attempt, not pruned by ASHA."""
+    tags = run.data.tags
+    return (run.info.status == "KILLED" and tags.get(run_layout.TAG_FAILURE_REASON, "").startswith(INTERRUPTED_REASON)
+            and tags.get(run_layout.TAG_SWEEP_OUTCOME) != "pruned")
 
 
 def log_summary(config: SweepConfig, table: pd.DataFrame, sweep_id: str, uri: str, experiment_id: str,
