@@ -86,8 +86,11 @@ def run_trial(
 #: What stops a trial rather than failing it: Ctrl-C in ``farfield train``; the ``SystemExit``
 #: that Ray raises in a sweep trial's worker when Tune stops the trial (the sweep was stopped).
 STOPS = (KeyboardInterrupt, SystemExit)
+#: How the ``failure_reason`` of every interrupted attempt begins (stopped, or its driver, process
+#: or node lost): the trial may run again, unlike a failure.
+INTERRUPTED_PREFIX = "attempt interrupted"
 #: How the ``failure_reason`` of a run ended by one of ``STOPS`` begins.
-STOPPED_REASON = "attempt interrupted: the trial was stopped"
+STOPPED_REASON = f"{INTERRUPTED_PREFIX}: the trial was stopped"
 
 
 def failure_reason(err: BaseException) -> str:

@@ -54,12 +54,12 @@ from farfield.orchestrator.sweep.summary import log_summary, trial_table
 from farfield.orchestrator.sweep.tune_reporter import (REPORT_INDEX, TRIAL_STATE_DIR, close_open_runs, sweep_runs,
                                                        sweep_trainable)
 from farfield.orchestrator.tracking import ensure_experiment
-from farfield.orchestrator.trial import STOPPED_REASON
+from farfield.orchestrator.trial import INTERRUPTED_PREFIX, STOPPED_REASON
 from farfield.orchestrator.trial_pipeline import make_split, prepare_graph_cache
 
 META_FILE = "farfield_sweep.json"
-INTERRUPTED = "attempt interrupted: the sweep driver was lost; the trial runs again on --resume"
-STOPPED = "attempt interrupted: the sweep was stopped before the trial finished; the trial runs again on --resume"
+INTERRUPTED = f"{INTERRUPTED_PREFIX}: the sweep driver was lost; the trial runs again on --resume"
+STOPPED = f"{INTERRUPTED_PREFIX}: the sweep was stopped before the trial finished; the trial runs again on --resume"
 #: Where the sweep modules lived before they moved into this package: a Tune experiment saved
 #: then pickled its searcher, callbacks and trainable under these names (``Tuner.restore``).
 MOVED_MODULES = {

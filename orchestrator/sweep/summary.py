@@ -24,10 +24,7 @@ from farfield.analysis import run_layout
 from farfield.orchestrator.sweep.config import SweepConfig, cell_label
 from farfield.orchestrator.sweep.progress import trial_outcome
 from farfield.orchestrator.tracking import now_ms
-
-#: How the ``failure_reason`` of every interrupted attempt begins (the sweep stopped, the driver or
-#: the trial's worker lost): ``run.STOPPED``, ``run.INTERRUPTED``, ``trial.STOPPED_REASON``.
-INTERRUPTED_REASON = "attempt interrupted"
+from farfield.orchestrator.trial import INTERRUPTED_PREFIX
 
 
 def summary_run_name(sweep_name: str) -> str:
@@ -95,7 +92,7 @@ def _attach_runs(table: pd.DataFrame, client: MlflowClient, experiment_id: str, 
 def _interrupted(run: mlflow.entities.Run) -> bool:
     """The run ended KILLED as an interrupted attempt, not pruned by ASHA."""
     tags = run.data.tags
-    return (run.info.status == "KILLED" and tags.get(run_layout.TAG_FAILURE_REASON, "").startswith(INTERRUPTED_REASON)
+    return (run.info.status == "KILLED" and tags.get(run_layout.TAG_FAILURE_REASON, "").startswith(INTERRUPTED_PREFIX)
             and tags.get(run_layout.TAG_SWEEP_OUTCOME) != "pruned")
 
 

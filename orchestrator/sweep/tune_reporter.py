@@ -43,7 +43,7 @@ from farfield.orchestrator.config import TrialConfig
 from farfield.orchestrator.sweep.config import SweepConfig, cell_label, trial_data
 from farfield.orchestrator.sweep.grid_search import TRIAL_COMPLETE, TRIAL_FAILED
 from farfield.orchestrator.tracking import trial_title
-from farfield.orchestrator.trial import run_trial
+from farfield.orchestrator.trial import INTERRUPTED_PREFIX, run_trial
 
 #: Every report's place in an uninterrupted trial: epoch + 1 for an epoch, epochs run + 1 for the
 #: final report — Tune's ``training_iteration`` as it would be without a resume (a resumed trial
@@ -226,7 +226,7 @@ def sweep_trainable(suggestion: dict, sweep: dict, meta: dict) -> None:
     for run in earlier:
         if run.info.status == "RUNNING":
             end_run(client, run.info.run_id, "KILLED",
-                    "attempt interrupted (process, node or driver lost); the trial was restarted")
+                    f"{INTERRUPTED_PREFIX} (process, node or driver lost); the trial was restarted")
     tags = {
         run_layout.TAG_SWEEP_ID: meta["sweep_id"],
         run_layout.TAG_SWEEP_NAME: sweep_config.name,
