@@ -50,7 +50,7 @@ from farfield.orchestrator.sweep import archive as archives
 from farfield.orchestrator.sweep.config import SweepConfig, grid_cells, load_sweep_config, range_kind, trial_data
 from farfield.orchestrator.sweep.grid_search import REISSUE, RESTORED, GridCrossedTPE
 from farfield.orchestrator.sweep.progress import ACTIVE, SweepProgress
-from farfield.orchestrator.sweep.summary import log_summary, trial_table
+from farfield.orchestrator.sweep.summary import interrupted_run, log_summary, trial_table
 from farfield.orchestrator.sweep.tune_reporter import (REPORT_INDEX, TRIAL_STATE_DIR, close_open_runs, sweep_runs,
                                                        sweep_trainable)
 from farfield.orchestrator.tracking import ensure_experiment
@@ -293,12 +293,9 @@ def _end_stopped_runs(uri: str, experiment_id: str, sweep_id: str, name: str, si
     try:
         client = MlflowClient(uri)
         ended = set(close_open_runs(client, experiment_id, sweep_id, None, "KILLED", STOPPED))
-        for run in sweep_runs(client, experiment_id, sweep_id, "attributes.status = 'KILLED' and "
-                              f"attributes.end_time >= {int(since * 1000)}"):
-            tags = run.data.tags
-            if tags.get(run_layout.TAG_FAILURE_REASON, "").startswith(STOPPED_REASON) and \
-                    tags.get(run_layout.TAG_SWEEP_OUTCOME) != "pruned":
-                ended.add(run.info.run_id)
+        ended |= {run.info.run_id for run in sweep_runs(client, experiment_id, sweep_id, "attributes.status = "
+                                                        f"'KILLED' and attributes.end_time >= {int(since * 1000)}")
+                  if interrupted_run(run, STOPPED_REASON)}
     except Exception as err:  # noqa: BLE001 - the tracking server may be the thing that failed
         why = " ".join(str(err).split())[:300] or type(err).__name__  # one line, however long the error
         SweepProgress.echo(f"sweep {sweep_id}: could not end its unfinished trials' MLflow runs ({why}); "

@@ -84,15 +84,16 @@ def _attach_runs(table: pd.DataFrame, client: MlflowClient, experiment_id: str, 
     table["mlflow_attempts"] = table["trial_id"].map(
         lambda t: sum(1 for r in runs if r.data.tags.get(run_layout.TAG_TUNE_TRIAL_ID) == t))
     # Tune's last result cannot tell a trial pruned by ASHA from one the stopped sweep interrupted; its run can
-    stopped = table["trial_id"].map(lambda t: t in chosen and _interrupted(chosen[t]))
+    stopped = table["trial_id"].map(lambda t: t in chosen and interrupted_run(chosen[t]))
     table.loc[stopped & (table["outcome"] == "pruned"), "outcome"] = "stopped"
     return table
 
 
-def _interrupted(run: mlflow.entities.Run) -> bool:
-    """The run ended KILLED as an interrupted attempt, not pruned by ASHA."""
+def interrupted_run(run: mlflow.entities.Run, reason: str = INTERRUPTED_PREFIX) -> bool:
+    """The run ended KILLED as an interrupted attempt (its ``failure_reason`` begins with
+    ``reason``), not pruned by ASHA (a worker's stop reason may overwrite ASHA's)."""
     tags = run.data.tags
-    return (run.info.status == "KILLED" and tags.get(run_layout.TAG_FAILURE_REASON, "").startswith(INTERRUPTED_PREFIX)
+    return (run.info.status == "KILLED" and tags.get(run_layout.TAG_FAILURE_REASON, "").startswith(reason)
             and tags.get(run_layout.TAG_SWEEP_OUTCOME) != "pruned")
 
 
