@@ -175,7 +175,40 @@ def test_a_searcher_newer_than_the_restored_experiment_issues_the_slots_it_lacks
     assert again["slot"] == "1.0" and again["sampled"] == lost["sampled"]
     assert restored.suggest("t2") is Searcher.FINISHED
     assert set(restored.live) == {"t0", "t1-new"}
-    assert _state(restored, 1, 0).state == optuna.trial.TrialState.FAIL  # the forgotten t1's Optuna trial
+    restored.on_trial_complete("t1-new", {"val_f_mae": 80.0, TRIAL_COMPLETE: 1})
+    cell = restored.studies[1].get_trials(deepcopy=False)  # t1-new took over the forgotten t1's Optuna trial:
+    assert [(t.state, t.value, t.user_attrs["slot"]) for t in cell] == [(optuna.trial.TrialState.COMPLETE, 80.0, "1.0")]
+
+
+def test_a_forgotten_trial_without_a_recorded_slot_is_told_failed(tmp_path):
+    """A searcher pickled by a farfield that did not record slots in Optuna: the forgotten trial's
+    Optuna trial cannot be handed on, so it ends FAIL rather than running for ever."""
+    searcher = GridCrossedTPE(CELLS, RANGES, samples_per_cell=1, seed=0, sweep_id="s-3")
+    searcher.set_search_properties("val_f_mae", "min", {})
+    first = searcher.suggest("t0")
+    older = searcher.studies[1].ask(searcher.distributions)  # issued as the older farfield did
+    searcher.live["t1"], searcher.issued[1] = (1, older.number, older._trial_id), 1
+    path = tmp_path / "searcher.pkl"
+    searcher.save(str(path))
+    restored = _restore(path, {"t0": _trial(first, "RUNNING")})
+    assert _state(restored, 1, 0).state == optuna.trial.TrialState.FAIL
+    assert restored.suggest("t1-new")["slot"] == "1.0" and len(restored.studies[1].trials) == 2
+
+
+def test_a_slot_lost_twice_keeps_one_optuna_trial(tmp_path):
+    """The driver dies again before the forgotten slot is issued again: the second restore still
+    hands that slot's Optuna trial on."""
+    searcher = GridCrossedTPE(CELLS, RANGES, samples_per_cell=1, seed=0, sweep_id="s-3")
+    searcher.set_search_properties("val_f_mae", "min", {})
+    first, lost = searcher.suggest("t0"), searcher.suggest("t1")
+    path = tmp_path / "searcher.pkl"
+    searcher.save(str(path))
+    once = _restore(path, {"t0": _trial(first, "RUNNING")})
+    once.save(str(path))
+    twice = _restore(path, {"t0": _trial(first, "RUNNING")})
+    again = twice.suggest("t1-new")
+    assert again["slot"] == "1.0" and again["sampled"] == lost["sampled"]
+    assert [t.state for t in twice.studies[1].trials] == [optuna.trial.TrialState.RUNNING]
 
 
 def test_the_searcher_keeps_the_concurrency_limit_with_restored_trials_counted(tmp_path):

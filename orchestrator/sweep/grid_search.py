@@ -27,7 +27,10 @@ searcher therefore takes the trials of the restored experiment (``RESTORED[sweep
 read by ``--resume`` from the same file ``Tuner.restore`` reads) as the truth: a slot is
 issued again only if no restored trial holds it, a restored trial it never issued is
 registered (so its result reaches Optuna and it counts towards the concurrency limit),
-and a trial it issued that the experiment does not have is forgotten. For the same
+and a trial it issued that the experiment does not have is forgotten by Tune: its slot
+comes again, and the Tune trial that takes it takes over its Optuna trial too (same
+values, one Optuna trial per slot; each Optuna trial carries its slot as the user
+attribute ``slot``). For the same
 reason it limits concurrency itself (``set_max_concurrency``) instead of leaving it to
 Ray's ``ConcurrencyLimiter``, whose count of live trials would be restored stale too.
 """
@@ -103,6 +106,7 @@ class GridCrossedTPE(Searcher):
         self.live: dict[str, tuple[int, int, int]] = {}  # tune trial id → (cell, optuna number, optuna id)
         self.outcomes: dict[str, str] = {}
         self.max_concurrent: int | None = None
+        self.unclaimed: dict[str, tuple[int, int, int]] = {}  # slot → (cell, optuna number, optuna id) of a forgotten trial
 
     def set_max_concurrency(self, max_concurrent: int) -> bool:
         """Tune's ``max_concurrent_trials``: at most this many live trials; True tells Ray's
@@ -139,20 +143,33 @@ class GridCrossedTPE(Searcher):
         else:
             return Searcher.FINISHED
         slot = slot_name(index, self.issued[index])
-        sampled = self._ask(trial_id, index, self._recorded(slot))
+        unclaimed = getattr(self, "unclaimed", {}).pop(slot, None)  # a searcher pickled by an older farfield has none
+        if unclaimed is not None:
+            sampled = self._take_over(trial_id, unclaimed)
+        else:
+            sampled = self._ask(trial_id, index, self._recorded(slot), slot)
         self.issued[index] += 1
         self.next_cell = index + 1
         return {"cell_index": index, "cell": self.cells[index], "sampled": sampled, "slot": slot}
 
-    def _ask(self, trial_id: str, index: int, values: dict | None) -> dict:
-        """A new Optuna trial of cell ``index`` for Tune trial ``trial_id`` (``values``, in Optuna's
-        form: the values it must take); its sampled values as the trial gets them."""
+    def _ask(self, trial_id: str, index: int, values: dict | None, slot: str) -> dict:
+        """A new Optuna trial of cell ``index`` for Tune trial ``trial_id`` in ``slot`` (``values``,
+        in Optuna's form: the values it must take); its sampled values as the trial gets them."""
         study = self._ensure_studies()[index]
         if values is not None:
             study.enqueue_trial(values)
         trial = study.ask(self.distributions)
+        trial.set_user_attr("slot", slot)
         self.live[trial_id] = (index, trial.number, trial._trial_id)
         return {path: self._unhash(path, value) for path, value in trial.params.items()}
+
+    def _take_over(self, trial_id: str, unclaimed: tuple[int, int, int]) -> dict:
+        """Tune trial ``trial_id`` continues the still-running Optuna trial ``unclaimed`` of a
+        forgotten Tune trial in the same slot; its sampled values."""
+        index, _, internal_id = unclaimed
+        self.live[trial_id] = unclaimed
+        params = self.studies[index]._storage.get_trial(internal_id).params
+        return {path: self._unhash(path, value) for path, value in params.items()}
 
     def _recorded(self, slot: str) -> dict | None:
         """The values ``slot`` was issued with before a lost driver (Optuna's form), if they fit the ranges."""
@@ -223,14 +240,24 @@ class GridCrossedTPE(Searcher):
         for index, sample in slots.values():
             issued[index] = max(issued[index], sample + 1)
         self.issued = issued
+        unclaimed = getattr(self, "unclaimed", {})  # a searcher pickled by an older farfield has none
         for trial_id in [t for t in self.live if t not in trials]:  # issued after the experiment's snapshot:
-            index, number, _ = self.live.pop(trial_id)             # its slot is issued again
-            self.studies[index].tell(number, None, state=optuna.trial.TrialState.FAIL)
+            index, number, internal_id = self.live.pop(trial_id)    # its slot is issued again
+            slot = self.studies[index]._storage.get_trial(internal_id).user_attrs.get("slot")
+            if slot is not None:
+                unclaimed[slot] = (index, number, internal_id)  # for the trial that takes the slot
+            else:  # asked by an older farfield: no slot to hand it on to
+                self.studies[index].tell(number, None, state=optuna.trial.TrialState.FAIL)
         for trial_id, trial in trials.items():
             if trial_id not in self.live and trial_id not in self.outcomes:  # this searcher's snapshot is older
-                self._ask(trial_id, slots[trial_id][0], self._fitting(trial.get("sampled")))
+                self._ask(trial_id, slots[trial_id][0], self._fitting(trial.get("sampled")), trial["slot"])
             if trial.get("status") == "TERMINATED" and trial_id in self.live:  # ended after that snapshot
                 self.on_trial_complete(trial_id, trial.get("last_result") or {})
+        for slot, (index, number, _) in list(unclaimed.items()):
+            if int(slot.split(".")[1]) < issued[index]:  # a restored trial holds the slot already
+                del unclaimed[slot]
+                self.studies[index].tell(number, None, state=optuna.trial.TrialState.FAIL)
+        self.unclaimed = unclaimed
 
 
 def _fits(distribution: optuna.distributions.BaseDistribution, value) -> bool:
