@@ -6,15 +6,24 @@ undefined, e.g. a CI from one seed), so tables built on them stay rectangular.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats
 
-__all__ = ["Slope", "benjamini_hochberg", "bootstrap_ci", "fit_slope", "mean_ci", "one_sample_test",
+__all__ = ["Slope", "benjamini_hochberg", "bootstrap_ci", "fit_slope", "mean_ci", "one_sample_test", "quietly",
            "paired_test", "variance_ratio_test", "welch_test"]
 
 CONFIDENCE = 0.95
+
+
+def quietly(test, *args, **kwargs):
+    """``test(*args, **kwargs)`` without scipy's RuntimeWarnings on the console (e.g. "precision
+    loss … catastrophic cancellation" for nearly equal values: the p-value is still returned)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return test(*args, **kwargs)
 
 
 def _finite(values) -> np.ndarray:
@@ -80,7 +89,7 @@ def paired_test(differences) -> tuple[float, str]:
     d = _finite(differences)
     if np.count_nonzero(d) < 3:
         return float("nan"), "wilcoxon signed-rank"
-    return float(stats.wilcoxon(d).pvalue), "wilcoxon signed-rank"
+    return float(quietly(stats.wilcoxon, d).pvalue), "wilcoxon signed-rank"
 
 
 def one_sample_test(values) -> tuple[float, str]:
@@ -88,7 +97,7 @@ def one_sample_test(values) -> tuple[float, str]:
     x = _finite(values)
     if len(x) < 3 or np.ptp(x) == 0:
         return float("nan"), "one-sample t"
-    return float(stats.ttest_1samp(x, 0.0).pvalue), "one-sample t"
+    return float(quietly(stats.ttest_1samp, x, 0.0).pvalue), "one-sample t"
 
 
 def welch_test(a, b) -> tuple[float, str]:
@@ -96,7 +105,7 @@ def welch_test(a, b) -> tuple[float, str]:
     a, b = _finite(a), _finite(b)
     if len(a) < 2 or len(b) < 2 or (np.ptp(a) == 0 and np.ptp(b) == 0):
         return float("nan"), "welch t"
-    return float(stats.ttest_ind(a, b, equal_var=False).pvalue), "welch t"
+    return float(quietly(stats.ttest_ind, a, b, equal_var=False).pvalue), "welch t"
 
 
 def benjamini_hochberg(p_values) -> np.ndarray:

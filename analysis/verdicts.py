@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
-from farfield.analysis.stats import CONFIDENCE, mean_ci, one_sample_test, paired_test
+from farfield.analysis.stats import CONFIDENCE, mean_ci, one_sample_test, paired_test, quietly
 from scipy import stats
 
 __all__ = ["ALPHA", "CONTRADICTED", "INCONCLUSIVE", "SUPPORTED", "VERDICTS", "Claim", "ClaimSet", "Effect",
@@ -123,7 +123,7 @@ def difference_effect(name: str, metric: str, values_a, values_b, unit: str, bas
     if len(a) and len(b):
         value = float(a.mean() - b.mean())
     if len(a) >= 2 and len(b) >= 2 and (np.ptp(a) > 0 or np.ptp(b) > 0):
-        result = stats.ttest_ind(a, b, equal_var=False)
+        result = quietly(stats.ttest_ind, a, b, equal_var=False)
         interval = result.confidence_interval(CONFIDENCE)
         low, high, p_value = float(interval.low), float(interval.high), float(result.pvalue)
     test = "welch t" + (" on log errors" if log else "")

@@ -237,3 +237,19 @@ def test_offsets_that_follow_the_beyond_cutoff_energy_correlate_with_it():
     noise = frames.assign(e_beyond_per_atom_mev=beyond, e_error_per_atom_mev=unrelated)
     assert abs(energy_offset_table(noise).iloc[0]["offset_beyond_r"]) < 0.4
     assert np.isnan(energy_offset_table(frames).iloc[0]["offset_beyond_r"])  # no yardstick column
+
+
+def test_tests_on_nearly_equal_values_keep_the_console_quiet():
+    """scipy warns of precision loss on nearly equal values; the report's console stays clean."""
+    import warnings
+
+    from farfield.analysis.stats import one_sample_test, welch_test
+    from farfield.analysis.verdicts import difference_effect
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        p_one, _ = one_sample_test([0.3, 0.3 + 1e-15, 0.3])
+        p_welch, _ = welch_test([1.0, 1.0 + 1e-15], [2.0, 2.5, 3.0])
+        ratio = difference_effect("ratio", "test/f_mae", [1.0, 1.0 + 1e-15], [2.0, 2.5, 3.0], "x", "replicas")
+    assert 0.0 <= ratio.p_value <= 1.0
+    assert 0.0 <= p_welch <= 1.0 and (p_one != p_one or 0.0 <= p_one <= 1.0)
