@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-__all__ = ["Slope", "benjamini_hochberg", "bootstrap_ci", "fit_slope", "mean_ci", "one_sample_test", "quietly",
-           "paired_test", "variance_ratio_test", "welch_test"]
+__all__ = ["Slope", "benjamini_hochberg", "bootstrap_ci", "fit_slope", "mean_ci", "one_sample_test",
+           "paired_test", "quietly", "variance_ratio_test", "welch_test"]
 
 CONFIDENCE = 0.95
 
