@@ -17,8 +17,15 @@ RANGES = {"training.lr": ("float", SearchRange(low=1e-4, high=1e-2, log=True)),
           "model.long_range": ("categorical", SearchRange(choices=[[], ["d3"]]))}
 
 
-def _searcher(samples: int = 2) -> GridCrossedTPE:
-    searcher = GridCrossedTPE(CELLS, RANGES, samples_per_cell=samples, seed=0)
+def _saved(searcher: GridCrossedTPE, folder) -> str:
+    """Save ``searcher`` as Tune does (its snapshot); the file's path."""
+    path = str(folder / "searcher.pkl")
+    searcher.save(path)
+    return path
+
+
+def _searcher(samples: int = 2, sweep_id: str | None = None) -> GridCrossedTPE:
+    searcher = GridCrossedTPE(CELLS, RANGES, samples_per_cell=samples, seed=0, sweep_id=sweep_id)
     searcher.set_search_properties("val_f_mae", "min", {})
     return searcher
 
@@ -69,10 +76,9 @@ def test_save_and_restore_keep_issued_and_live_trials(tmp_path):
     searcher = _searcher(samples=2)
     first = searcher.suggest("t0")
     searcher.suggest("t1")
-    path = tmp_path / "searcher.pkl"
-    searcher.save(str(path))
+    path = _saved(searcher, tmp_path)
     restored = GridCrossedTPE(CELLS, RANGES, samples_per_cell=2)
-    restored.restore(str(path))
+    restored.restore(path)
     restored.on_trial_complete("t0", {"val_f_mae": 1.0, TRIAL_COMPLETE: 1})
     assert _state(restored, first["cell_index"], 0).state == optuna.trial.TrialState.COMPLETE
     remaining = [restored.suggest("t2"), restored.suggest("t3"), restored.suggest("t4")]
@@ -89,16 +95,14 @@ def test_direction_follows_mode(mode):
 
 def test_a_restored_searcher_issues_a_lost_slot_again_with_its_recorded_values(tmp_path):
     """After a lost driver the searcher is Tune's last snapshot: slots issued after it come again, same values."""
-    searcher = GridCrossedTPE(CELLS, RANGES, samples_per_cell=2, seed=0, sweep_id="s-1")
-    searcher.set_search_properties("val_f_mae", "min", {})
+    searcher = _searcher(2, sweep_id="s-1")
     searcher.suggest("t0")
-    path = tmp_path / "searcher.pkl"
-    searcher.save(str(path))  # the snapshot; then t1 is issued and the driver dies
+    path = _saved(searcher, tmp_path)  # the snapshot; then t1 is issued and the driver dies
     lost = searcher.suggest("t1")
     assert lost["slot"] == "1.0"
     recorded = {"training.lr": 0.005, "model.channels": 17, "model.long_range": ["d3"]}  # not what TPE would draw
     restored = GridCrossedTPE(CELLS, RANGES, samples_per_cell=2)
-    restored.restore(str(path))
+    restored.restore(path)
     REISSUE["s-1"] = {lost["slot"]: recorded}
     try:
         again = restored.suggest("t1-new")
@@ -112,8 +116,7 @@ def test_a_restored_searcher_issues_a_lost_slot_again_with_its_recorded_values(t
 
 
 def test_recorded_values_outside_the_ranges_are_sampled_afresh():
-    searcher = GridCrossedTPE(CELLS, RANGES, samples_per_cell=1, seed=0, sweep_id="s-2")
-    searcher.set_search_properties("val_f_mae", "min", {})
+    searcher = _searcher(1, sweep_id="s-2")
     REISSUE["s-2"] = {"0.0": {"training.lr": 0.5, "model.channels": 17, "model.long_range": ["d3"]},   # lr > high
                       "1.0": {"training.lr": 0.001, "model.channels": 17, "model.long_range": ["les"]}}  # not a choice
     try:
@@ -128,7 +131,7 @@ def _restore(path, trials: dict, sweep_id: str = "s-3") -> GridCrossedTPE:
     restored = GridCrossedTPE(CELLS, RANGES, samples_per_cell=2)
     RESTORED[sweep_id] = trials
     try:
-        restored.restore(str(path))
+        restored.restore(path)
     finally:
         RESTORED.pop(sweep_id)
     return restored
@@ -142,11 +145,9 @@ def _trial(suggestion: dict, status: str, last_result: dict | None = None) -> di
 def test_a_searcher_older_than_the_restored_experiment_does_not_issue_its_trials_again(tmp_path):
     """Tune copied the experiment's trials after the kill's last save but not the searcher: the
     restored trials hold their slots, their results reach Optuna."""
-    searcher = GridCrossedTPE(CELLS, RANGES, samples_per_cell=2, seed=0, sweep_id="s-3")
-    searcher.set_search_properties("val_f_mae", "min", {})
+    searcher = _searcher(2, sweep_id="s-3")
     first = searcher.suggest("t0")
-    path = tmp_path / "searcher.pkl"
-    searcher.save(str(path))  # the searcher file Tune restores; the experiment file is newer:
+    path = _saved(searcher, tmp_path)  # the searcher file Tune restores; the experiment file is newer:
     second = searcher.suggest("t1")  # t1 was issued, t0 ended
     trials = {"t0": _trial(first, "TERMINATED", {"val_f_mae": 150.0, TRIAL_COMPLETE: 1}), "t1": _trial(second, "RUNNING")}
     restored = _restore(path, trials)
@@ -161,11 +162,9 @@ def test_a_searcher_older_than_the_restored_experiment_does_not_issue_its_trials
 def test_a_searcher_newer_than_the_restored_experiment_issues_the_slots_it_lacks_again(tmp_path):
     """The searcher was copied after a save the experiment's trials were not: a trial it issued is
     unknown to Tune, so its slot must come again (else the sweep ends without it)."""
-    searcher = GridCrossedTPE(CELLS, RANGES, samples_per_cell=1, seed=0, sweep_id="s-3")
-    searcher.set_search_properties("val_f_mae", "min", {})
+    searcher = _searcher(1, sweep_id="s-3")
     first, lost = searcher.suggest("t0"), searcher.suggest("t1")
-    path = tmp_path / "searcher.pkl"
-    searcher.save(str(path))
+    path = _saved(searcher, tmp_path)
     restored = _restore(path, {"t0": _trial(first, "RUNNING")})
     REISSUE["s-3"] = {"1.0": lost["sampled"]}
     try:
@@ -183,13 +182,11 @@ def test_a_searcher_newer_than_the_restored_experiment_issues_the_slots_it_lacks
 def test_a_forgotten_trial_without_a_recorded_slot_is_told_failed(tmp_path):
     """A searcher pickled by a farfield that did not record slots in Optuna: the forgotten trial's
     Optuna trial cannot be handed on, so it ends FAIL rather than running for ever."""
-    searcher = GridCrossedTPE(CELLS, RANGES, samples_per_cell=1, seed=0, sweep_id="s-3")
-    searcher.set_search_properties("val_f_mae", "min", {})
+    searcher = _searcher(1, sweep_id="s-3")
     first = searcher.suggest("t0")
     older = searcher.studies[1].ask(searcher.distributions)  # issued as the older farfield did
     searcher.live["t1"], searcher.issued[1] = (1, older.number, older._trial_id), 1
-    path = tmp_path / "searcher.pkl"
-    searcher.save(str(path))
+    path = _saved(searcher, tmp_path)
     restored = _restore(path, {"t0": _trial(first, "RUNNING")})
     assert _state(restored, 1, 0).state == optuna.trial.TrialState.FAIL
     assert restored.suggest("t1-new")["slot"] == "1.0" and len(restored.studies[1].trials) == 2
@@ -198,13 +195,11 @@ def test_a_forgotten_trial_without_a_recorded_slot_is_told_failed(tmp_path):
 def test_a_slot_lost_twice_keeps_one_optuna_trial(tmp_path):
     """The driver dies again before the forgotten slot is issued again: the second restore still
     hands that slot's Optuna trial on."""
-    searcher = GridCrossedTPE(CELLS, RANGES, samples_per_cell=1, seed=0, sweep_id="s-3")
-    searcher.set_search_properties("val_f_mae", "min", {})
+    searcher = _searcher(1, sweep_id="s-3")
     first, lost = searcher.suggest("t0"), searcher.suggest("t1")
-    path = tmp_path / "searcher.pkl"
-    searcher.save(str(path))
+    path = _saved(searcher, tmp_path)
     once = _restore(path, {"t0": _trial(first, "RUNNING")})
-    once.save(str(path))
+    once.save(path)
     twice = _restore(path, {"t0": _trial(first, "RUNNING")})
     again = twice.suggest("t1-new")
     assert again["slot"] == "1.0" and again["sampled"] == lost["sampled"]
@@ -212,13 +207,11 @@ def test_a_slot_lost_twice_keeps_one_optuna_trial(tmp_path):
 
 
 def test_the_searcher_keeps_the_concurrency_limit_with_restored_trials_counted(tmp_path):
-    searcher = GridCrossedTPE(CELLS, RANGES, samples_per_cell=2, seed=0, sweep_id="s-3")
-    searcher.set_search_properties("val_f_mae", "min", {})
+    searcher = _searcher(2, sweep_id="s-3")
     assert searcher.set_max_concurrency(1) is True  # Ray's ConcurrencyLimiter leaves the limit to it
     first = searcher.suggest("t0")
     assert searcher.suggest("t1") is None
-    path = tmp_path / "searcher.pkl"
-    searcher.save(str(path))
+    path = _saved(searcher, tmp_path)
     searcher.on_trial_complete("t0", {"val_f_mae": 1.0, TRIAL_COMPLETE: 1})
     assert searcher.suggest("t1")["slot"] == "1.0"
     restored = _restore(path, {"t0": _trial(first, "RUNNING")})

@@ -69,6 +69,12 @@ def slot_name(cell_index: int, sample: int) -> str:
     return f"{cell_index}.{sample}"
 
 
+def parse_slot(slot: str) -> tuple[int, int]:
+    """``(cell index, sample)`` of a slot ``"i.k"`` (the inverse of ``slot_name``)."""
+    cell_index, sample = (int(part) for part in slot.split("."))
+    return cell_index, sample
+
+
 def _hashable(value):
     """Optuna choices must be None/bool/int/float/str: lists become tuples' string form."""
     return value if value is None or isinstance(value, (bool, int, float, str)) else repr(value)
@@ -161,15 +167,14 @@ class GridCrossedTPE(Searcher):
         trial = study.ask(self.distributions)
         trial.set_user_attr("slot", slot)
         self.live[trial_id] = (index, trial.number, trial._trial_id)
-        return {path: self._unhash(path, value) for path, value in trial.params.items()}
+        return self._values(trial.params)
 
     def _take_over(self, trial_id: str, unclaimed: tuple[int, int, int]) -> dict:
         """Tune trial ``trial_id`` continues the still-running Optuna trial ``unclaimed`` of a
         forgotten Tune trial in the same slot; its sampled values."""
         index, _, internal_id = unclaimed
         self.live[trial_id] = unclaimed
-        params = self.studies[index]._storage.get_trial(internal_id).params
-        return {path: self._unhash(path, value) for path, value in params.items()}
+        return self._values(self.studies[index]._storage.get_trial(internal_id).params)
 
     def _recorded(self, slot: str) -> dict | None:
         """The values ``slot`` was issued with before a lost driver (Optuna's form), if they fit the ranges."""
@@ -181,6 +186,10 @@ class GridCrossedTPE(Searcher):
             return None
         params = {path: _hashable(value) for path, value in values.items()}
         return params if all(_fits(self.distributions[path], value) for path, value in params.items()) else None
+
+    def _values(self, params: dict) -> dict:
+        """An Optuna trial's ``params`` as the Tune trial gets them (categorical choices unhashed)."""
+        return {path: self._unhash(path, value) for path, value in params.items()}
 
     def _unhash(self, path: str, value):
         if path not in self.choices:
@@ -235,7 +244,7 @@ class GridCrossedTPE(Searcher):
         """
         if not trials or not all(trial.get("slot") for trial in trials.values()):
             return
-        slots = {trial_id: tuple(int(part) for part in trial["slot"].split(".")) for trial_id, trial in trials.items()}
+        slots = {trial_id: parse_slot(trial["slot"]) for trial_id, trial in trials.items()}
         issued = [0] * len(self.cells)  # slots are issued in order, and the experiment keeps every trial
         for index, sample in slots.values():
             issued[index] = max(issued[index], sample + 1)
@@ -254,7 +263,7 @@ class GridCrossedTPE(Searcher):
             if trial.get("status") == "TERMINATED" and trial_id in self.live:  # ended after that snapshot
                 self.on_trial_complete(trial_id, trial.get("last_result") or {})
         for slot, (index, number, _) in list(unclaimed.items()):
-            if int(slot.split(".")[1]) < issued[index]:  # a restored trial holds the slot already
+            if parse_slot(slot)[1] < issued[index]:  # a restored trial holds the slot already
                 del unclaimed[slot]
                 self.studies[index].tell(number, None, state=optuna.trial.TrialState.FAIL)
         self.unclaimed = unclaimed
