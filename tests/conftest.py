@@ -18,6 +18,10 @@ from threadpoolctl import threadpool_limits
 
 DATA = Path(__file__).parent / "data"
 
+# The pytest process ends with the session's status before interpreter finalization, where
+# Ray's leftover threads once crashed a green CI run (see tests/session_exit.py).
+pytest_plugins = ["tests.session_exit"]
+
 
 # Test graphs and matrices are small: one thread is fastest and avoids OpenMP/BLAS
 # oversubscription when several processes (Ray workers, servers) share the two cores.
