@@ -74,7 +74,8 @@ FINDING_KINDS = {
 HEADLINE_TEXT = ("Test force and energy MAE per model and split, mean ± 95 % CI over seeds (log scale); random "
                  "(in distribution) beside the biased splits. Black: the zero-force / reference-energy baseline. "
                  "Red dashed: the long-range yardstick — the Coulomb forces and energies of the reference charges "
-                 "from beyond the cutoff; a model whose error lies far above it cannot resolve long-range effects.")
+                 "from beyond the cutoff (for energies, what one constant per element leaves of it); a model whose "
+                 "error lies far above it cannot resolve long-range effects.")
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:1em auto;max-width:1200px;color:#222;padding:0 1em}
 h1{font-size:1.5em;margin:.3em 0}h2{font-size:1.25em;margin:1.2em 0 .4em}h3{font-size:1.05em}

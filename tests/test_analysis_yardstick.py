@@ -3,7 +3,8 @@
 A Gaussian ion pair in a large box: beyond the cutoff it is the pair's own Coulomb energy
 when the ions are farther apart than the cutoff, and (almost) nothing when they are closer;
 forces are the energy's gradient (central differences); a uniform charge offset is removed;
-per-structure values are cached and summarised per split as documented.
+per-structure values are cached and summarised per split as documented; the energy
+yardstick leaves out what one constant per element explains.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import numpy as np
 import pandas as pd
 import pytest
 from ase import Atoms
+from ase.formula import Formula
 from farfield.analysis import yardstick
-from farfield.analysis.yardstick import beyond_cutoff, split_yardsticks, structure_yardsticks
+from farfield.analysis.yardstick import beyond_cutoff, per_element_residuals, split_yardsticks, structure_yardsticks
 from farfield.models.electrostatics import COULOMB_CONSTANT
 
 
@@ -113,4 +115,32 @@ def test_values_are_cached_per_structure_and_summarised_per_split(tmp_path, monk
     assert table.iloc[0]["yardstick_f_mae"] == pytest.approx(
         np.average(charged["f_beyond_mae_mev"], weights=charged["n_atoms"]))
     energies = charged["e_beyond_per_atom_mev"].to_numpy()
+    # one element (O) in both: its per-element constant is the mean
     assert table.iloc[0]["yardstick_e_mae"] == pytest.approx(np.abs(energies - energies.mean()).mean())
+    assert table.iloc[0]["e_beyond_mad"] == pytest.approx(np.abs(energies - energies.mean()).mean())
+
+
+def test_a_cache_without_the_formulas_is_computed_again(tmp_path):
+    frames = [_random_cell(0), _random_cell(1, n=20)]
+    context = _Context(frames)
+    ids = [a.info["structure_id"] for a in frames]
+    first = structure_yardsticks(context, ids, 4.0, cache_dir=tmp_path)
+    (cache,) = tmp_path.glob("yardstick-*.parquet")
+    first.drop(columns=["formula"]).to_parquet(cache, index=False)  # as an older farfield wrote it
+    again = structure_yardsticks(context, ids, 4.0, cache_dir=tmp_path)
+    assert context.reads == 4 and again["formula"].tolist() == ["O12", "O20"]
+    pd.testing.assert_frame_equal(again, first)
+
+
+def test_per_element_constants_are_no_yardstick_and_the_rest_is():
+    formulas = ["H2O", "CH4", "C2H6O", "CO2", "H2O", "C6H6"]
+    per_element = {"H": 12.0, "C": -40.0, "O": 75.0}
+    counts = [dict(Formula(f).count()) for f in formulas]
+    values = np.array([sum(n * per_element[e] for e, n in c.items()) / sum(c.values()) for c in counts])
+    assert np.abs(values - values.mean()).mean() > 10.0  # composition alone spreads them
+    assert np.allclose(per_element_residuals(formulas, values), 0.0, atol=1e-10)
+    # two structures of one composition 20 meV/atom apart stay 20 apart: no constant per element parts them
+    shifted = values + np.array([0.0, 0.0, 0.0, 0.0, 20.0, 0.0])
+    residuals = per_element_residuals(formulas, shifted)
+    assert residuals[4] - residuals[0] == pytest.approx(20.0)
+    assert np.abs(residuals).mean() > 0.0
