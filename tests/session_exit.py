@@ -18,14 +18,14 @@ from __future__ import annotations
 import atexit
 import os
 import sys
+from pathlib import Path
 
 import pytest
 
-_COMMANDS = {"pytest", "py.test", "__main__.py"}
-
-
 def _started_as_pytest() -> bool:
-    return os.path.basename(sys.argv[0]) in _COMMANDS
+    """``pytest …``, ``py.test …`` or ``python -m pytest …`` (argv[0] is pytest's ``__main__.py``)."""
+    command = Path(sys.argv[0])
+    return command.name in {"pytest", "py.test"} or (command.name == "__main__.py" and command.parent.name == "pytest")
 
 
 def _exit_now(session: pytest.Session) -> None:
