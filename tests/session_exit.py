@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+
 def _started_as_pytest() -> bool:
     """``pytest …``, ``py.test …`` or ``python -m pytest …`` (argv[0] is pytest's ``__main__.py``)."""
     command = Path(sys.argv[0])
