@@ -15,7 +15,8 @@ Read as errors of a model that is exact except for that remainder:
 - ``yardstick_e_mae`` (meV/atom): the mean absolute residual of the beyond-cutoff energy
   per atom after a least-squares fit of one constant per element (per atom of that element,
   over the split's test structures) — the energy MAE of a model that replaces it by
-  per-element reference energies, the same null as the reference-energy baseline's. (Its
+  per-element reference energies, fitted as the reference-energy baseline's are
+  (``fit_reference_energies``). (Its
   mean absolute deviation from one constant per atom, ``e_beyond_mad``, is listed beside it;
   on the bundled MOFs about a third of it is composition, which per-element energies absorb.)
 
@@ -33,10 +34,10 @@ import numpy as np
 import pandas as pd
 import torch
 from ase import Atoms
-from ase.formula import Formula
 from farfield.analysis.disk_cache import write_if_possible
 from farfield.data import records
 from farfield.data.graphs import check_cutoff
+from farfield.models.blocks.readout import fit_reference_energies
 from farfield.models.electrostatics import COULOMB_CONSTANT, EwaldParameters, coulomb_energy, periodic_potential, tune
 from farfield.models.electrostatics.gaussian import pair_widths, smeared_kernel
 from farfield.models.electrostatics.realspace import all_pairs, pair_potential, periodic_pairs
@@ -48,7 +49,7 @@ __all__ = ["ACCURACY", "STRUCTURE_COLUMNS", "WIDTH", "beyond_cutoff", "per_eleme
 WIDTH = 1.0
 #: Relative accuracy of the Ewald sum (energies and forces).
 ACCURACY = 1e-5
-STRUCTURE_COLUMNS = ["structure_id", "n_atoms", "formula", "has_charges", "e_beyond_per_atom_mev", "f_beyond_mae_mev"]
+STRUCTURE_COLUMNS = ["structure_id", "n_atoms", "has_charges", "e_beyond_per_atom_mev", "f_beyond_mae_mev"]
 
 
 def _parameters(cell: torch.Tensor, n_atoms: int, pair_width: float) -> EwaldParameters:
@@ -102,8 +103,7 @@ def beyond_cutoff(atoms: Atoms, cutoff: float, width: float = WIDTH) -> tuple[fl
 
 
 def _structure_row(atoms: Atoms, cutoff: float, width: float) -> dict:
-    facts = {"structure_id": atoms.info[records.STRUCTURE_ID], "n_atoms": len(atoms),
-             "formula": atoms.get_chemical_formula()}
+    facts = {"structure_id": atoms.info[records.STRUCTURE_ID], "n_atoms": len(atoms)}
     if records.CHARGES not in atoms.arrays:
         return {**facts, "has_charges": False, "e_beyond_per_atom_mev": np.nan, "f_beyond_mae_mev": np.nan}
     energy, forces = beyond_cutoff(atoms, cutoff, width)
@@ -123,8 +123,6 @@ def structure_yardsticks(context, structure_ids: Iterable[str], cutoff: float, w
         cache = Path(cache_dir) / f"yardstick-{context.content_hash[:16]}-rc{cutoff:g}-w{width:g}.parquet"
         if cache.is_file():
             known = pd.read_parquet(cache)
-            if not set(STRUCTURE_COLUMNS) <= set(known.columns):  # written by an older farfield
-                known = pd.DataFrame(columns=STRUCTURE_COLUMNS)
     cached = set(known["structure_id"])
     missing = [sid for sid in wanted if sid not in cached]
     if missing:
@@ -136,25 +134,24 @@ def structure_yardsticks(context, structure_ids: Iterable[str], cutoff: float, w
     return known.set_index("structure_id").loc[wanted].reset_index()
 
 
-def per_element_residuals(formulas: Iterable[str], values: np.ndarray) -> np.ndarray:
-    """``values`` (one per structure, per atom) minus their least-squares fit by one constant
-    per element, weighted by each structure's element fractions (from its chemical formula)."""
-    counts = [Formula(formula).count() for formula in formulas]
-    elements = sorted({element for count in counts for element in count})
-    fractions = np.array([[count.get(element, 0) for element in elements] for count in counts], dtype=np.float64)
-    fractions /= fractions.sum(axis=1, keepdims=True)
-    constants = np.linalg.lstsq(fractions, values, rcond=None)[0]
-    return values - fractions @ constants
+def per_element_residuals(element_counts: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``values`` (n_structures,), per atom, minus their fit by one constant per element: the
+    reference-energy fit (``fit_reference_energies``, per-atom least squares) of the totals.
+    ``element_counts``: (n_structures, MAX_ATOMIC_NUMBER + 1), as ``DatasetContext.element_counts``."""
+    counts = np.asarray(element_counts, dtype=np.float64)
+    n_atoms = counts.sum(axis=1)
+    constants = fit_reference_energies(counts, values * n_atoms)
+    return values - counts @ constants / n_atoms
 
 
-def _summarise(rows: pd.DataFrame) -> dict:
+def _summarise(rows: pd.DataFrame, context) -> dict:
     charged = rows[rows["has_charges"].astype(bool)]
     if charged.empty:
         return {"n_structures": len(rows), "n_with_charges": 0, "yardstick_f_mae": np.nan, "yardstick_e_mae": np.nan}
     energy = charged["e_beyond_per_atom_mev"].to_numpy(dtype=np.float64)
     return {"n_structures": len(rows), "n_with_charges": len(charged),
             "yardstick_f_mae": float(np.average(charged["f_beyond_mae_mev"], weights=charged["n_atoms"])),
-            "yardstick_e_mae": float(np.abs(per_element_residuals(charged["formula"], energy)).mean()),
+            "yardstick_e_mae": float(np.abs(per_element_residuals(context.element_counts(charged["structure_id"]), energy)).mean()),
             "e_beyond_mad": float(np.abs(energy - energy.mean()).mean()),
             "e_beyond_mean": float(energy.mean())}
 
@@ -174,7 +171,7 @@ def yardstick_tables(trials: pd.DataFrame, structures: pd.DataFrame, contexts: d
                 continue
             ids = structures.loc[structures["run_id"] == run_id, "structure_id"].tolist()
             found = structure_yardsticks(contexts[run_id], ids, float(cutoff), width, cache_dir)
-            rows.append({"split": split, "split_hash": split_hash, "cutoff": cutoff, **_summarise(found)})
+            rows.append({"split": split, "split_hash": split_hash, "cutoff": cutoff, **_summarise(found, contexts[run_id])})
             per_structure.append(found.assign(cutoff=cutoff))
     structures_table = (pd.concat(per_structure, ignore_index=True).drop_duplicates(["structure_id", "cutoff"])
                         if per_structure else pd.DataFrame(columns=[*STRUCTURE_COLUMNS, "cutoff"]))
