@@ -15,10 +15,10 @@ import numpy as np
 import pandas as pd
 import pytest
 from ase import Atoms
-from ase.data import atomic_numbers
 from ase.formula import Formula
 from farfield.analysis import yardstick
 from farfield.analysis.yardstick import beyond_cutoff, per_element_residuals, split_yardsticks, structure_yardsticks
+from farfield.data.chemspace.descriptors import element_counts
 from farfield.models.electrostatics import COULOMB_CONSTANT
 
 
@@ -92,12 +92,8 @@ class _Context:
 
 
 def _counts(formulas) -> np.ndarray:
-    """(n, 119) atoms of each element, as ``DatasetContext.element_counts``."""
-    counts = np.zeros((len(formulas), 119))
-    for row, formula in enumerate(formulas):
-        for symbol, count in Formula(formula).count().items():
-            counts[row, atomic_numbers[symbol]] = count
-    return counts
+    """(n, MAX_Z + 1) atoms of each element, counted as the dataset store counts them."""
+    return np.stack([element_counts(Atoms(formula), formula) for formula in formulas])
 
 
 def test_values_are_cached_per_structure_and_summarised_per_split(tmp_path, monkeypatch):
